@@ -1,0 +1,293 @@
+//! Configuration: PTK's item names, so that a ProtectToolkit-C setup carries
+//! over, plus p11ha's own `P11HA_*` items.
+//!
+//! This module only parses; where the items come from (the environment, a
+//! file named by `P11HA_CONF`, a firmware's constants) is the platform's
+//! business. A bad value is reported through the `report` callback with the
+//! fallback that is used instead, and never stops the library: PTK itself
+//! falls back to NORMAL mode on an undefined or invalid mode.
+
+use heapless::{String, Vec};
+
+use crate::event::Event;
+
+/// How many `ET_PTKC_WLD_SLOT_<n>` items are kept, and the largest `n + 1`.
+pub const MAX_WLD_SLOTS: usize = 16;
+/// How many `P11HA_MODULES` paths are kept.
+pub const MAX_MODULES: usize = 8;
+/// The longest module path, in bytes.
+pub const MAX_PATH: usize = 256;
+
+/// `ET_PTKC_GENERAL_LIBRARY_MODE`.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Mode {
+    /// Every slot of every member appears as it is.
+    #[default]
+    Normal,
+    /// Work load distribution: one virtual slot per configured token label,
+    /// sessions spread over the members that carry it.
+    Wld,
+    /// WLD plus journalled sessions that fail over.
+    Ha,
+}
+
+impl Mode {
+    /// Whether slots are virtual, backed by members grouped by label.
+    pub fn is_virtual(self) -> bool {
+        matches!(self, Mode::Wld | Mode::Ha)
+    }
+}
+
+/// A token label as PKCS#11 stores it: 32 bytes, blank-padded.
+pub type Label = [u8; 32];
+
+/// Pads `text` to a token label. `None` if it is longer than 32 bytes.
+pub fn label(text: &str) -> Option<Label> {
+    let bytes = text.as_bytes();
+    if bytes.len() > 32 {
+        return None;
+    }
+    let mut out = [b' '; 32];
+    out[..bytes.len()].copy_from_slice(bytes);
+    Some(out)
+}
+
+/// A virtual slot of WLD and HA mode: `ET_PTKC_WLD_SLOT_<id>=<label>`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WldSlot {
+    /// The virtual slot id the application sees.
+    pub id: u64,
+    /// The label of the members' tokens.
+    pub label: Label,
+}
+
+/// The parsed configuration.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Config {
+    /// `ET_PTKC_GENERAL_LIBRARY_MODE`.
+    pub mode: Mode,
+    /// `ET_PTKC_WLD_SLOT_<n>`, sorted by id.
+    pub wld_slots: Vec<WldSlot, MAX_WLD_SLOTS>,
+    /// `P11HA_MODULES`: PKCS#11 modules whose slots are members.
+    pub modules: Vec<String<MAX_PATH>, MAX_MODULES>,
+}
+
+/// Where a configuration problem is reported: an [`Event::BadConfig`].
+pub type Report<'r> = &'r mut dyn FnMut(&Event<'_>);
+
+const MODE: &str = "ET_PTKC_GENERAL_LIBRARY_MODE";
+const WLD_SLOT: &str = "ET_PTKC_WLD_SLOT_";
+const MODULES: &str = "P11HA_MODULES";
+/// Read by the platform (it names the file), accepted here so that it is not
+/// reported as unknown.
+const CONF: &str = "P11HA_CONF";
+
+impl Config {
+    /// Whether `key` is an item this parser looks at (or reports): the
+    /// platform passes only those, so that an application's unrelated
+    /// environment is never read or echoed.
+    pub fn is_item(key: &str) -> bool {
+        key.starts_with("ET_PTKC_") || key.starts_with("ET_HSM_") || key.starts_with("P11HA_")
+    }
+
+    /// Applies one `key=value` item. Later items override earlier ones, so a
+    /// platform applies the file first and the environment last.
+    pub fn apply(&mut self, key: &str, value: &str, report: Report<'_>) {
+        let value = value.trim();
+        if key == MODE {
+            self.mode = match value {
+                v if v.eq_ignore_ascii_case("NORMAL") => Mode::Normal,
+                v if v.eq_ignore_ascii_case("WLD") => Mode::Wld,
+                v if v.eq_ignore_ascii_case("HA") => Mode::Ha,
+                _ => {
+                    report(&Event::BadConfig {
+                        key,
+                        problem: "not NORMAL, WLD or HA",
+                        fallback: "NORMAL mode is used, as PTK does",
+                    });
+                    Mode::Normal
+                }
+            };
+        } else if let Some(n) = key.strip_prefix(WLD_SLOT) {
+            self.apply_wld_slot(key, n, value, report);
+        } else if key == MODULES {
+            self.apply_modules(key, value, report);
+        } else if key == CONF {
+            // The platform's: it names the file these items come from.
+        } else if Self::is_item(key) {
+            report(&Event::BadConfig {
+                key,
+                problem: "not an item p11ha knows",
+                fallback: "ignored",
+            });
+        }
+    }
+
+    fn apply_wld_slot(&mut self, key: &str, n: &str, value: &str, report: Report<'_>) {
+        let id = match parse_decimal(n) {
+            Some(id) if id < MAX_WLD_SLOTS as u64 => id,
+            _ => {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "the slot number is not a decimal number below 16",
+                    fallback: "this slot is ignored",
+                });
+                return;
+            }
+        };
+        self.wld_slots.retain(|s| s.id != id);
+        if value.is_empty() {
+            return;
+        }
+        let Some(label) = label(value) else {
+            report(&Event::BadConfig {
+                key,
+                problem: "a token label is at most 32 bytes",
+                fallback: "this slot is ignored",
+            });
+            return;
+        };
+        // Capacity is MAX_WLD_SLOTS and ids are below it, so this fits.
+        let at = self.wld_slots.partition_point(|s| s.id < id);
+        let _ = self.wld_slots.insert(at, WldSlot { id, label });
+    }
+
+    fn apply_modules(&mut self, key: &str, value: &str, report: Report<'_>) {
+        self.modules.clear();
+        for path in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            let Ok(path) = String::try_from(path) else {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "a module path is longer than 256 bytes",
+                    fallback: "that module is not loaded",
+                });
+                continue;
+            };
+            if self.modules.push(path).is_err() {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "more than 8 modules",
+                    fallback: "the modules after the eighth are not loaded",
+                });
+                return;
+            }
+        }
+    }
+
+    /// Applies the items of a configuration file's text: `KEY=VALUE` lines,
+    /// `#` starts a comment line, blank lines are ignored.
+    pub fn apply_file(&mut self, text: &str, report: Report<'_>) {
+        for line in text.lines() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    self.apply(key.trim(), value, report)
+                }
+                _ => report(&Event::BadConfig {
+                    key: line_prefix(line),
+                    problem: "a configuration file line is not KEY=VALUE",
+                    fallback: "the line is ignored",
+                }),
+            }
+        }
+    }
+
+    /// The configured label of virtual slot `id`, in WLD and HA mode.
+    pub fn wld_label(&self, id: u64) -> Option<&Label> {
+        self.wld_slots.iter().find(|s| s.id == id).map(|s| &s.label)
+    }
+}
+
+/// At most the first 32 bytes of a bad line, cut at a character boundary, so
+/// that a report never echoes a whole line (it might hold a secret).
+fn line_prefix(line: &str) -> &str {
+    let mut end = line.len().min(32);
+    while !line.is_char_boundary(end) {
+        end -= 1;
+    }
+    &line[..end]
+}
+
+fn parse_decimal(s: &str) -> Option<u64> {
+    if s.is_empty() || s.len() > 19 || !s.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    s.parse().ok()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn parse(items: &[(&str, &str)]) -> (Config, usize) {
+        let mut cfg = Config::default();
+        let mut reports = 0;
+        for (k, v) in items {
+            cfg.apply(k, v, &mut |_| reports += 1);
+        }
+        (cfg, reports)
+    }
+
+    #[test]
+    fn mode_falls_back_to_normal_as_ptk_does() {
+        assert_eq!(parse(&[]).0.mode, Mode::Normal);
+        assert_eq!(parse(&[(MODE, "WLD")]), (parse(&[(MODE, "wld")]).0, 0));
+        assert_eq!(parse(&[(MODE, " HA ")]).0.mode, Mode::Ha);
+        let (cfg, reports) = parse(&[(MODE, "HA"), (MODE, "FAST")]);
+        assert_eq!((cfg.mode, reports), (Mode::Normal, 1));
+    }
+
+    #[test]
+    fn wld_slots_are_sorted_and_checked() {
+        let (cfg, reports) = parse(&[
+            ("ET_PTKC_WLD_SLOT_3", "Other"),
+            ("ET_PTKC_WLD_SLOT_0", "TokName"),
+            ("ET_PTKC_WLD_SLOT_16", "TooHigh"),
+            ("ET_PTKC_WLD_SLOT_x", "NotANumber"),
+            (
+                "ET_PTKC_WLD_SLOT_1",
+                "a label that is much longer than 32 bytes",
+            ),
+        ]);
+        assert_eq!(reports, 3);
+        let ids: Vec<u64, 4> = cfg.wld_slots.iter().map(|s| s.id).collect();
+        assert_eq!(&ids[..], &[0, 3]);
+        assert_eq!(cfg.wld_label(0), Some(&label("TokName").unwrap()));
+        assert_eq!(cfg.wld_label(1), None);
+    }
+
+    #[test]
+    fn modules_split_on_semicolons() {
+        let (cfg, reports) = parse(&[(MODULES, " /a.so ;; /b.so;")]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.modules.len(), 2);
+        assert_eq!(cfg.modules[1], "/b.so");
+    }
+
+    #[test]
+    fn file_lines_comments_and_precedence() {
+        let mut cfg = Config::default();
+        let mut reports = 0;
+        cfg.apply_file(
+            "# comment\n\nET_PTKC_GENERAL_LIBRARY_MODE = WLD\nnot a pair\nP11HA_TYPO=1\n",
+            &mut |_| reports += 1,
+        );
+        assert_eq!((cfg.mode, reports), (Mode::Wld, 2));
+        // The environment is applied after the file and wins.
+        cfg.apply(MODE, "HA", &mut |_| reports += 1);
+        assert_eq!(cfg.mode, Mode::Ha);
+        // Unrelated variables are not items and are never reported.
+        assert!(!Config::is_item("HOME"));
+    }
+
+    #[test]
+    fn a_bad_line_is_never_echoed_whole() {
+        let long = [b'x'; 100];
+        assert_eq!(line_prefix(core::str::from_utf8(&long).unwrap()).len(), 32);
+        assert_eq!(line_prefix("ééééééééééééééééé"), "éééééééééééééééé");
+    }
+}

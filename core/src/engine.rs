@@ -1,0 +1,1730 @@
+//! The dispatcher: one call in, routed to the session's member, with virtual
+//! handles translated both ways.
+//!
+//! Locking, and why a call on one session never waits behind another:
+//! - each session has its own [`Mutex`] over the platform's raw lock, held
+//!   across the member call, so the session's state changes in the order the
+//!   member saw the calls and a session is never closed under a call in
+//!   flight (SoftHSM crashes if it is);
+//! - each virtual slot has a login lock, held while sessions are opened or
+//!   closed on it and while the application logs in or out, because the
+//!   members' login state hangs on which sessions exist (a token logs out
+//!   when its last session closes);
+//! - the object table is behind a spin read-write lock that is never held
+//!   across a member call;
+//! - members and slots are append-only tables read without locks.
+//!
+//! Lock order: session, then slot login, then object table.
+
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+
+use heapless::Vec;
+
+use crate::ck::{self, Rv, attr, flags, user};
+use crate::config::{Config, Label};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::handles::{
+    self, Identity, IndexSlot, MAX_IDENTITY_BYTES, ObjectEntry, ObjectKind, ObjectTable,
+};
+use crate::port::{
+    Attr, AttrOut, DualOp, Events, Mechanism, MechanismInfo, Member, Op, Param, Platform,
+    SessionInfo, SlotInfo, TokenInfo, Version,
+};
+use crate::secret::Pin;
+use crate::sync::{Guard, Mutex};
+
+/// The most members one engine can have (a virtual slot keeps its members
+/// in a 64-bit mask).
+pub const MAX_MEMBERS: usize = 64;
+
+/// The most mechanisms p11ha intersects across the members of a virtual
+/// slot; a member with more is answered for by the first member alone.
+const MAX_MECHANISMS: usize = 256;
+
+/// p11ha's version, reported in slot and token information.
+pub const VERSION: Version = Version { major: 0, minor: 1 };
+
+/// A member as [`Engine::member_status`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The virtual slot it serves.
+    pub slot: u64,
+    /// Its own slot id.
+    pub member_slot: u64,
+    /// Application sessions it serves.
+    pub sessions: u32,
+    /// In service.
+    pub up: bool,
+}
+
+/// Storage for one member.
+pub struct MemberSlot<M> {
+    entry: spin::Once<MemberEntry<M>>,
+}
+
+impl<M> MemberSlot<M> {
+    /// An empty slot.
+    pub const fn new() -> Self {
+        MemberSlot {
+            entry: spin::Once::new(),
+        }
+    }
+}
+
+impl<M> Default for MemberSlot<M> {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+struct MemberEntry<M> {
+    member: M,
+    up: AtomicBool,
+    /// Application sessions placed on it.
+    sessions: AtomicU32,
+    /// The session that holds the application's login on this member while
+    /// it is logged in (0: none). Changed only under the slot's login lock.
+    anchor: AtomicU64,
+}
+
+/// Storage for one virtual slot.
+pub struct SlotSlot<L> {
+    slot: spin::Once<VirtualSlot>,
+    login: Mutex<L, Login>,
+}
+
+impl<L: crate::port::RawLock> SlotSlot<L> {
+    /// An empty slot whose login state is guarded by `lock`.
+    pub const fn new(lock: L) -> Self {
+        SlotSlot {
+            slot: spin::Once::new(),
+            login: Mutex::new(lock, Login::new()),
+        }
+    }
+}
+
+struct VirtualSlot {
+    id: u64,
+    label: Label,
+    /// Bit i set: member i serves this slot.
+    members: AtomicU64,
+    sessions: AtomicU32,
+    rw_sessions: AtomicU32,
+}
+
+/// The application's login on a virtual slot (WLD and HA mode).
+struct Login {
+    user: Option<u64>,
+    pin: Pin,
+    /// The PIN could not be kept (longer than p11ha keeps).
+    pin_lost: bool,
+}
+
+impl Login {
+    const fn new() -> Self {
+        Login {
+            user: None,
+            pin: Pin::new(),
+            pin_lost: false,
+        }
+    }
+}
+
+/// Storage for one session.
+pub struct SessionSlot<L> {
+    in_use: AtomicBool,
+    state: Mutex<L, Session>,
+}
+
+impl<L: crate::port::RawLock> SessionSlot<L> {
+    /// A free session slot whose state is guarded by `lock`.
+    pub const fn new(lock: L) -> Self {
+        SessionSlot {
+            in_use: AtomicBool::new(false),
+            state: Mutex::new(lock, Session::new()),
+        }
+    }
+}
+
+struct Session {
+    generation: u16,
+    open: bool,
+    slot: usize,
+    member: usize,
+    real: u64,
+    flags: u64,
+    find_active: bool,
+    owns_objects: bool,
+}
+
+impl Session {
+    const fn new() -> Self {
+        Session {
+            generation: 0,
+            open: false,
+            slot: 0,
+            member: 0,
+            real: 0,
+            flags: 0,
+            find_active: false,
+            owns_objects: false,
+        }
+    }
+}
+
+/// The tables an engine works in, handed in by the platform. Each table's
+/// capacity is the length of its slice; every element starts as `new()` or
+/// `Default::default()`.
+pub struct Storage<P: Platform> {
+    /// Members (at most [`MAX_MEMBERS`] are used).
+    pub members: P::Store<MemberSlot<P::Member>>,
+    /// Virtual slots.
+    pub slots: P::Store<SlotSlot<P::Lock>>,
+    /// Sessions.
+    pub sessions: P::Store<SessionSlot<P::Lock>>,
+    /// Virtual objects (WLD and HA mode).
+    pub objects: P::Store<ObjectEntry>,
+    /// The objects' reverse index; twice as long as `objects` is right.
+    pub object_index: P::Store<IndexSlot>,
+}
+
+type Objects<P> =
+    ObjectTable<<P as Platform>::Store<ObjectEntry>, <P as Platform>::Store<IndexSlot>>;
+
+/// The p11ha engine: every PKCS#11 call that reaches a member goes through
+/// one of its methods.
+pub struct Engine<P: Platform> {
+    config: Config,
+    members: P::Store<MemberSlot<P::Member>>,
+    member_count: AtomicUsize,
+    slots: P::Store<SlotSlot<P::Lock>>,
+    slot_count: AtomicUsize,
+    sessions: P::Store<SessionSlot<P::Lock>>,
+    objects: spin::RwLock<Objects<P>>,
+    events: P::Events,
+    rng: AtomicU64,
+    adding: spin::Mutex<()>,
+}
+
+/// Whether a member's answer means the member itself is gone (as opposed to
+/// an answer about the application's request).
+pub fn is_member_failure(error: &Error) -> bool {
+    match error {
+        Error::Transport(_) => true,
+        Error::Rv(rv) => matches!(
+            *rv,
+            Rv::DEVICE_ERROR | Rv::GENERAL_ERROR | Rv::DEVICE_REMOVED | Rv::TOKEN_NOT_PRESENT
+        ),
+        Error::BufferTooSmall { .. } => false,
+    }
+}
+
+/// The value of a `CK_ULONG` attribute in the platform's native layout.
+pub fn ulong_bytes(value: u64) -> [u8; core::mem::size_of::<core::ffi::c_ulong>()] {
+    // Values the core writes (classes, key types) fit every CK_ULONG.
+    (value as core::ffi::c_ulong).to_ne_bytes()
+}
+
+/// Reads a `CK_ULONG` attribute value in the platform's native layout.
+pub fn ulong_from_bytes(bytes: &[u8]) -> Option<u64> {
+    let bytes = bytes.try_into().ok()?;
+    #[allow(clippy::useless_conversion)] // c_ulong is u32 on 32-bit targets
+    Some(u64::from(core::ffi::c_ulong::from_ne_bytes(bytes)))
+}
+
+const TRUE: [u8; 1] = [1];
+
+impl<P: Platform> Engine<P> {
+    /// An engine over `storage`. In WLD and HA mode the configured virtual
+    /// slots are created now (they exist, without a token, until a member
+    /// joins); `CKR_HOST_MEMORY` if `storage.slots` cannot hold them.
+    /// `seed` seeds the tie-breaking between equally loaded members.
+    pub fn new(config: Config, storage: Storage<P>, events: P::Events, seed: u64) -> Result<Self> {
+        let engine = Engine {
+            members: storage.members,
+            member_count: AtomicUsize::new(0),
+            slots: storage.slots,
+            slot_count: AtomicUsize::new(0),
+            sessions: storage.sessions,
+            objects: spin::RwLock::new(ObjectTable::new(storage.objects, storage.object_index)),
+            events,
+            rng: AtomicU64::new(seed | 1),
+            adding: spin::Mutex::new(()),
+            config,
+        };
+        if engine.config.mode.is_virtual() {
+            for s in engine.config.wld_slots.clone().iter() {
+                engine.push_slot(s.id, s.label)?;
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where events go.
+    pub fn events(&self) -> &P::Events {
+        &self.events
+    }
+
+    fn push_slot(&self, id: u64, label: Label) -> Result<usize> {
+        let i = self.slot_count.load(Ordering::Acquire);
+        let slot = self.slots.get(i).ok_or(Error::Rv(Rv::HOST_MEMORY))?;
+        slot.slot.call_once(|| VirtualSlot {
+            id,
+            label,
+            members: AtomicU64::new(0),
+            sessions: AtomicU32::new(0),
+            rw_sessions: AtomicU32::new(0),
+        });
+        self.slot_count.store(i + 1, Ordering::Release);
+        Ok(i)
+    }
+
+    /// Offers a member: one slot of one module or server. In NORMAL mode it
+    /// becomes a slot of its own; in WLD and HA mode it joins the virtual
+    /// slot whose configured label its token carries, or is not used.
+    /// Returns its member index if it was taken.
+    ///
+    /// The platform offers each of its slots once (at `C_Initialize`, and
+    /// again when `C_GetSlotList` finds new ones).
+    pub fn add_member(&self, member: P::Member) -> Result<Option<usize>> {
+        let _adding = self.adding.lock();
+        let slot = if self.config.mode.is_virtual() {
+            let info = match member.token_info() {
+                Ok(info) => info,
+                // No token (yet) in that slot: not a member.
+                Err(_) => return Ok(None),
+            };
+            match self.slot_ids().position(|s| s.label == info.label) {
+                Some(slot) => slot,
+                None => return Ok(None),
+            }
+        } else {
+            let next = self.slot_count.load(Ordering::Acquire);
+            self.push_slot(next as u64, [b' '; 32])?
+        };
+        let index = self.member_count.load(Ordering::Acquire);
+        if index >= MAX_MEMBERS.min(self.members.len()) {
+            return Err(Error::Rv(Rv::HOST_MEMORY));
+        }
+        let hsm_slot_id = member.slot_id();
+        self.members[index].entry.call_once(|| MemberEntry {
+            member,
+            up: AtomicBool::new(true),
+            sessions: AtomicU32::new(0),
+            anchor: AtomicU64::new(0),
+        });
+        self.member_count.store(index + 1, Ordering::Release);
+        let vslot = self.vslot(slot);
+        vslot.members.fetch_or(1 << index, Ordering::AcqRel);
+        self.events.event(&Event::MemberJoined {
+            hsm_idx: index,
+            hsm_slot_id,
+            slot: vslot.id,
+        });
+        Ok(Some(index))
+    }
+
+    fn slot_ids(&self) -> impl Iterator<Item = &VirtualSlot> {
+        let n = self.slot_count.load(Ordering::Acquire);
+        self.slots[..n].iter().filter_map(|s| s.slot.get())
+    }
+
+    fn vslot(&self, index: usize) -> &VirtualSlot {
+        // Indices come from slot_index() or entries written before
+        // slot_count was raised, so the slot is initialised.
+        self.slots[index].slot.get().expect("slot initialised")
+    }
+
+    fn member(&self, index: usize) -> &MemberEntry<P::Member> {
+        // Member indices are only handed out after the entry is written.
+        self.members[index].entry.get().expect("member initialised")
+    }
+
+    /// The number of members taken so far.
+    pub fn member_count(&self) -> usize {
+        self.member_count.load(Ordering::Acquire)
+    }
+
+    /// Calls `f` with member `index` (for the platform's own bookkeeping).
+    pub fn with_member<T>(&self, index: usize, f: impl FnOnce(&P::Member) -> T) -> Option<T> {
+        (index < self.member_count()).then(|| f(&self.member(index).member))
+    }
+
+    /// Whether member `index` is in service.
+    pub fn member_up(&self, index: usize) -> bool {
+        index < self.member_count() && self.member(index).up.load(Ordering::Acquire)
+    }
+
+    /// What an operator (or a test) sees of member `index`.
+    pub fn member_status(&self, index: usize) -> Option<MemberStatus> {
+        if index >= self.member_count() {
+            return None;
+        }
+        let m = self.member(index);
+        let slot = (0..self.slot_count.load(Ordering::Acquire))
+            .find(|&s| self.vslot(s).members.load(Ordering::Acquire) & (1 << index) != 0)?;
+        Some(MemberStatus {
+            slot: self.vslot(slot).id,
+            member_slot: m.member.slot_id(),
+            sessions: m.sessions.load(Ordering::Acquire),
+            up: m.up.load(Ordering::Acquire),
+        })
+    }
+
+    /// The member index that serves session `handle`.
+    pub fn session_member(&self, handle: u64) -> Result<usize> {
+        let (_, s) = self.session(handle)?;
+        Ok(s.member)
+    }
+
+    fn slot_index(&self, id: u64) -> Result<usize> {
+        let n = self.slot_count.load(Ordering::Acquire);
+        if self.config.mode.is_virtual() {
+            self.slots[..n]
+                .iter()
+                .position(|s| s.slot.get().is_some_and(|v| v.id == id))
+                .ok_or(Error::Rv(Rv::SLOT_ID_INVALID))
+        } else {
+            usize::try_from(id)
+                .ok()
+                .filter(|&i| i < n)
+                .ok_or(Error::Rv(Rv::SLOT_ID_INVALID))
+        }
+    }
+
+    fn live_members(&self, slot: usize) -> impl Iterator<Item = usize> + '_ {
+        let mask = self.vslot(slot).members.load(Ordering::Acquire);
+        (0..MAX_MEMBERS)
+            .filter(move |i| mask & (1 << i) != 0)
+            .filter(|&i| self.member(i).up.load(Ordering::Acquire))
+    }
+
+    fn first_live(&self, slot: usize) -> Result<usize> {
+        self.live_members(slot)
+            .next()
+            .ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))
+    }
+
+    /// Takes a member out of service for the life of the application, once.
+    fn drop_member(&self, index: usize, rv: Rv) {
+        let m = self.member(index);
+        if m.up.swap(false, Ordering::AcqRel) {
+            self.events.event(&Event::MemberDropped {
+                hsm_idx: index,
+                hsm_slot_id: m.member.slot_id(),
+                rv,
+            });
+            self.objects.write().forget_member(index);
+        }
+    }
+
+    /// Passes a member's result on, taking the member out of service first
+    /// if the result says it is gone (WLD and HA mode).
+    fn checked<T>(&self, member: usize, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result
+            && self.config.mode.is_virtual()
+            && is_member_failure(e)
+        {
+            self.drop_member(member, e.rv());
+        }
+        result
+    }
+
+    fn random(&self) -> u64 {
+        // xorshift64*: tie-breaking only, not for anything secret.
+        let mut x = self.rng.load(Ordering::Relaxed);
+        x ^= x >> 12;
+        x ^= x << 25;
+        x ^= x >> 27;
+        self.rng.store(x, Ordering::Relaxed);
+        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    // ---- slots and tokens -------------------------------------------------
+
+    /// `C_GetSlotList`: the ids of the virtual slots (with a token only, if
+    /// `token_present`). `None` asks for the count.
+    pub fn slot_list(&self, token_present: bool, out: Option<&mut [u64]>) -> Result<usize> {
+        let n = self.slot_count.load(Ordering::Acquire);
+        let mut count = 0;
+        let mut out = out;
+        let mut too_small = false;
+        for i in 0..n {
+            if token_present && !self.token_present(i) {
+                continue;
+            }
+            if let Some(out) = out.as_deref_mut() {
+                match out.get_mut(count) {
+                    Some(o) => *o = self.vslot(i).id,
+                    None => too_small = true,
+                }
+            }
+            count += 1;
+        }
+        if too_small {
+            return Err(Error::BufferTooSmall { needed: count });
+        }
+        Ok(count)
+    }
+
+    fn token_present(&self, slot: usize) -> bool {
+        if self.config.mode.is_virtual() {
+            self.live_members(slot).next().is_some()
+        } else {
+            let m = self.slot_member(slot);
+            self.member(m)
+                .member
+                .slot_info()
+                .is_ok_and(|i| i.flags & flags::TOKEN_PRESENT != 0)
+        }
+    }
+
+    /// In NORMAL mode, the one member of a slot.
+    fn slot_member(&self, slot: usize) -> usize {
+        self.vslot(slot)
+            .members
+            .load(Ordering::Acquire)
+            .trailing_zeros() as usize
+    }
+
+    /// `C_GetSlotInfo`.
+    pub fn slot_info(&self, id: u64) -> Result<SlotInfo> {
+        let slot = self.slot_index(id)?;
+        if !self.config.mode.is_virtual() {
+            let m = self.slot_member(slot);
+            return self.member(m).member.slot_info();
+        }
+        let mut description = [b' '; 64];
+        let text = b"p11ha virtual slot: ";
+        description[..text.len()].copy_from_slice(text);
+        description[text.len()..text.len() + 32].copy_from_slice(&self.vslot(slot).label);
+        let mut manufacturer = [b' '; 32];
+        manufacturer[..5].copy_from_slice(b"p11ha");
+        Ok(SlotInfo {
+            description,
+            manufacturer,
+            flags: if self.token_present(slot) {
+                flags::TOKEN_PRESENT
+            } else {
+                0
+            },
+            hardware_version: VERSION,
+            firmware_version: VERSION,
+        })
+    }
+
+    /// `C_GetTokenInfo`. In WLD and HA mode: the token of a member in
+    /// service, with the session counts of the virtual slot and a serial
+    /// number of p11ha's (`P11HA-<slot id>`), which stays the same whichever
+    /// member answers.
+    pub fn token_info(&self, id: u64) -> Result<TokenInfo> {
+        let slot = self.slot_index(id)?;
+        if !self.config.mode.is_virtual() {
+            let m = self.slot_member(slot);
+            return self.member(m).member.token_info();
+        }
+        loop {
+            let m = self.first_live(slot)?;
+            let r = self.checked(m, self.member(m).member.token_info());
+            match r {
+                Ok(mut info) => {
+                    let v = self.vslot(slot);
+                    info.serial = [b' '; 16];
+                    let mut w = Cursor::new(&mut info.serial);
+                    let _ = core::fmt::write(&mut w, format_args!("P11HA-{}", v.id));
+                    info.session_count = u64::from(v.sessions.load(Ordering::Acquire));
+                    info.rw_session_count = u64::from(v.rw_sessions.load(Ordering::Acquire));
+                    let cap = self.sessions.len() as u64;
+                    info.max_session_count = cap;
+                    info.max_rw_session_count = cap;
+                    return Ok(info);
+                }
+                Err(e) if is_member_failure(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// `C_GetMechanismList`. In WLD and HA mode: the mechanisms every member
+    /// in service offers.
+    pub fn mechanism_list(&self, id: u64, out: Option<&mut [u64]>) -> Result<usize> {
+        let slot = self.slot_index(id)?;
+        if !self.config.mode.is_virtual() {
+            let m = self.slot_member(slot);
+            return self.member(m).member.mechanism_list(out);
+        }
+        let mut common = [0u64; MAX_MECHANISMS];
+        let mut n = None;
+        let mut other = [0u64; MAX_MECHANISMS];
+        for m in self.live_members(slot) {
+            let member = &self.member(m).member;
+            match n {
+                None => match self.checked(m, member.mechanism_list(Some(&mut common))) {
+                    Ok(k) => n = Some(k),
+                    // More mechanisms than p11ha intersects: this member
+                    // answers alone.
+                    Err(Error::BufferTooSmall { .. }) => return member.mechanism_list(out),
+                    Err(e) if is_member_failure(&e) => continue,
+                    Err(e) => return Err(e),
+                },
+                Some(k) => match self.checked(m, member.mechanism_list(Some(&mut other))) {
+                    Ok(j) => {
+                        let mut kept = 0;
+                        for i in 0..k {
+                            if other[..j].contains(&common[i]) {
+                                common[kept] = common[i];
+                                kept += 1;
+                            }
+                        }
+                        n = Some(kept);
+                    }
+                    Err(Error::BufferTooSmall { .. }) => {}
+                    Err(e) if is_member_failure(&e) => continue,
+                    Err(e) => return Err(e),
+                },
+            }
+        }
+        let n = n.ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))?;
+        copy_out(&common[..n], out)
+    }
+
+    /// `C_GetMechanismInfo`. In WLD and HA mode: what every member in
+    /// service supports (the narrowest key sizes, the common flags).
+    pub fn mechanism_info(&self, id: u64, mechanism: u64) -> Result<MechanismInfo> {
+        let slot = self.slot_index(id)?;
+        if !self.config.mode.is_virtual() {
+            let m = self.slot_member(slot);
+            return self.member(m).member.mechanism_info(mechanism);
+        }
+        let mut merged: Option<MechanismInfo> = None;
+        for m in self.live_members(slot) {
+            match self.checked(m, self.member(m).member.mechanism_info(mechanism)) {
+                Ok(i) => {
+                    merged = Some(match merged {
+                        None => i,
+                        Some(a) => MechanismInfo {
+                            min_key_size: a.min_key_size.max(i.min_key_size),
+                            max_key_size: a.max_key_size.min(i.max_key_size),
+                            flags: a.flags & i.flags,
+                        },
+                    })
+                }
+                Err(e) if is_member_failure(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+        merged.ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))
+    }
+
+    /// `C_InitToken`. In WLD and HA mode it is refused with
+    /// `CKR_FUNCTION_NOT_SUPPORTED`: re-initialising every HSM behind a
+    /// virtual slot is an operator's act, done on each HSM directly.
+    pub fn init_token(&self, id: u64, so_pin: Option<&[u8]>, label: &[u8; 32]) -> Result<()> {
+        let slot = self.slot_index(id)?;
+        if self.config.mode.is_virtual() {
+            return Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED));
+        }
+        let m = self.slot_member(slot);
+        self.member(m).member.init_token(so_pin, label)
+    }
+
+    // ---- sessions ---------------------------------------------------------
+
+    fn session(&self, handle: u64) -> Result<(usize, Guard<'_, P::Lock, Session>)> {
+        let (index, generation) =
+            handles::decode(handle).ok_or(Error::Rv(Rv::SESSION_HANDLE_INVALID))?;
+        let slot = self
+            .sessions
+            .get(index)
+            .ok_or(Error::Rv(Rv::SESSION_HANDLE_INVALID))?;
+        let guard = slot.state.lock();
+        if !guard.open || guard.generation != generation {
+            return Err(Error::Rv(Rv::SESSION_HANDLE_INVALID));
+        }
+        Ok((index, guard))
+    }
+
+    /// Runs `f` on the member that serves session `handle`, with the
+    /// session locked; takes the member out of service if it failed.
+    fn on_session<T>(
+        &self,
+        handle: u64,
+        f: impl FnOnce(&P::Member, &mut Session) -> Result<T>,
+    ) -> Result<T> {
+        let (_, mut s) = self.session(handle)?;
+        let m = self.member(s.member);
+        if !m.up.load(Ordering::Acquire) {
+            return Err(Error::Rv(Rv::DEVICE_ERROR));
+        }
+        let member = s.member;
+        let r = f(&m.member, &mut s);
+        self.checked(member, r)
+    }
+
+    /// `C_OpenSession`. In WLD and HA mode the session goes to the member in
+    /// service with the fewest sessions, ties broken at random.
+    pub fn open_session(&self, id: u64, session_flags: u64) -> Result<u64> {
+        let slot = self.slot_index(id)?;
+        let index = self
+            .sessions
+            .iter()
+            .position(|s| {
+                s.in_use
+                    .compare_exchange(false, true, Ordering::AcqRel, Ordering::Relaxed)
+                    .is_ok()
+            })
+            .ok_or(Error::Rv(Rv::SESSION_COUNT))?;
+        let r = self.open_on(slot, index, session_flags);
+        if r.is_err() {
+            self.sessions[index].in_use.store(false, Ordering::Release);
+        }
+        r
+    }
+
+    fn open_on(&self, slot: usize, index: usize, session_flags: u64) -> Result<u64> {
+        let vslot = self.vslot(slot);
+        let mut state = self.sessions[index].state.lock();
+        if !self.config.mode.is_virtual() {
+            let m = self.slot_member(slot);
+            let real = self.member(m).member.open_session(session_flags)?;
+            return Ok(self.fill(&mut state, index, slot, m, real, session_flags));
+        }
+        let mut login = self.slots[slot].login.lock();
+        loop {
+            let m = self.pick_member(slot)?;
+            let entry = self.member(m);
+            match self.checked(m, entry.member.open_session(session_flags)) {
+                Ok(real) => {
+                    if let Err(e) = self.ensure_logged_in(&mut login, m) {
+                        let _ = entry.member.close_session(real);
+                        if is_member_failure(&e) {
+                            continue;
+                        }
+                        return Err(e);
+                    }
+                    vslot.sessions.fetch_add(1, Ordering::AcqRel);
+                    if session_flags & flags::RW_SESSION != 0 {
+                        vslot.rw_sessions.fetch_add(1, Ordering::AcqRel);
+                    }
+                    return Ok(self.fill(&mut state, index, slot, m, real, session_flags));
+                }
+                Err(e) if is_member_failure(&e) => continue,
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    fn fill(
+        &self,
+        state: &mut Session,
+        index: usize,
+        slot: usize,
+        member: usize,
+        real: u64,
+        session_flags: u64,
+    ) -> u64 {
+        state.generation = handles::next_generation(state.generation);
+        state.open = true;
+        state.slot = slot;
+        state.member = member;
+        state.real = real;
+        state.flags = session_flags;
+        state.find_active = false;
+        state.owns_objects = false;
+        self.member(member).sessions.fetch_add(1, Ordering::AcqRel);
+        handles::encode(index, state.generation)
+    }
+
+    fn pick_member(&self, slot: usize) -> Result<usize> {
+        let mut best: Option<(u32, usize)> = None;
+        let mut ties = 0u64;
+        for m in self.live_members(slot) {
+            let load = self.member(m).sessions.load(Ordering::Acquire);
+            match best {
+                Some((b, _)) if load > b => {}
+                Some((b, _)) if load == b => {
+                    // Reservoir sampling: each of the equally loaded members
+                    // is kept with equal probability.
+                    ties += 1;
+                    if self.random().is_multiple_of(ties) {
+                        best = Some((load, m));
+                    }
+                }
+                _ => {
+                    best = Some((load, m));
+                    ties = 1;
+                }
+            }
+        }
+        best.map(|(_, m)| m).ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))
+    }
+
+    /// `C_CloseSession`. The virtual session is closed whatever the member
+    /// answers: a member that failed keeps its real session.
+    pub fn close_session(&self, handle: u64) -> Result<()> {
+        let (index, s) = self.session(handle)?;
+        self.close_locked(index, s);
+        Ok(())
+    }
+
+    fn close_locked(&self, index: usize, mut s: Guard<'_, P::Lock, Session>) {
+        let entry = self.member(s.member);
+        if entry.up.load(Ordering::Acquire) {
+            let r = entry.member.close_session(s.real);
+            let _ = self.checked(s.member, r);
+        }
+        entry.sessions.fetch_sub(1, Ordering::AcqRel);
+        s.open = false;
+        let (slot, rw, owned) = (s.slot, s.flags & flags::RW_SESSION != 0, s.owns_objects);
+        drop(s);
+        if owned {
+            self.objects.write().remove_owned_by(index);
+        }
+        self.sessions[index].in_use.store(false, Ordering::Release);
+        if self.config.mode.is_virtual() {
+            let vslot = self.vslot(slot);
+            let mut login = self.slots[slot].login.lock();
+            if rw {
+                vslot.rw_sessions.fetch_sub(1, Ordering::AcqRel);
+            }
+            if vslot.sessions.fetch_sub(1, Ordering::AcqRel) == 1 {
+                // The application's last session on this token: PKCS#11 says
+                // it is now logged out, so the members must be too.
+                self.release_anchors(slot, &mut login);
+            }
+        }
+    }
+
+    /// `C_CloseAllSessions`.
+    pub fn close_all_sessions(&self, id: u64) -> Result<()> {
+        let slot = self.slot_index(id)?;
+        self.close_where(|s| s.slot == slot);
+        Ok(())
+    }
+
+    /// Closes every session (at `C_Finalize`).
+    pub fn close_everything(&self) {
+        self.close_where(|_| true);
+    }
+
+    fn close_where(&self, which: impl Fn(&Session) -> bool) {
+        for (index, slot) in self.sessions.iter().enumerate() {
+            if !slot.in_use.load(Ordering::Acquire) {
+                continue;
+            }
+            let s = slot.state.lock();
+            if s.open && which(&s) {
+                self.close_locked(index, s);
+            }
+        }
+    }
+
+    /// `C_GetSessionInfo`, with the virtual slot id.
+    pub fn session_info(&self, handle: u64) -> Result<SessionInfo> {
+        let (_, s) = self.session(handle)?;
+        let vslot_id = self.vslot(s.slot).id;
+        drop(s);
+        let mut info = self.on_session(handle, |m, s| m.session_info(s.real))?;
+        info.slot = vslot_id;
+        Ok(info)
+    }
+
+    /// `C_GetOperationState`.
+    pub fn operation_state(&self, handle: u64, out: Option<&mut [u8]>) -> Result<usize> {
+        self.on_session(handle, |m, s| m.operation_state(s.real, out))
+    }
+
+    /// `C_SetOperationState`.
+    pub fn set_operation_state(
+        &self,
+        handle: u64,
+        state: &[u8],
+        encryption_key: u64,
+        authentication_key: u64,
+    ) -> Result<()> {
+        self.on_session(handle, |m, s| {
+            let enc = self.optional_key(s, encryption_key)?;
+            let auth = self.optional_key(s, authentication_key)?;
+            m.set_operation_state(s.real, state, enc, auth)
+        })
+    }
+
+    fn optional_key(&self, s: &Session, key: u64) -> Result<u64> {
+        if key == 0 {
+            Ok(0)
+        } else {
+            self.real_object(s, key, Rv::KEY_HANDLE_INVALID)
+        }
+    }
+
+    // ---- login ------------------------------------------------------------
+
+    /// `C_Login`. In WLD and HA mode the application is logged in on every
+    /// member of the slot, each through an anchor session that holds the
+    /// login for as long as the application has a session on the slot; the
+    /// PIN is kept (zeroised at logout) to log in members that join later.
+    pub fn login(&self, handle: u64, user_type: u64, pin: Option<&[u8]>) -> Result<()> {
+        if !self.config.mode.is_virtual() || user_type == user::CONTEXT_SPECIFIC {
+            return self.on_session(handle, |m, s| m.login(s.real, user_type, pin));
+        }
+        let (_, s) = self.session(handle)?;
+        let slot = s.slot;
+        let own = s.member;
+        let mut login = self.slots[slot].login.lock();
+        match login.user {
+            Some(u) if u == user_type => return Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)),
+            Some(_) => return Err(Error::Rv(Rv::USER_ANOTHER_ALREADY_LOGGED_IN)),
+            None => {}
+        }
+        // The session's own member answers for the application: a wrong PIN
+        // is its answer, and nothing is tried elsewhere.
+        let own_entry = self.member(own);
+        if !own_entry.up.load(Ordering::Acquire) {
+            return Err(Error::Rv(Rv::DEVICE_ERROR));
+        }
+        let anchor = self.anchor(own)?;
+        let r = own_entry.member.login(anchor, user_type, pin);
+        match self.checked(own, r) {
+            Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => {}
+            Err(e) => {
+                self.close_anchor(own);
+                return Err(e);
+            }
+        }
+        drop(s);
+        login.user = Some(user_type);
+        login.pin_lost = !login.pin.set(pin.unwrap_or_default());
+        let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
+        for m in members {
+            if m != own {
+                let _ = self.log_in_member(&login, m);
+            }
+        }
+        Ok(())
+    }
+
+    /// Logs member `m` in with the kept PIN, through its anchor. A member
+    /// that refuses what another accepted is inconsistent and is dropped.
+    fn log_in_member(&self, login: &Login, m: usize) -> Result<()> {
+        let Some(user_type) = login.user else {
+            return Ok(());
+        };
+        let entry = self.member(m);
+        let anchor = self.checked(m, self.anchor(m))?;
+        let pin = if login.pin_lost {
+            None
+        } else {
+            Some(login.pin.get())
+        };
+        match self.checked(m, entry.member.login(anchor, user_type, pin)) {
+            Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => Ok(()),
+            Err(e) => {
+                if !is_member_failure(&e) {
+                    self.inconsistent(m, "C_Login", e.rv());
+                }
+                Err(e)
+            }
+        }
+    }
+
+    fn inconsistent(&self, m: usize, function: &str, rv: Rv) {
+        let entry = self.member(m);
+        if entry.up.swap(false, Ordering::AcqRel) {
+            self.events.event(&Event::MemberInconsistent {
+                hsm_idx: m,
+                hsm_slot_id: entry.member.slot_id(),
+                function,
+                rv,
+            });
+            self.objects.write().forget_member(m);
+        }
+    }
+
+    /// Opening a session on member `m`: if the application is logged in on
+    /// the slot and `m` is not yet, log it in.
+    fn ensure_logged_in(&self, login: &mut Login, m: usize) -> Result<()> {
+        if login.user.is_some() && self.member(m).anchor.load(Ordering::Acquire) == 0 {
+            self.log_in_member(login, m)?;
+        }
+        Ok(())
+    }
+
+    /// The anchor session of member `m`, opened if needed (read/write, so
+    /// that an SO login is not refused for a read-only session).
+    fn anchor(&self, m: usize) -> Result<u64> {
+        let entry = self.member(m);
+        let a = entry.anchor.load(Ordering::Acquire);
+        if a != 0 {
+            return Ok(a);
+        }
+        let rw = entry
+            .member
+            .open_session(flags::SERIAL_SESSION | flags::RW_SESSION);
+        let a = match rw {
+            Err(Error::Rv(Rv::TOKEN_WRITE_PROTECTED)) => {
+                entry.member.open_session(flags::SERIAL_SESSION)?
+            }
+            r => r?,
+        };
+        entry.anchor.store(a, Ordering::Release);
+        Ok(a)
+    }
+
+    fn close_anchor(&self, m: usize) {
+        let entry = self.member(m);
+        let a = entry.anchor.swap(0, Ordering::AcqRel);
+        if a != 0 && entry.up.load(Ordering::Acquire) {
+            let _ = entry.member.close_session(a);
+        }
+    }
+
+    fn release_anchors(&self, slot: usize, login: &mut Login) {
+        let mask = self.vslot(slot).members.load(Ordering::Acquire);
+        for m in (0..MAX_MEMBERS).filter(|i| mask & (1 << i) != 0) {
+            self.close_anchor(m);
+        }
+        login.user = None;
+        login.pin.clear();
+        login.pin_lost = false;
+    }
+
+    /// `C_Logout`. In WLD and HA mode: on every member, and the kept PIN is
+    /// zeroised.
+    pub fn logout(&self, handle: u64) -> Result<()> {
+        if !self.config.mode.is_virtual() {
+            return self.on_session(handle, |m, s| m.logout(s.real));
+        }
+        let (_, s) = self.session(handle)?;
+        let slot = s.slot;
+        drop(s);
+        let mut login = self.slots[slot].login.lock();
+        if login.user.is_none() {
+            return Err(Error::Rv(Rv::USER_NOT_LOGGED_IN));
+        }
+        let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
+        for m in members {
+            let a = self.member(m).anchor.load(Ordering::Acquire);
+            if a != 0 {
+                let r = self.member(m).member.logout(a);
+                let _ = self.checked(m, r);
+            }
+        }
+        self.release_anchors(slot, &mut login);
+        Ok(())
+    }
+
+    /// `C_InitPIN`. In WLD and HA mode: on every member (the SO is logged in
+    /// on all of them).
+    pub fn init_pin(&self, handle: u64, pin: Option<&[u8]>) -> Result<()> {
+        let (slot, own) = self.on_session(handle, |m, s| {
+            m.init_pin(s.real, pin)?;
+            Ok((s.slot, s.member))
+        })?;
+        if self.config.mode.is_virtual() {
+            let _login = self.slots[slot].login.lock();
+            self.on_other_members(slot, own, "C_InitPIN", |member, session| {
+                member.init_pin(session, pin)
+            });
+        }
+        Ok(())
+    }
+
+    /// `C_SetPIN`. In WLD and HA mode: on every member, and the kept PIN
+    /// follows if it is the logged-in user's.
+    pub fn set_pin(&self, handle: u64, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<()> {
+        let (slot, own) = self.on_session(handle, |m, s| {
+            m.set_pin(s.real, old, new)?;
+            Ok((s.slot, s.member))
+        })?;
+        if self.config.mode.is_virtual() {
+            let mut login = self.slots[slot].login.lock();
+            self.on_other_members(slot, own, "C_SetPIN", |member, session| {
+                member.set_pin(session, old, new)
+            });
+            if login.user == Some(user::USER) {
+                login.pin_lost = !login.pin.set(new.unwrap_or_default());
+            }
+        }
+        Ok(())
+    }
+
+    /// Repeats a token-wide change on every other member in service of
+    /// `slot`, through its anchor session or a short-lived read/write one.
+    /// A member that refuses what `own` accepted is dropped as inconsistent.
+    fn on_other_members(
+        &self,
+        slot: usize,
+        own: usize,
+        function: &str,
+        f: impl Fn(&P::Member, u64) -> Result<()>,
+    ) {
+        let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
+        for m in members.into_iter().filter(|&m| m != own) {
+            let entry = self.member(m);
+            let anchor = entry.anchor.load(Ordering::Acquire);
+            let r = if anchor != 0 {
+                f(&entry.member, anchor)
+            } else {
+                self.with_temp_session(m, |s| f(&entry.member, s))
+            };
+            match self.checked(m, r) {
+                Ok(()) => {}
+                Err(e) if is_member_failure(&e) => {}
+                Err(e) => self.inconsistent(m, function, e.rv()),
+            }
+        }
+    }
+
+    fn with_temp_session<T>(&self, m: usize, f: impl FnOnce(u64) -> Result<T>) -> Result<T> {
+        let member = &self.member(m).member;
+        let s = member.open_session(flags::SERIAL_SESSION | flags::RW_SESSION)?;
+        let r = f(s);
+        let _ = member.close_session(s);
+        r
+    }
+
+    // ---- objects ----------------------------------------------------------
+
+    /// The member's handle for virtual object `handle` used in session `s`,
+    /// found by identity on that member if it has not served it before.
+    /// `invalid` is the code for a handle that names nothing usable here.
+    fn real_object(&self, s: &Session, handle: u64, invalid: Rv) -> Result<u64> {
+        if !self.config.mode.is_virtual() {
+            return Ok(handle);
+        }
+        let identity = {
+            let objects = self.objects.read();
+            let (kind, slot) = objects.kind(handle).ok_or(Error::Rv(invalid))?;
+            if slot != s.slot {
+                return Err(Error::Rv(invalid));
+            }
+            if let Some(real) = objects.real(handle, s.member) {
+                return Ok(real);
+            }
+            match kind {
+                ObjectKind::Token(identity) => identity.clone(),
+                _ => return Err(Error::Rv(invalid)),
+            }
+        };
+        let member = &self.member(s.member).member;
+        let found = if s.find_active {
+            self.with_temp_session(s.member, |t| find_unique(member, t, &identity))
+        } else {
+            find_unique(member, s.real, &identity)
+        };
+        let real = self.checked(s.member, found)?.ok_or(Error::Rv(invalid))?;
+        let mut objects = self.objects.write();
+        // The object may have been destroyed meanwhile.
+        objects.kind(handle).ok_or(Error::Rv(invalid))?;
+        objects.add_real(handle, s.member, real)?;
+        Ok(real)
+    }
+
+    /// The virtual handle for `real`, a handle member `s.member` returned in
+    /// session `s`; a new entry if p11ha has not seen it. `owner` is the
+    /// session table index when the session just made the object.
+    fn adopt(&self, s: &mut Session, owner: Option<usize>, real: u64) -> Result<u64> {
+        if !self.config.mode.is_virtual() {
+            return Ok(real);
+        }
+        if let Some(h) = self.objects.read().lookup(s.member, real) {
+            return Ok(h);
+        }
+        let member = &self.member(s.member).member;
+        let (token, identity) = self.checked(s.member, identity_of(member, s.real, real))?;
+        let mut objects = self.objects.write();
+        if let Some(h) = objects.lookup(s.member, real) {
+            return Ok(h);
+        }
+        let kind = match (token, identity) {
+            (true, Some(identity)) => {
+                if let Some(h) = objects.find_identity(s.slot, &identity) {
+                    if objects.real(h, s.member).is_none() {
+                        objects.add_real(h, s.member, real)?;
+                        return Ok(h);
+                    }
+                    // Two objects of one identity on this member: neither
+                    // can be told apart elsewhere, so this one stays local.
+                    ObjectKind::Local
+                } else {
+                    ObjectKind::Token(identity)
+                }
+            }
+            (true, None) => ObjectKind::Local,
+            (false, _) => match owner {
+                Some(owner) => {
+                    s.owns_objects = true;
+                    ObjectKind::Session { owner }
+                }
+                None => ObjectKind::Local,
+            },
+        };
+        objects.insert(s.slot, kind, s.member, real)
+    }
+
+    /// Adopts an object the session just made; if p11ha cannot keep it, the
+    /// object is destroyed again so that nothing unreachable is left behind.
+    fn adopt_new(&self, s: &mut Session, index: usize, real: u64) -> Result<u64> {
+        match self.adopt(s, Some(index), real) {
+            Ok(h) => Ok(h),
+            Err(e) => {
+                let _ = self.member(s.member).member.destroy_object(s.real, real);
+                Err(e)
+            }
+        }
+    }
+
+    fn on_session_indexed<T>(
+        &self,
+        handle: u64,
+        f: impl FnOnce(&P::Member, &mut Session, usize) -> Result<T>,
+    ) -> Result<T> {
+        let (index, mut s) = self.session(handle)?;
+        let m = self.member(s.member);
+        if !m.up.load(Ordering::Acquire) {
+            return Err(Error::Rv(Rv::DEVICE_ERROR));
+        }
+        let member = s.member;
+        let r = f(&m.member, &mut s, index);
+        self.checked(member, r)
+    }
+
+    /// `C_CreateObject`.
+    pub fn create_object(&self, handle: u64, template: &[Attr<'_>]) -> Result<u64> {
+        self.on_session_indexed(handle, |m, s, index| {
+            let real = m.create_object(s.real, template)?;
+            self.adopt_new(s, index, real)
+        })
+    }
+
+    /// `C_CopyObject`.
+    pub fn copy_object(&self, handle: u64, object: u64, template: &[Attr<'_>]) -> Result<u64> {
+        self.on_session_indexed(handle, |m, s, index| {
+            let src = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+            let real = m.copy_object(s.real, src, template)?;
+            self.adopt_new(s, index, real)
+        })
+    }
+
+    /// `C_DestroyObject`. In WLD and HA mode a token object is destroyed on
+    /// every member that holds it, so that no member shows it again.
+    pub fn destroy_object(&self, handle: u64, object: u64) -> Result<()> {
+        let (slot, own, token) = self.on_session(handle, |m, s| {
+            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+            m.destroy_object(s.real, real)?;
+            Ok((s.slot, s.member, self.token_identity(object)))
+        })?;
+        if let Some(identity) = token {
+            self.on_other_members(
+                slot,
+                own,
+                "C_DestroyObject",
+                |member, session| match find_unique(member, session, &identity)? {
+                    Some(real) => member.destroy_object(session, real),
+                    None => Ok(()),
+                },
+            );
+        }
+        self.objects.write().remove(object);
+        Ok(())
+    }
+
+    fn token_identity(&self, object: u64) -> Option<Identity> {
+        if !self.config.mode.is_virtual() {
+            return None;
+        }
+        match self.objects.read().kind(object) {
+            Some((ObjectKind::Token(identity), _)) => Some(identity.clone()),
+            _ => None,
+        }
+    }
+
+    /// `C_GetObjectSize`.
+    pub fn object_size(&self, handle: u64, object: u64) -> Result<u64> {
+        self.on_session(handle, |m, s| {
+            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+            m.object_size(s.real, real)
+        })
+    }
+
+    /// `C_GetAttributeValue`.
+    pub fn get_attributes(
+        &self,
+        handle: u64,
+        object: u64,
+        template: &mut [AttrOut<'_>],
+    ) -> Result<()> {
+        self.on_session(handle, |m, s| {
+            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+            m.get_attributes(s.real, real, template)
+        })
+    }
+
+    /// `C_SetAttributeValue`. In WLD and HA mode a token object is changed
+    /// on every member that holds it. A change of `CKA_ID` or `CKA_LABEL`
+    /// changes the object's identity.
+    pub fn set_attributes(&self, handle: u64, object: u64, template: &[Attr<'_>]) -> Result<()> {
+        let (slot, own, token) = self.on_session(handle, |m, s| {
+            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+            m.set_attributes(s.real, real, template)?;
+            Ok((s.slot, s.member, self.token_identity(object)))
+        })?;
+        let Some(identity) = token else {
+            return Ok(());
+        };
+        self.on_other_members(
+            slot,
+            own,
+            "C_SetAttributeValue",
+            |member, session| match find_unique(member, session, &identity)? {
+                Some(real) => member.set_attributes(session, real, template),
+                None => Ok(()),
+            },
+        );
+        let new_identity = identity_with(&identity, template);
+        if new_identity.as_ref() != Some(&identity) {
+            let mut objects = self.objects.write();
+            // Only the mapping on the member that made the change is sure
+            // to be current; the rest are found again by the new identity.
+            let own_real = objects.real(object, own);
+            objects.remove(object);
+            if let (Some(real), Some(identity)) = (own_real, new_identity) {
+                // Best effort: a failure only means the next use finds it.
+                let _ = objects.insert(slot, ObjectKind::Token(identity), own, real);
+            }
+        }
+        Ok(())
+    }
+
+    /// `C_FindObjectsInit`.
+    pub fn find_init(&self, handle: u64, template: &[Attr<'_>]) -> Result<()> {
+        self.on_session(handle, |m, s| {
+            m.find_init(s.real, template)?;
+            s.find_active = true;
+            Ok(())
+        })
+    }
+
+    /// `C_FindObjects`: virtual handles, each object once.
+    pub fn find(&self, handle: u64, out: &mut [u64]) -> Result<usize> {
+        self.on_session(handle, |m, s| {
+            let n = m.find(s.real, out)?;
+            let n = n.min(out.len());
+            for h in out[..n].iter_mut() {
+                *h = self.adopt(s, None, *h)?;
+            }
+            Ok(n)
+        })
+    }
+
+    /// `C_FindObjectsFinal`.
+    pub fn find_final(&self, handle: u64) -> Result<()> {
+        self.on_session(handle, |m, s| {
+            let r = m.find_final(s.real);
+            s.find_active = false;
+            r
+        })
+    }
+
+    // ---- cryptographic operations -------------------------------------------
+
+    fn real_mechanism<'a>(&self, s: &Session, mechanism: &Mechanism<'a>) -> Result<Mechanism<'a>> {
+        let mut out = *mechanism;
+        if let Param::Handle(h) = mechanism.param {
+            out.param = Param::Handle(self.real_object(s, h, Rv::MECHANISM_PARAM_INVALID)?);
+        }
+        Ok(out)
+    }
+
+    /// `C_EncryptInit`, `C_DecryptInit`, `C_SignInit`, `C_VerifyInit`,
+    /// `C_SignRecoverInit`, `C_VerifyRecoverInit` and `C_DigestInit` (whose
+    /// `key` is ignored).
+    pub fn op_init(&self, handle: u64, op: Op, mechanism: &Mechanism<'_>, key: u64) -> Result<()> {
+        self.on_session(handle, |m, s| {
+            let mechanism = self.real_mechanism(s, mechanism)?;
+            let key = if op == Op::Digest {
+                0
+            } else {
+                self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?
+            };
+            m.op_init(s.real, op, &mechanism, key)
+        })
+    }
+
+    /// The single-part calls (see [`Member::op_single`]).
+    pub fn op_single(
+        &self,
+        handle: u64,
+        op: Op,
+        input: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.on_session(handle, |m, s| m.op_single(s.real, op, input, out))
+    }
+
+    /// `C_<op>Update`.
+    pub fn op_update(
+        &self,
+        handle: u64,
+        op: Op,
+        input: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.on_session(handle, |m, s| m.op_update(s.real, op, input, out))
+    }
+
+    /// `C_<op>Final`.
+    pub fn op_final(&self, handle: u64, op: Op, out: Option<&mut [u8]>) -> Result<usize> {
+        self.on_session(handle, |m, s| m.op_final(s.real, op, out))
+    }
+
+    /// `C_Verify`.
+    pub fn verify(&self, handle: u64, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.on_session(handle, |m, s| m.verify(s.real, data, signature))
+    }
+
+    /// `C_VerifyFinal`.
+    pub fn verify_final(&self, handle: u64, signature: &[u8]) -> Result<()> {
+        self.on_session(handle, |m, s| m.verify_final(s.real, signature))
+    }
+
+    /// `C_DigestKey`.
+    pub fn digest_key(&self, handle: u64, key: u64) -> Result<()> {
+        self.on_session(handle, |m, s| {
+            let key = self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?;
+            m.digest_key(s.real, key)
+        })
+    }
+
+    /// The dual-function updates.
+    pub fn dual_update(
+        &self,
+        handle: u64,
+        op: DualOp,
+        input: &[u8],
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.on_session(handle, |m, s| m.dual_update(s.real, op, input, out))
+    }
+
+    /// `C_GenerateKey`.
+    pub fn generate_key(
+        &self,
+        handle: u64,
+        mechanism: &Mechanism<'_>,
+        template: &[Attr<'_>],
+    ) -> Result<u64> {
+        self.on_session_indexed(handle, |m, s, index| {
+            let mechanism = self.real_mechanism(s, mechanism)?;
+            let real = m.generate_key(s.real, &mechanism, template)?;
+            self.adopt_new(s, index, real)
+        })
+    }
+
+    /// `C_GenerateKeyPair`.
+    pub fn generate_key_pair(
+        &self,
+        handle: u64,
+        mechanism: &Mechanism<'_>,
+        public_template: &[Attr<'_>],
+        private_template: &[Attr<'_>],
+    ) -> Result<(u64, u64)> {
+        self.on_session_indexed(handle, |m, s, index| {
+            let mechanism = self.real_mechanism(s, mechanism)?;
+            let (public, private) =
+                m.generate_key_pair(s.real, &mechanism, public_template, private_template)?;
+            let public_v = match self.adopt_new(s, index, public) {
+                Ok(h) => h,
+                Err(e) => {
+                    let _ = m.destroy_object(s.real, private);
+                    return Err(e);
+                }
+            };
+            match self.adopt_new(s, index, private) {
+                Ok(private_v) => Ok((public_v, private_v)),
+                Err(e) => {
+                    let _ = m.destroy_object(s.real, public);
+                    self.objects.write().remove(public_v);
+                    Err(e)
+                }
+            }
+        })
+    }
+
+    /// `C_WrapKey`.
+    pub fn wrap_key(
+        &self,
+        handle: u64,
+        mechanism: &Mechanism<'_>,
+        wrapping_key: u64,
+        key: u64,
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.on_session(handle, |m, s| {
+            let mechanism = self.real_mechanism(s, mechanism)?;
+            let wrapping = self.real_object(s, wrapping_key, Rv::WRAPPING_KEY_HANDLE_INVALID)?;
+            let key = self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?;
+            m.wrap_key(s.real, &mechanism, wrapping, key, out)
+        })
+    }
+
+    /// `C_UnwrapKey`.
+    pub fn unwrap_key(
+        &self,
+        handle: u64,
+        mechanism: &Mechanism<'_>,
+        unwrapping_key: u64,
+        wrapped: &[u8],
+        template: &[Attr<'_>],
+    ) -> Result<u64> {
+        self.on_session_indexed(handle, |m, s, index| {
+            let mechanism = self.real_mechanism(s, mechanism)?;
+            let unwrapping =
+                self.real_object(s, unwrapping_key, Rv::UNWRAPPING_KEY_HANDLE_INVALID)?;
+            let real = m.unwrap_key(s.real, &mechanism, unwrapping, wrapped, template)?;
+            self.adopt_new(s, index, real)
+        })
+    }
+
+    /// `C_DeriveKey`.
+    pub fn derive_key(
+        &self,
+        handle: u64,
+        mechanism: &Mechanism<'_>,
+        base_key: u64,
+        template: &[Attr<'_>],
+    ) -> Result<u64> {
+        self.on_session_indexed(handle, |m, s, index| {
+            let mechanism = self.real_mechanism(s, mechanism)?;
+            let base = self.real_object(s, base_key, Rv::KEY_HANDLE_INVALID)?;
+            let real = m.derive_key(s.real, &mechanism, base, template)?;
+            self.adopt_new(s, index, real)
+        })
+    }
+
+    /// `C_SeedRandom`.
+    pub fn seed_random(&self, handle: u64, seed: &[u8]) -> Result<()> {
+        self.on_session(handle, |m, s| m.seed_random(s.real, seed))
+    }
+
+    /// `C_GenerateRandom`.
+    pub fn generate_random(&self, handle: u64, out: &mut [u8]) -> Result<()> {
+        self.on_session(handle, |m, s| m.generate_random(s.real, out))
+    }
+
+    /// `C_GetFunctionStatus` (legacy: members answer
+    /// `CKR_FUNCTION_NOT_PARALLEL`).
+    pub fn function_status(&self, handle: u64) -> Result<()> {
+        self.on_session(handle, |m, s| m.function_status(s.real))
+    }
+
+    /// `C_CancelFunction` (legacy, likewise).
+    pub fn cancel_function(&self, handle: u64) -> Result<()> {
+        self.on_session(handle, |m, s| m.cancel_function(s.real))
+    }
+}
+
+/// Writes `items` to `out` as PKCS#11 length queries expect.
+pub fn copy_out(items: &[u64], out: Option<&mut [u64]>) -> Result<usize> {
+    match out {
+        None => Ok(items.len()),
+        Some(out) if out.len() < items.len() => Err(Error::BufferTooSmall {
+            needed: items.len(),
+        }),
+        Some(out) => {
+            out[..items.len()].copy_from_slice(items);
+            Ok(items.len())
+        }
+    }
+}
+
+/// Reads whether `real` is a token object, and its identity if it has one
+/// that fits.
+fn identity_of<M: Member>(member: &M, session: u64, real: u64) -> Result<(bool, Option<Identity>)> {
+    let mut class = [0u8; 8];
+    let mut token = [0u8; 1];
+    let mut key_type = [0u8; 8];
+    let mut id = [0u8; MAX_IDENTITY_BYTES];
+    let mut label = [0u8; MAX_IDENTITY_BYTES];
+    let width = core::mem::size_of::<core::ffi::c_ulong>();
+    let mut t = [
+        AttrOut {
+            ty: attr::CLASS,
+            buf: Some(&mut class[..width]),
+            len: None,
+        },
+        AttrOut {
+            ty: attr::TOKEN,
+            buf: Some(&mut token),
+            len: None,
+        },
+        AttrOut {
+            ty: attr::KEY_TYPE,
+            buf: Some(&mut key_type[..width]),
+            len: None,
+        },
+        AttrOut {
+            ty: attr::ID,
+            buf: Some(&mut id),
+            len: None,
+        },
+        AttrOut {
+            ty: attr::LABEL,
+            buf: Some(&mut label),
+            len: None,
+        },
+    ];
+    let rv = match member.get_attributes(session, real, &mut t) {
+        Ok(()) => Rv::OK,
+        Err(Error::Rv(
+            rv @ (Rv::ATTRIBUTE_TYPE_INVALID | Rv::ATTRIBUTE_SENSITIVE | Rv::BUFFER_TOO_SMALL),
+        )) => rv,
+        Err(e) => return Err(e),
+    };
+    let lens = [t[0].len, t[1].len, t[2].len, t[3].len, t[4].len];
+    let is_token = lens[1] == Some(1) && token[0] != 0;
+    let Some(class) = lens[0].and_then(|n| ulong_from_bytes(class.get(..n)?)) else {
+        return Ok((is_token, None));
+    };
+    let key_type = lens[2].and_then(|n| ulong_from_bytes(key_type.get(..n)?));
+    // An unavailable id or label is either absent (fine: the identity has
+    // none) or longer than p11ha keeps (then the object cannot be found by
+    // identity). When the call did not succeed outright, the module may have
+    // reported either with one code, so ask for the lengths alone.
+    if rv != Rv::OK && (lens[3].is_none() || lens[4].is_none()) {
+        let mut probe = [
+            AttrOut {
+                ty: attr::ID,
+                buf: None,
+                len: None,
+            },
+            AttrOut {
+                ty: attr::LABEL,
+                buf: None,
+                len: None,
+            },
+        ];
+        match member.get_attributes(session, real, &mut probe) {
+            Ok(()) | Err(Error::Rv(Rv::ATTRIBUTE_TYPE_INVALID)) => {}
+            Err(Error::Rv(_)) => return Ok((is_token, None)),
+            Err(e) => return Err(e),
+        }
+        if (lens[3].is_none() && probe[0].len.is_some())
+            || (lens[4].is_none() && probe[1].len.is_some())
+        {
+            return Ok((is_token, None));
+        }
+    }
+    let keep = |len: Option<usize>, buf: &[u8]| -> core::result::Result<_, ()> {
+        match len {
+            None => Ok(None),
+            Some(n) => buf
+                .get(..n)
+                .and_then(|b| Vec::from_slice(b).ok())
+                .map(Some)
+                .ok_or(()),
+        }
+    };
+    let (Ok(id), Ok(label)) = (keep(lens[3], &id), keep(lens[4], &label)) else {
+        return Ok((is_token, None));
+    };
+    Ok((
+        is_token,
+        Some(Identity {
+            class,
+            key_type,
+            id,
+            label,
+        }),
+    ))
+}
+
+/// The identity an object has after `template` is applied to it; `None` if
+/// the new id or label is too long to keep.
+fn identity_with(identity: &Identity, template: &[Attr<'_>]) -> Option<Identity> {
+    let mut out = identity.clone();
+    for a in template {
+        match a.ty {
+            attr::ID => out.id = Some(Vec::from_slice(a.value).ok()?),
+            attr::LABEL => out.label = Some(Vec::from_slice(a.value).ok()?),
+            _ => {}
+        }
+    }
+    Some(out)
+}
+
+/// Finds the one token object with `identity` on `member`; `None` if there
+/// is none or more than one.
+fn find_unique<M: Member>(member: &M, session: u64, identity: &Identity) -> Result<Option<u64>> {
+    let class = ulong_bytes(identity.class);
+    let key_type = identity.key_type.map(ulong_bytes);
+    let mut template: Vec<Attr<'_>, 5> = Vec::new();
+    // Capacity 5 holds all five.
+    let _ = template.push(Attr {
+        ty: attr::CLASS,
+        value: &class,
+    });
+    let _ = template.push(Attr {
+        ty: attr::TOKEN,
+        value: &TRUE,
+    });
+    if let Some(k) = &key_type {
+        let _ = template.push(Attr {
+            ty: attr::KEY_TYPE,
+            value: k,
+        });
+    }
+    if let Some(id) = &identity.id {
+        let _ = template.push(Attr {
+            ty: attr::ID,
+            value: id,
+        });
+    }
+    if let Some(label) = &identity.label {
+        let _ = template.push(Attr {
+            ty: attr::LABEL,
+            value: label,
+        });
+    }
+    member.find_init(session, &template)?;
+    let mut found = [0u64; 2];
+    let r = member.find(session, &mut found);
+    let f = member.find_final(session);
+    let n = r?;
+    f?;
+    Ok((n == 1).then_some(found[0]))
+}
+
+/// A `core::fmt::Write` over a byte buffer that stops when it is full.
+struct Cursor<'a> {
+    buf: &'a mut [u8],
+    at: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn new(buf: &'a mut [u8]) -> Self {
+        Cursor { buf, at: 0 }
+    }
+}
+
+impl core::fmt::Write for Cursor<'_> {
+    fn write_str(&mut self, s: &str) -> core::fmt::Result {
+        let room = self.buf.len() - self.at;
+        let n = s.len().min(room);
+        self.buf[self.at..self.at + n].copy_from_slice(&s.as_bytes()[..n]);
+        self.at += n;
+        Ok(())
+    }
+}
+
+#[allow(dead_code)]
+const _: () = {
+    // The unavailable marker must not collide with a real length.
+    assert!(ck::UNAVAILABLE == u64::MAX);
+};

@@ -1,0 +1,164 @@
+//! The events p11ha reports, with PTK's exact texts where PTK defines them.
+//!
+//! An event is data; the platform decides where it goes (the HA log file,
+//! syslog, defmt, a test's recorder). [`Event`]'s `Display` is the message
+//! text, [`Event::severity`] its type. No event carries a PIN, key material
+//! or application data.
+
+use core::fmt;
+
+use crate::ck::Rv;
+
+/// How bad an event is, in the words of PTK's HA log.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Severity {
+    /// Normal operation worth a line.
+    Info,
+    /// Something that may lose work later.
+    Warning,
+    /// A failure.
+    Error,
+}
+
+impl Severity {
+    /// The word written in the log.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Severity::Info => "Info",
+            Severity::Warning => "Warning",
+            Severity::Error => "Error",
+        }
+    }
+}
+
+/// Something that happened.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Event<'a> {
+    /// PTK: a session failed because its HSM failed, and p11ha attempted a
+    /// session recovery. `hsm_idx` is the zero-based member index,
+    /// `hsm_slot_id` the member's real slot id.
+    HsmFailure {
+        /// Zero-based member index.
+        hsm_idx: usize,
+        /// The member's own slot id.
+        hsm_slot_id: u64,
+    },
+    /// A member was dropped for the life of the application (WLD mode, where
+    /// there is no recovery): it answered with a failure-class code.
+    MemberDropped {
+        /// Zero-based member index.
+        hsm_idx: usize,
+        /// The member's own slot id.
+        hsm_slot_id: u64,
+        /// What it answered.
+        rv: Rv,
+    },
+    /// A member was found and serves a virtual slot.
+    MemberJoined {
+        /// Zero-based member index.
+        hsm_idx: usize,
+        /// The member's own slot id.
+        hsm_slot_id: u64,
+        /// The virtual slot it serves.
+        slot: u64,
+    },
+    /// A member disagreed with the others where they must agree (a PIN that
+    /// one accepts and another refuses): it is dropped.
+    MemberInconsistent {
+        /// Zero-based member index.
+        hsm_idx: usize,
+        /// The member's own slot id.
+        hsm_slot_id: u64,
+        /// The function that disagreed.
+        function: &'a str,
+        /// What it answered.
+        rv: Rv,
+    },
+    /// A configuration item was rejected; `fallback` says what is used.
+    BadConfig {
+        /// The item's name.
+        key: &'a str,
+        /// What is wrong with it.
+        problem: &'a str,
+        /// What p11ha does instead.
+        fallback: &'a str,
+    },
+}
+
+impl Event<'_> {
+    /// The message type, as PTK's HA log gives it.
+    pub fn severity(&self) -> Severity {
+        match self {
+            Event::HsmFailure { .. }
+            | Event::MemberDropped { .. }
+            | Event::MemberInconsistent { .. } => Severity::Error,
+            Event::BadConfig { .. } => Severity::Warning,
+            Event::MemberJoined { .. } => Severity::Info,
+        }
+    }
+}
+
+impl fmt::Display for Event<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            Event::HsmFailure {
+                hsm_idx,
+                hsm_slot_id,
+            } => write!(
+                f,
+                "HSM Failure detected hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}"
+            ),
+            Event::MemberDropped {
+                hsm_idx,
+                hsm_slot_id,
+                rv,
+            } => write!(
+                f,
+                "HSM dropped hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}: it answered {rv}; \
+                 no longer used by this application"
+            ),
+            Event::MemberJoined {
+                hsm_idx,
+                hsm_slot_id,
+                slot,
+            } => write!(
+                f,
+                "HSM joined hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}: serves slot {slot}"
+            ),
+            Event::MemberInconsistent {
+                hsm_idx,
+                hsm_slot_id,
+                function,
+                rv,
+            } => write!(
+                f,
+                "HSM inconsistent hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}: {function} \
+                 answered {rv} where the other HSMs succeeded; dropped"
+            ),
+            Event::BadConfig {
+                key,
+                problem,
+                fallback,
+            } => write!(f, "Configuration {key}: {problem}; {fallback}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use core::fmt::Write;
+
+    #[test]
+    fn ptk_texts_are_exact() {
+        let e = Event::HsmFailure {
+            hsm_idx: 1,
+            hsm_slot_id: 1234,
+        };
+        let mut s = heapless::String::<128>::new();
+        write!(s, "{e}").unwrap();
+        assert_eq!(s, "HSM Failure detected hsmIdx=1, hsmSlotId=1234");
+        assert_eq!(e.severity(), Severity::Error);
+    }
+}

@@ -1,0 +1,467 @@
+//! Virtual handles and their mapping to members' real handles.
+//!
+//! A virtual handle is `(generation << 20) | (index + 1)`: never 0
+//! (`CK_INVALID_HANDLE`), at most 31 bits (it fits a 32-bit `CK_ULONG` and
+//! survives applications that keep handles in a signed int), and a handle
+//! whose table entry was freed and reused is refused until the 11-bit
+//! generation wraps.
+//!
+//! The object table exists in WLD and HA mode, where one virtual object may
+//! be served by several members, each with its own real handle. Token
+//! objects carry their identity (class, key type, `CKA_ID`, `CKA_LABEL`) so
+//! that they can be found again on a member that has not served them yet;
+//! session objects belong to the member that made them (and, in HA mode,
+//! are re-created on another after a failover).
+
+use heapless::Vec;
+
+use crate::ck::Rv;
+use crate::error::{Error, Result};
+
+const INDEX_BITS: u32 = 20;
+const INDEX_MASK: u64 = (1 << INDEX_BITS) - 1;
+const GEN_MASK: u16 = (1 << 11) - 1;
+
+/// The largest table a virtual handle can index.
+pub const MAX_TABLE: usize = (INDEX_MASK - 1) as usize;
+
+/// Encodes a table index and generation as a virtual handle.
+pub fn encode(index: usize, generation: u16) -> u64 {
+    (u64::from(generation & GEN_MASK) << INDEX_BITS) | (index as u64 + 1)
+}
+
+/// Splits a virtual handle into index and generation; `None` for values no
+/// table entry could have produced.
+pub fn decode(handle: u64) -> Option<(usize, u16)> {
+    if handle == 0 || handle >> (INDEX_BITS + 11) != 0 {
+        return None;
+    }
+    let index = (handle & INDEX_MASK).checked_sub(1)?;
+    Some((index as usize, (handle >> INDEX_BITS) as u16))
+}
+
+/// The next generation of a reused entry.
+pub fn next_generation(generation: u16) -> u16 {
+    generation.wrapping_add(1) & GEN_MASK
+}
+
+/// The longest `CKA_ID` and `CKA_LABEL` an identity keeps. Objects with
+/// longer ones stay usable, but only on the member that returned them.
+pub const MAX_IDENTITY_BYTES: usize = 64;
+
+/// How many members' real handles one object entry remembers. A token
+/// object used on more members than this forgets the oldest mapping and
+/// finds the object again by identity when it is next used there.
+pub const REAL_HANDLES_PER_OBJECT: usize = 4;
+
+/// The attributes by which a token object is found on another member.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct Identity {
+    /// `CKA_CLASS`.
+    pub class: u64,
+    /// `CKA_KEY_TYPE` for keys.
+    pub key_type: Option<u64>,
+    /// `CKA_ID`, if the object has one.
+    pub id: Option<Vec<u8, MAX_IDENTITY_BYTES>>,
+    /// `CKA_LABEL`, if the object has one.
+    pub label: Option<Vec<u8, MAX_IDENTITY_BYTES>>,
+}
+
+/// What kind of object an entry stands for.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum ObjectKind {
+    /// A free entry.
+    #[default]
+    Free,
+    /// A token object that can be found on every member by its identity.
+    Token(Identity),
+    /// A session object made through the session at this table index.
+    Session {
+        /// Index of the owning session in the session table.
+        owner: usize,
+    },
+    /// An object that lives on one member only and cannot be found on
+    /// another (a session object of unknown origin, or a token object whose
+    /// identity is not unique or too long to keep).
+    Local,
+}
+
+/// One entry of the object table.
+#[derive(Clone, Debug, Default)]
+pub struct ObjectEntry {
+    generation: u16,
+    slot: usize,
+    kind: ObjectKind,
+    /// (member index, real handle), newest last.
+    real: Vec<(u16, u64), REAL_HANDLES_PER_OBJECT>,
+}
+
+/// One slot of the reverse index from (member, real handle) to entry.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct IndexSlot {
+    state: IndexState,
+    member: u16,
+    real: u64,
+    entry: u32,
+}
+
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+enum IndexState {
+    #[default]
+    Empty,
+    Used,
+    Removed,
+}
+
+/// The virtual object table over caller-provided storage: `entries` holds
+/// the objects, `index` (ideally twice as long) the reverse index.
+pub struct ObjectTable<E, I> {
+    entries: E,
+    index: I,
+    used: usize,
+    /// Index slots in state Used and Removed: probes end at an Empty one.
+    index_used: usize,
+    index_removed: usize,
+}
+
+impl<E, I> ObjectTable<E, I>
+where
+    E: core::ops::DerefMut<Target = [ObjectEntry]>,
+    I: core::ops::DerefMut<Target = [IndexSlot]>,
+{
+    /// A table over `entries` and `index`, which must be all default.
+    pub fn new(entries: E, index: I) -> Self {
+        ObjectTable {
+            entries,
+            index,
+            used: 0,
+            index_used: 0,
+            index_removed: 0,
+        }
+    }
+
+    /// The number of objects in the table.
+    pub fn len(&self) -> usize {
+        self.used
+    }
+
+    /// Whether the table has no objects.
+    pub fn is_empty(&self) -> bool {
+        self.used == 0
+    }
+
+    fn entry(&self, handle: u64) -> Option<(usize, &ObjectEntry)> {
+        let (i, generation) = decode(handle)?;
+        let e = self.entries.get(i)?;
+        (e.kind != ObjectKind::Free && e.generation == generation).then_some((i, e))
+    }
+
+    /// The kind and virtual slot of `handle`, if it is a live object.
+    pub fn kind(&self, handle: u64) -> Option<(&ObjectKind, usize)> {
+        self.entry(handle).map(|(_, e)| (&e.kind, e.slot))
+    }
+
+    /// The real handle of `handle` on `member`, if known.
+    pub fn real(&self, handle: u64, member: usize) -> Option<u64> {
+        let (_, e) = self.entry(handle)?;
+        e.real
+            .iter()
+            .find(|(m, _)| usize::from(*m) == member)
+            .map(|&(_, r)| r)
+    }
+
+    /// The members (and real handles) that serve `handle`.
+    pub fn reals(&self, handle: u64) -> &[(u16, u64)] {
+        self.entry(handle).map_or(&[], |(_, e)| &e.real[..])
+    }
+
+    /// The virtual handle already given to `real` on `member`.
+    pub fn lookup(&self, member: usize, real: u64) -> Option<u64> {
+        let i = self.index_find(member as u16, real)?;
+        let entry = self.index[i].entry as usize;
+        Some(encode(entry, self.entries[entry].generation))
+    }
+
+    /// A token object of `slot` with exactly this identity.
+    pub fn find_identity(&self, slot: usize, identity: &Identity) -> Option<u64> {
+        self.entries
+            .iter()
+            .enumerate()
+            .find_map(|(i, e)| match &e.kind {
+                ObjectKind::Token(id) if e.slot == slot && id == identity => {
+                    Some(encode(i, e.generation))
+                }
+                _ => None,
+            })
+    }
+
+    /// Adds an object served by `member` as `real`; returns its new handle.
+    /// `CKR_HOST_MEMORY` when the table or its index is full.
+    pub fn insert(
+        &mut self,
+        slot: usize,
+        kind: ObjectKind,
+        member: usize,
+        real: u64,
+    ) -> Result<u64> {
+        if self.index_free_slots() == 0 {
+            return Err(Error::Rv(Rv::HOST_MEMORY));
+        }
+        let i = self
+            .entries
+            .iter()
+            .position(|e| e.kind == ObjectKind::Free)
+            .ok_or(Error::Rv(Rv::HOST_MEMORY))?;
+        let e = &mut self.entries[i];
+        e.slot = slot;
+        e.kind = kind;
+        e.real.clear();
+        let handle = encode(i, e.generation);
+        self.used += 1;
+        self.add_real(handle, member, real)?;
+        Ok(handle)
+    }
+
+    /// Records that `member` serves `handle` as `real`, forgetting the oldest
+    /// member's mapping if the entry is full.
+    pub fn add_real(&mut self, handle: u64, member: usize, real: u64) -> Result<()> {
+        let (i, _) = self
+            .entry(handle)
+            .ok_or(Error::Rv(Rv::OBJECT_HANDLE_INVALID))?;
+        let member = member as u16;
+        if let Some(old) = self.entries[i].real.iter().position(|(m, _)| *m == member) {
+            let (_, r) = self.entries[i].real.remove(old);
+            self.index_remove(member, r);
+        } else if self.entries[i].real.is_full() {
+            let (m, r) = self.entries[i].real.remove(0);
+            self.index_remove(m, r);
+        }
+        self.index_insert(member, real, i as u32)?;
+        // Room was made above.
+        let _ = self.entries[i].real.push((member, real));
+        Ok(())
+    }
+
+    /// Removes `handle`; its handle is never valid again (until the
+    /// generation wraps).
+    pub fn remove(&mut self, handle: u64) {
+        let Some((i, _)) = self.entry(handle) else {
+            return;
+        };
+        let reals = core::mem::take(&mut self.entries[i].real);
+        for (m, r) in reals {
+            self.index_remove(m, r);
+        }
+        let e = &mut self.entries[i];
+        e.kind = ObjectKind::Free;
+        e.generation = next_generation(e.generation);
+        self.used -= 1;
+    }
+
+    /// Removes every session object owned by session table index `owner`.
+    pub fn remove_owned_by(&mut self, owner: usize) {
+        for i in 0..self.entries.len() {
+            if self.entries[i].kind == (ObjectKind::Session { owner }) {
+                let handle = encode(i, self.entries[i].generation);
+                self.remove(handle);
+            }
+        }
+    }
+
+    /// Forgets every mapping to `member` (its handles are gone: it failed).
+    pub fn forget_member(&mut self, member: usize) {
+        for i in 0..self.entries.len() {
+            let member = member as u16;
+            if let Some(at) = self.entries[i].real.iter().position(|(m, _)| *m == member) {
+                let (_, r) = self.entries[i].real.remove(at);
+                self.index_remove(member, r);
+            }
+        }
+    }
+
+    fn hash(&self, member: u16, real: u64) -> usize {
+        // Fibonacci hashing of both parts; real handles are often small
+        // sequential numbers, which this spreads.
+        let h = (real ^ (u64::from(member) << 48)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        (h >> 32) as usize % self.index.len().max(1)
+    }
+
+    fn index_free_slots(&self) -> usize {
+        // Keep one slot empty so that every probe ends.
+        self.index.len().saturating_sub(self.index_used + 1)
+    }
+
+    /// Rebuilds the index from the entries once removed slots make up a
+    /// quarter of it, so that probes stay short.
+    fn index_compact(&mut self) {
+        if self.index_removed * 4 < self.index.len() {
+            return;
+        }
+        for s in self.index.iter_mut() {
+            *s = IndexSlot::default();
+        }
+        self.index_used = 0;
+        self.index_removed = 0;
+        for i in 0..self.entries.len() {
+            for k in 0..self.entries[i].real.len() {
+                let (m, r) = self.entries[i].real[k];
+                // The index held these before, so they fit again.
+                let _ = self.index_insert(m, r, i as u32);
+            }
+        }
+    }
+
+    fn index_find(&self, member: u16, real: u64) -> Option<usize> {
+        let n = self.index.len();
+        let mut i = self.hash(member, real);
+        for _ in 0..n {
+            let s = &self.index[i];
+            match s.state {
+                IndexState::Empty => return None,
+                IndexState::Used if s.member == member && s.real == real => return Some(i),
+                _ => {}
+            }
+            i = (i + 1) % n;
+        }
+        None
+    }
+
+    fn index_insert(&mut self, member: u16, real: u64, entry: u32) -> Result<()> {
+        if let Some(i) = self.index_find(member, real) {
+            // The member reused a real handle of a stale entry: repoint it.
+            let old = self.index[i].entry as usize;
+            if old != entry as usize
+                && let Some(at) = self.entries[old]
+                    .real
+                    .iter()
+                    .position(|&(m, r)| m == member && r == real)
+            {
+                self.entries[old].real.remove(at);
+            }
+            self.index[i].entry = entry;
+            return Ok(());
+        }
+        if self.index_free_slots() == 0 {
+            return Err(Error::Rv(Rv::HOST_MEMORY));
+        }
+        let n = self.index.len();
+        let mut i = self.hash(member, real);
+        for _ in 0..n {
+            if self.index[i].state != IndexState::Used {
+                if self.index[i].state == IndexState::Removed {
+                    self.index_removed -= 1;
+                }
+                self.index_used += 1;
+                self.index[i] = IndexSlot {
+                    state: IndexState::Used,
+                    member,
+                    real,
+                    entry,
+                };
+                return Ok(());
+            }
+            i = (i + 1) % n;
+        }
+        Err(Error::Rv(Rv::HOST_MEMORY))
+    }
+
+    fn index_remove(&mut self, member: u16, real: u64) {
+        if let Some(i) = self.index_find(member, real) {
+            self.index[i].state = IndexState::Removed;
+            self.index_used -= 1;
+            self.index_removed += 1;
+            self.index_compact();
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn table<'a, const N: usize, const M: usize>(
+        entries: &'a mut [ObjectEntry; N],
+        index: &'a mut [IndexSlot; M],
+    ) -> ObjectTable<&'a mut [ObjectEntry], &'a mut [IndexSlot]> {
+        ObjectTable::new(&mut entries[..], &mut index[..])
+    }
+
+    #[test]
+    fn handles_round_trip_and_reject_garbage() {
+        for (i, g) in [(0, 0), (5, 7), (MAX_TABLE - 1, GEN_MASK)] {
+            let h = encode(i, g);
+            assert!(h != 0 && h < 1 << 31);
+            assert_eq!(decode(h), Some((i, g)));
+        }
+        assert_eq!(decode(0), None);
+        assert_eq!(decode(1 << 40), None);
+        assert_eq!(next_generation(GEN_MASK), 0);
+    }
+
+    #[test]
+    fn objects_map_both_ways_and_stale_handles_die() {
+        let mut e: [ObjectEntry; 4] = Default::default();
+        let mut ix = [IndexSlot::default(); 8];
+        let mut t = table(&mut e, &mut ix);
+        let h = t.insert(0, ObjectKind::Local, 1, 100).unwrap();
+        assert_eq!(t.real(h, 1), Some(100));
+        assert_eq!(t.real(h, 2), None);
+        assert_eq!(t.lookup(1, 100), Some(h));
+        t.add_real(h, 2, 7).unwrap();
+        assert_eq!(t.lookup(2, 7), Some(h));
+        t.remove(h);
+        assert_eq!(t.real(h, 1), None);
+        assert_eq!(t.lookup(1, 100), None);
+        let h2 = t.insert(0, ObjectKind::Local, 1, 100).unwrap();
+        assert_ne!(h, h2, "a reused entry gets a new generation");
+        assert!(t.kind(h).is_none());
+    }
+
+    #[test]
+    fn full_is_an_answer() {
+        let mut e: [ObjectEntry; 2] = Default::default();
+        let mut ix = [IndexSlot::default(); 8];
+        let mut t = table(&mut e, &mut ix);
+        t.insert(0, ObjectKind::Local, 0, 1).unwrap();
+        t.insert(0, ObjectKind::Local, 0, 2).unwrap();
+        assert_eq!(
+            t.insert(0, ObjectKind::Local, 0, 3),
+            Err(Error::Rv(Rv::HOST_MEMORY))
+        );
+    }
+
+    #[test]
+    fn oldest_member_mapping_is_evicted() {
+        let mut e: [ObjectEntry; 2] = Default::default();
+        let mut ix = [IndexSlot::default(); 16];
+        let mut t = table(&mut e, &mut ix);
+        let h = t.insert(0, ObjectKind::Local, 0, 10).unwrap();
+        for m in 1..=REAL_HANDLES_PER_OBJECT {
+            t.add_real(h, m, 10 + m as u64).unwrap();
+        }
+        assert_eq!(t.real(h, 0), None);
+        assert_eq!(t.lookup(0, 10), None);
+        assert_eq!(t.real(h, REAL_HANDLES_PER_OBJECT), Some(14));
+    }
+
+    #[test]
+    fn session_objects_go_with_their_session_and_identity_finds() {
+        let mut e: [ObjectEntry; 4] = Default::default();
+        let mut ix = [IndexSlot::default(); 8];
+        let mut t = table(&mut e, &mut ix);
+        let id = Identity {
+            class: 3,
+            key_type: Some(3),
+            id: Some(Vec::from_slice(&[1]).unwrap()),
+            label: None,
+        };
+        let tok = t.insert(0, ObjectKind::Token(id.clone()), 0, 1).unwrap();
+        let s = t.insert(0, ObjectKind::Session { owner: 3 }, 0, 2).unwrap();
+        assert_eq!(t.find_identity(0, &id), Some(tok));
+        assert_eq!(t.find_identity(1, &id), None);
+        t.remove_owned_by(3);
+        assert!(t.kind(s).is_none());
+        assert!(t.kind(tok).is_some());
+        assert_eq!(t.len(), 1);
+    }
+}
