@@ -1,0 +1,220 @@
+//! The Linux host platform: members are module slots, storage is boxed
+//! slices allocated once at `C_Initialize`, locks are futexes or the
+//! application's own mutex callbacks, events go to stderr.
+
+use std::ffi::c_void;
+use std::io::Write;
+use std::sync::atomic::{AtomicU32, Ordering};
+
+use cryptoki_sys::*;
+use p11ha_adapters::module::ModuleMember;
+use p11ha_core::event::{Event, Severity};
+use p11ha_core::port::{Events, Platform, RawLock};
+
+/// The platform of `libp11ha.so`.
+pub struct Host;
+
+impl Platform for Host {
+    type Member = ModuleMember;
+    type Lock = HostLock;
+    type Events = HostEvents;
+    type Store<T: Send + Sync + 'static> = Box<[T]>;
+}
+
+/// A futex-based mutex: uncontended lock and unlock are one atomic
+/// operation each; a waiter sleeps in the kernel instead of spinning, which
+/// matters because the engine holds a session's lock across a member call
+/// that may take a second (an RSA key generation).
+pub struct Futex {
+    /// 0 unlocked, 1 locked, 2 locked with waiters.
+    state: AtomicU32,
+}
+
+impl Futex {
+    const fn new() -> Self {
+        Futex {
+            state: AtomicU32::new(0),
+        }
+    }
+
+    fn wait(&self) {
+        // SAFETY: FUTEX_WAIT on a valid, aligned u32 that lives as long as
+        // self; the kernel only reads it. Returns at once unless it is 2.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.state.as_ptr(),
+                libc::FUTEX_WAIT | libc::FUTEX_PRIVATE_FLAG,
+                2u32,
+                std::ptr::null::<libc::timespec>(),
+            )
+        };
+    }
+
+    fn wake(&self) {
+        // SAFETY: FUTEX_WAKE on a valid, aligned u32; wakes at most one.
+        unsafe {
+            libc::syscall(
+                libc::SYS_futex,
+                self.state.as_ptr(),
+                libc::FUTEX_WAKE | libc::FUTEX_PRIVATE_FLAG,
+                1u32,
+            )
+        };
+    }
+}
+
+/// The application's mutex callbacks (`CK_C_INITIALIZE_ARGS`), used when it
+/// supplies them without `CKF_OS_LOCKING_OK`, as PKCS#11 requires.
+#[derive(Clone, Copy)]
+pub struct AppMutexes {
+    create: unsafe extern "C" fn(*mut *mut c_void) -> CK_RV,
+    destroy: unsafe extern "C" fn(*mut c_void) -> CK_RV,
+    lock: unsafe extern "C" fn(*mut c_void) -> CK_RV,
+    unlock: unsafe extern "C" fn(*mut c_void) -> CK_RV,
+}
+
+impl AppMutexes {
+    /// All four callbacks, or `None` if any is missing.
+    pub fn from_args(args: &CK_C_INITIALIZE_ARGS) -> Option<Self> {
+        Some(AppMutexes {
+            create: args.CreateMutex?,
+            destroy: args.DestroyMutex?,
+            lock: args.LockMutex?,
+            unlock: args.UnlockMutex?,
+        })
+    }
+}
+
+/// The raw lock of sessions and slots.
+pub enum HostLock {
+    /// p11ha's own (OS) locking.
+    Os(Futex),
+    /// A mutex the application created for p11ha.
+    App {
+        /// The application's mutex object.
+        mutex: *mut c_void,
+        /// Its callbacks.
+        calls: AppMutexes,
+    },
+}
+
+// SAFETY: the futex is atomics only. An application mutex is an opaque
+// object the application created for use from any thread (that is what
+// CK_C_INITIALIZE_ARGS mutexes are for).
+unsafe impl Send for HostLock {}
+// SAFETY: as above.
+unsafe impl Sync for HostLock {}
+
+/// How locks are made for one `C_Initialize`.
+#[derive(Clone, Copy)]
+pub enum Locking {
+    /// p11ha's own.
+    Os,
+    /// The application's callbacks.
+    App(AppMutexes),
+}
+
+impl Locking {
+    /// A new lock; `None` if the application's `CreateMutex` fails.
+    pub fn make(self) -> Option<HostLock> {
+        match self {
+            Locking::Os => Some(HostLock::Os(Futex::new())),
+            Locking::App(calls) => {
+                let mut mutex = std::ptr::null_mut();
+                // SAFETY: CreateMutex takes a pointer to where it stores the
+                // new mutex; `mutex` is a valid location.
+                let rv = unsafe { (calls.create)(&mut mutex) };
+                (rv == CKR_OK && !mutex.is_null()).then_some(HostLock::App { mutex, calls })
+            }
+        }
+    }
+}
+
+// SAFETY: the futex protocol admits one holder (the 0 -> 1 or 0 -> 2
+// transition is made by exactly one thread; unlock resets to 0). The
+// application's callbacks promise mutual exclusion by PKCS#11's contract; a
+// failing LockMutex panics rather than proceed unlocked.
+unsafe impl RawLock for HostLock {
+    fn lock(&self) {
+        match self {
+            HostLock::Os(f) => {
+                if f.state
+                    .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                    .is_ok()
+                {
+                    return;
+                }
+                while f.state.swap(2, Ordering::Acquire) != 0 {
+                    f.wait();
+                }
+            }
+            HostLock::App { mutex, calls } => {
+                // SAFETY: mutex came from the application's CreateMutex.
+                let rv = unsafe { (calls.lock)(*mutex) };
+                // A lock that cannot be taken must not be treated as taken;
+                // the panic is caught at the C boundary (CKR_GENERAL_ERROR).
+                assert!(rv == CKR_OK, "the application's LockMutex failed");
+            }
+        }
+    }
+
+    fn try_lock(&self) -> bool {
+        match self {
+            HostLock::Os(f) => f
+                .state
+                .compare_exchange(0, 1, Ordering::Acquire, Ordering::Relaxed)
+                .is_ok(),
+            // PKCS#11 mutexes have no try-lock: block.
+            HostLock::App { .. } => {
+                self.lock();
+                true
+            }
+        }
+    }
+
+    unsafe fn unlock(&self) {
+        match self {
+            HostLock::Os(f) => {
+                if f.state.swap(0, Ordering::Release) == 2 {
+                    f.wake();
+                }
+            }
+            HostLock::App { mutex, calls } => {
+                // SAFETY: the caller holds the lock, taken by LockMutex.
+                unsafe { (calls.unlock)(*mutex) };
+            }
+        }
+    }
+}
+
+impl Drop for HostLock {
+    fn drop(&mut self) {
+        if let HostLock::App { mutex, calls } = self {
+            // SAFETY: created by this application's CreateMutex, destroyed once.
+            unsafe { (calls.destroy)(*mutex) };
+        }
+    }
+}
+
+/// Where events go on a host: warnings and errors to stderr (until the HA
+/// log exists, which writes every event to a file).
+pub struct HostEvents;
+
+impl Events for HostEvents {
+    fn event(&self, event: &Event<'_>) {
+        report(event);
+    }
+}
+
+/// Writes an event to stderr if it is a warning or an error. Never fails
+/// and never panics (a closed stderr is ignored).
+pub fn report(event: &Event<'_>) {
+    if event.severity() >= Severity::Warning {
+        let _ = writeln!(
+            std::io::stderr().lock(),
+            "p11ha: {}: {event}",
+            event.severity().as_str()
+        );
+    }
+}
