@@ -1,0 +1,178 @@
+//! Configuration as an application meets it: `pkcs11-tool` loads
+//! `libp11ha.so` in a child process whose environment (and `P11HA_CONF`
+//! file) carries the items. A bad value gets a clear message on stderr and
+//! the defined fallback, never a failure to load.
+
+use std::process::{Command, Output};
+
+use p11ha_tests::*;
+
+fn pkcs11_tool(env: &[(&str, &str)], args: &[&str]) -> (String, String) {
+    let (ok, out, err) = pkcs11_tool_status(env, args);
+    assert!(ok, "pkcs11-tool failed:\n{out}\n{err}");
+    (out, err)
+}
+
+fn pkcs11_tool_status(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
+    let t = tokens(2);
+    let mut cmd = Command::new("pkcs11-tool");
+    cmd.arg("--module").arg(lib_path()).args(args);
+    for k in [
+        "ET_PTKC_GENERAL_LIBRARY_MODE",
+        "ET_PTKC_WLD_SLOT_0",
+        "P11HA_CONF",
+    ] {
+        cmd.env_remove(k);
+    }
+    cmd.env("SOFTHSM2_CONF", t.conf())
+        .env("P11HA_MODULES", SOFTHSM);
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    let Output {
+        status,
+        stdout,
+        stderr,
+    } = cmd.output().expect("run pkcs11-tool");
+    let (stdout, stderr) = (
+        String::from_utf8_lossy(&stdout).into_owned(),
+        String::from_utf8_lossy(&stderr).into_owned(),
+    );
+    (status.success(), stdout, stderr)
+}
+
+fn slots(listing: &str) -> usize {
+    listing.lines().filter(|l| l.starts_with("Slot ")).count()
+}
+
+#[test]
+fn an_invalid_mode_is_reported_and_means_normal() {
+    let (out, err) = pkcs11_tool(&[("ET_PTKC_GENERAL_LIBRARY_MODE", "FAST")], &["-L"]);
+    assert_eq!(
+        slots(&out),
+        3,
+        "NORMAL: two tokens and the spare slot\n{out}"
+    );
+    assert!(
+        err.contains(
+            "p11ha: Warning: Configuration ET_PTKC_GENERAL_LIBRARY_MODE: not NORMAL, WLD or HA; \
+             NORMAL mode is used, as PTK does"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn wld_mode_shows_one_virtual_slot_per_label() {
+    let (out, err) = pkcs11_tool(
+        &[
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+            ("ET_PTKC_WLD_SLOT_0", LABEL),
+        ],
+        &["-L"],
+    );
+    assert_eq!(slots(&out), 1, "{out}");
+    assert!(out.contains("p11ha virtual slot: TokName"), "{out}");
+    assert!(
+        err.is_empty(),
+        "no complaint about a good configuration: {err}"
+    );
+}
+
+#[test]
+fn the_file_is_read_and_the_environment_wins() {
+    let dir = std::env::temp_dir().join(format!("p11ha-conf-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let file = dir.join("p11ha.conf");
+    std::fs::write(
+        &file,
+        "# p11ha configuration\n\
+         ET_PTKC_GENERAL_LIBRARY_MODE=WLD\n\
+         ET_PTKC_WLD_SLOT_0=TokName\n\
+         ET_PTKC_WLD_SLOT_1=TokName\n\
+         P11HA_TYPO=1\n\
+         this line is no item\n",
+    )
+    .unwrap();
+    let conf = file.to_str().unwrap();
+    let (out, err) = pkcs11_tool(&[("P11HA_CONF", conf)], &["-L"]);
+    assert_eq!(slots(&out), 2, "two virtual slots from the file\n{out}");
+    assert!(
+        err.contains("Configuration P11HA_TYPO: not an item p11ha knows; ignored"),
+        "{err}"
+    );
+    assert!(
+        err.contains("Configuration P11HA_CONF: line 6 is not KEY=VALUE; the line is ignored"),
+        "{err}"
+    );
+    assert!(
+        !err.contains("this line is no item"),
+        "a bad line is never echoed: {err}"
+    );
+    // The environment overrides the file's mode.
+    let (out, _) = pkcs11_tool(
+        &[
+            ("P11HA_CONF", conf),
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "NORMAL"),
+        ],
+        &["-L"],
+    );
+    assert_eq!(slots(&out), 3, "{out}");
+    let (_, err) = pkcs11_tool(&[("P11HA_CONF", "/nonexistent/p11ha.conf")], &["-L"]);
+    assert!(
+        err.contains(
+            "Configuration P11HA_CONF: cannot open the file; only the environment is used"
+        ),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_module_that_cannot_load_is_reported_and_skipped() {
+    let (out, err) = pkcs11_tool(
+        &[(
+            "P11HA_MODULES",
+            &format!("/nonexistent/libvendor.so;{SOFTHSM}"),
+        )],
+        &["-L"],
+    );
+    assert!(
+        err.contains("cannot load PKCS#11 module /nonexistent/libvendor.so"),
+        "{err}"
+    );
+    assert_eq!(slots(&out), 3, "SoftHSM's slots are still there\n{out}");
+    // pkcs11-tool itself exits non-zero when it finds no slot.
+    let (_, out, err) = pkcs11_tool_status(&[("P11HA_MODULES", "")], &["-L"]);
+    assert!(
+        err.contains("no PKCS#11 module is configured; there are no slots"),
+        "{err}"
+    );
+    assert!(
+        err.contains("No slots.") && !out.contains("Slot "),
+        "{out}{err}"
+    );
+}
+
+#[test]
+fn bad_wld_slot_items_are_reported() {
+    let (_, err) = pkcs11_tool(
+        &[
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+            ("ET_PTKC_WLD_SLOT_0", LABEL),
+            ("ET_PTKC_WLD_SLOT_99", LABEL),
+            (
+                "ET_PTKC_WLD_SLOT_2",
+                "a label of more than thirty-two bytes",
+            ),
+        ],
+        &["-L"],
+    );
+    assert!(
+        err.contains("ET_PTKC_WLD_SLOT_99: the slot number is not a decimal number below 16"),
+        "{err}"
+    );
+    assert!(
+        err.contains("ET_PTKC_WLD_SLOT_2: a token label is at most 32 bytes"),
+        "{err}"
+    );
+}
