@@ -71,6 +71,9 @@ pub struct Config {
     pub wld_slots: Vec<WldSlot, MAX_WLD_SLOTS>,
     /// `P11HA_MODULES`: PKCS#11 modules whose slots are members.
     pub modules: Vec<String<MAX_PATH>, MAX_MODULES>,
+    /// `P11HA_FAULT_INJECTION=YES`: the platform lets tests make members
+    /// fail on command (never set it in production).
+    pub fault_injection: bool,
 }
 
 /// Where a configuration problem is reported: an [`Event::BadConfig`].
@@ -79,6 +82,7 @@ pub type Report<'r> = &'r mut dyn FnMut(&Event<'_>);
 const MODE: &str = "ET_PTKC_GENERAL_LIBRARY_MODE";
 const WLD_SLOT: &str = "ET_PTKC_WLD_SLOT_";
 const MODULES: &str = "P11HA_MODULES";
+const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
 /// Read by the platform (it names the file), accepted here so that it is not
 /// reported as unknown.
 const CONF: &str = "P11HA_CONF";
@@ -113,6 +117,18 @@ impl Config {
             self.apply_wld_slot(key, n, value, report);
         } else if key == MODULES {
             self.apply_modules(key, value, report);
+        } else if key == FAULT_INJECTION {
+            self.fault_injection = match yes_no(value) {
+                Some(v) => v,
+                None => {
+                    report(&Event::BadConfig {
+                        key,
+                        problem: "not YES or NO",
+                        fallback: "NO",
+                    });
+                    false
+                }
+            };
         } else if key == CONF {
             // The platform's: it names the file these items come from.
         } else if Self::is_item(key) {
@@ -208,6 +224,16 @@ impl Config {
     /// The configured label of virtual slot `id`, in WLD and HA mode.
     pub fn wld_label(&self, id: u64) -> Option<&Label> {
         self.wld_slots.iter().find(|s| s.id == id).map(|s| &s.label)
+    }
+}
+
+fn yes_no(s: &str) -> Option<bool> {
+    if s.eq_ignore_ascii_case("YES") {
+        Some(true)
+    } else if s.eq_ignore_ascii_case("NO") {
+        Some(false)
+    } else {
+        None
     }
 }
 

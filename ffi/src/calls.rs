@@ -717,3 +717,23 @@ pub(crate) unsafe fn get_session_member(s: CK_SESSION_HANDLE, index: *mut CK_ULO
         Ok(())
     })
 }
+
+pub(crate) unsafe fn inject_fault(index: CK_ULONG, command: *const std::ffi::c_char) -> Result<()> {
+    with(|r| {
+        if !r.engine.config().fault_injection {
+            return Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED));
+        }
+        if command.is_null() {
+            return Err(BAD);
+        }
+        // SAFETY: a non-NULL command is NUL-terminated (extension contract).
+        let command = unsafe { std::ffi::CStr::from_ptr(command) }
+            .to_str()
+            .map_err(|_| BAD)?;
+        let index = p11ha_adapters::sys::ulong_to_len(index).ok_or(BAD)?;
+        r.engine
+            .with_member(index, |m| m.plan().command(command))
+            .ok_or(BAD)?
+            .map_err(|_| BAD)
+    })
+}

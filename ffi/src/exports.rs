@@ -268,6 +268,12 @@ exports! {
     /// p11ha extension: the index of the member that serves a session.
     fn P11HA_GetSessionMember(hSession: CK_SESSION_HANDLE, pulIndex: *mut CK_ULONG)
         => calls::get_session_member(hSession, pulIndex);
+    /// p11ha extension, for tests: arms member `index`'s fault plan with a
+    /// command (`heal`, `down[:RV]`, `after:N[:RV]`, `on:CALL[:N[:RV]]`, see
+    /// the fault adapter). `CKR_FUNCTION_NOT_SUPPORTED` unless the library
+    /// was initialised with `P11HA_FAULT_INJECTION=YES`.
+    fn P11HA_InjectFault(index: CK_ULONG, pCommand: *const std::ffi::c_char)
+        => calls::inject_fault(index, pCommand);
     /// Finds the interface "PKCS 11" (a NULL name or version matches it);
     /// writes a pointer to the static interface to `*ppInterface`.
     fn C_GetInterface(pInterfaceName: *mut CK_UTF8CHAR, pVersion: *mut CK_VERSION, ppInterface: *mut *mut CK_INTERFACE, flags: CK_FLAGS)

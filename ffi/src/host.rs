@@ -1,4 +1,5 @@
-//! The Linux host platform: members are module slots, storage is boxed
+//! The Linux host platform: members are module slots (behind an inert
+//! fault plan that tests can arm), storage is boxed
 //! slices allocated once at `C_Initialize`, locks are futexes or the
 //! application's own mutex callbacks, events go to stderr.
 
@@ -7,6 +8,7 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cryptoki_sys::*;
+use p11ha_adapters::fault::Faulty;
 use p11ha_adapters::module::ModuleMember;
 use p11ha_core::event::{Event, Severity};
 use p11ha_core::port::{Events, Platform, RawLock};
@@ -15,7 +17,9 @@ use p11ha_core::port::{Events, Platform, RawLock};
 pub struct Host;
 
 impl Platform for Host {
-    type Member = ModuleMember;
+    /// Module slots behind a fault plan, which stays unarmed (one relaxed
+    /// load per call) unless `P11HA_FAULT_INJECTION=YES`.
+    type Member = Faulty<ModuleMember>;
     type Lock = HostLock;
     type Events = HostEvents;
     type Store<T: Send + Sync + 'static> = Box<[T]>;

@@ -259,6 +259,7 @@ impl Runtime {
                 let Ok(member) = module.member(slot) else {
                     continue;
                 };
+                let member = p11ha_adapters::fault::Faulty::new(member);
                 match self.engine.add_member(member) {
                     Ok(Some(_)) => {
                         taken.insert((mi, slot));

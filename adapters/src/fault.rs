@@ -1,0 +1,442 @@
+//! The `fault` adapter: a member wrapper that fails on command, so that
+//! failure paths can be tested deterministically with real members behind
+//! it (smoltcp's fault injector, for PKCS#11).
+//!
+//! A plan is armed with [`FaultPlan::arm`] and fires once: after N calls, or
+//! at the Nth call of one kind. From then on every call fails with the
+//! chosen answer, as a dead HSM does, until [`FaultPlan::heal`]. An
+//! unarmed plan costs one relaxed atomic load per call.
+//!
+//! `no_std`, no allocation: usable on a board too.
+
+use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+
+use p11ha_core::ck::Rv;
+use p11ha_core::error::TransportError;
+use p11ha_core::port::{
+    Attr, AttrOut, DualOp, Mechanism, MechanismInfo, Member, Op, SessionInfo, SlotInfo, TokenInfo,
+};
+use p11ha_core::{Error, Result};
+
+/// The kinds of member call a plan can name: one per [`Member`] method.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[repr(u8)]
+#[allow(missing_docs)]
+pub enum Call {
+    Any = 0,
+    SlotInfo,
+    TokenInfo,
+    MechanismList,
+    MechanismInfo,
+    InitToken,
+    OpenSession,
+    CloseSession,
+    SessionInfo,
+    InitPin,
+    SetPin,
+    OperationState,
+    SetOperationState,
+    Login,
+    Logout,
+    CreateObject,
+    CopyObject,
+    DestroyObject,
+    ObjectSize,
+    GetAttributes,
+    SetAttributes,
+    FindInit,
+    Find,
+    FindFinal,
+    OpInit,
+    OpSingle,
+    OpUpdate,
+    OpFinal,
+    Verify,
+    VerifyFinal,
+    DigestKey,
+    DualUpdate,
+    GenerateKey,
+    GenerateKeyPair,
+    WrapKey,
+    UnwrapKey,
+    DeriveKey,
+    SeedRandom,
+    GenerateRandom,
+    FunctionStatus,
+    CancelFunction,
+}
+
+const CALLS: [(&str, Call); 41] = [
+    ("any", Call::Any),
+    ("slot_info", Call::SlotInfo),
+    ("token_info", Call::TokenInfo),
+    ("mechanism_list", Call::MechanismList),
+    ("mechanism_info", Call::MechanismInfo),
+    ("init_token", Call::InitToken),
+    ("open_session", Call::OpenSession),
+    ("close_session", Call::CloseSession),
+    ("session_info", Call::SessionInfo),
+    ("init_pin", Call::InitPin),
+    ("set_pin", Call::SetPin),
+    ("operation_state", Call::OperationState),
+    ("set_operation_state", Call::SetOperationState),
+    ("login", Call::Login),
+    ("logout", Call::Logout),
+    ("create_object", Call::CreateObject),
+    ("copy_object", Call::CopyObject),
+    ("destroy_object", Call::DestroyObject),
+    ("object_size", Call::ObjectSize),
+    ("get_attributes", Call::GetAttributes),
+    ("set_attributes", Call::SetAttributes),
+    ("find_init", Call::FindInit),
+    ("find", Call::Find),
+    ("find_final", Call::FindFinal),
+    ("op_init", Call::OpInit),
+    ("op_single", Call::OpSingle),
+    ("op_update", Call::OpUpdate),
+    ("op_final", Call::OpFinal),
+    ("verify", Call::Verify),
+    ("verify_final", Call::VerifyFinal),
+    ("digest_key", Call::DigestKey),
+    ("dual_update", Call::DualUpdate),
+    ("generate_key", Call::GenerateKey),
+    ("generate_key_pair", Call::GenerateKeyPair),
+    ("wrap_key", Call::WrapKey),
+    ("unwrap_key", Call::UnwrapKey),
+    ("derive_key", Call::DeriveKey),
+    ("seed_random", Call::SeedRandom),
+    ("generate_random", Call::GenerateRandom),
+    ("function_status", Call::FunctionStatus),
+    ("cancel_function", Call::CancelFunction),
+];
+
+impl Call {
+    /// The call named `name` (the [`Member`] method's name), or `any`.
+    pub fn from_name(name: &str) -> Option<Call> {
+        CALLS.iter().find(|(n, _)| *n == name).map(|&(_, c)| c)
+    }
+}
+
+/// What a failing member answers.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Fault {
+    /// A return value (`CKR_DEVICE_ERROR`, ...).
+    Rv(Rv),
+    /// The transport broke.
+    Transport(TransportError),
+}
+
+impl Fault {
+    fn encode(self) -> u64 {
+        match self {
+            Fault::Rv(rv) => rv.0 & !TRANSPORT_BIT,
+            Fault::Transport(TransportError::Disconnected) => TRANSPORT_BIT,
+            Fault::Transport(TransportError::TimedOut) => TRANSPORT_BIT | 1,
+            Fault::Transport(TransportError::Protocol) => TRANSPORT_BIT | 2,
+        }
+    }
+
+    fn decode(x: u64) -> Error {
+        if x & TRANSPORT_BIT == 0 {
+            return Error::Rv(Rv(x));
+        }
+        Error::Transport(match x & 3 {
+            0 => TransportError::Disconnected,
+            1 => TransportError::TimedOut,
+            _ => TransportError::Protocol,
+        })
+    }
+}
+
+const TRANSPORT_BIT: u64 = 1 << 63;
+
+/// When a plan fires.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Trigger {
+    /// At once: the member is down.
+    Now,
+    /// At the call after `n` more calls of any kind.
+    AfterCalls(u64),
+    /// At the `n`th (1-based) call of this kind from now.
+    OnCall(Call, u64),
+}
+
+const OFF: u8 = 0;
+const DOWN: u8 = 1;
+const COUNTING: u8 = 2;
+
+/// A member's fault plan. All atomics: armed from a test's thread while the
+/// member serves others.
+#[derive(Debug, Default)]
+pub struct FaultPlan {
+    state: AtomicU8,
+    call: AtomicU8,
+    countdown: AtomicU64,
+    fault: AtomicU64,
+    /// Calls failed since the plan fired.
+    failed: AtomicU64,
+}
+
+impl FaultPlan {
+    /// An unarmed plan.
+    pub const fn new() -> Self {
+        FaultPlan {
+            state: AtomicU8::new(OFF),
+            call: AtomicU8::new(0),
+            countdown: AtomicU64::new(0),
+            fault: AtomicU64::new(0),
+            failed: AtomicU64::new(0),
+        }
+    }
+
+    /// Arms the plan.
+    pub fn arm(&self, trigger: Trigger, fault: Fault) {
+        self.state.store(OFF, Ordering::SeqCst);
+        self.fault.store(fault.encode(), Ordering::SeqCst);
+        self.failed.store(0, Ordering::SeqCst);
+        match trigger {
+            Trigger::Now => self.state.store(DOWN, Ordering::SeqCst),
+            Trigger::AfterCalls(n) => {
+                self.call.store(Call::Any as u8, Ordering::SeqCst);
+                self.countdown.store(n + 1, Ordering::SeqCst);
+                self.state.store(COUNTING, Ordering::SeqCst);
+            }
+            Trigger::OnCall(call, n) => {
+                self.call.store(call as u8, Ordering::SeqCst);
+                self.countdown.store(n.max(1), Ordering::SeqCst);
+                self.state.store(COUNTING, Ordering::SeqCst);
+            }
+        }
+    }
+
+    /// Disarms the plan: the member answers normally again.
+    pub fn heal(&self) {
+        self.state.store(OFF, Ordering::SeqCst);
+    }
+
+    /// Whether the plan has fired (and not been healed).
+    pub fn is_down(&self) -> bool {
+        self.state.load(Ordering::SeqCst) == DOWN
+    }
+
+    /// Calls failed since the plan fired.
+    pub fn failed_calls(&self) -> u64 {
+        self.failed.load(Ordering::SeqCst)
+    }
+
+    fn check(&self, call: Call) -> Result<()> {
+        match self.state.load(Ordering::Relaxed) {
+            OFF => return Ok(()),
+            COUNTING => {
+                let named = self.call.load(Ordering::SeqCst);
+                if named != Call::Any as u8 && named != call as u8 {
+                    return Ok(());
+                }
+                if self.countdown.fetch_sub(1, Ordering::SeqCst) != 1 {
+                    return Ok(());
+                }
+                self.state.store(DOWN, Ordering::SeqCst);
+            }
+            _ => {}
+        }
+        self.failed.fetch_add(1, Ordering::SeqCst);
+        Err(Fault::decode(self.fault.load(Ordering::SeqCst)))
+    }
+
+    /// Arms the plan from a text command, for test harnesses that reach the
+    /// library only through its C ABI:
+    /// `heal` | `down[:FAULT]` | `after:N[:FAULT]` | `on:CALL[:N[:FAULT]]`,
+    /// where FAULT is a `CKR_*` value (decimal or `0x` hex) or `transport`
+    /// or `timeout` (default `CKR_DEVICE_ERROR`), CALL a [`Member`] method
+    /// name. [`BadCommand`] for anything else, with the plan unchanged.
+    pub fn command(&self, text: &str) -> core::result::Result<(), BadCommand> {
+        let mut parts = text.trim().split(':');
+        let verb = parts.next().ok_or(BadCommand)?;
+        let mut args: [&str; 3] = [""; 3];
+        let mut n = 0;
+        for p in parts {
+            *args.get_mut(n).ok_or(BadCommand)? = p;
+            n += 1;
+        }
+        let fault = |s: &str| -> core::result::Result<Fault, BadCommand> {
+            match s {
+                "" => Ok(Fault::Rv(Rv::DEVICE_ERROR)),
+                "transport" => Ok(Fault::Transport(TransportError::Disconnected)),
+                "timeout" => Ok(Fault::Transport(TransportError::TimedOut)),
+                s => parse_number(s).map(|v| Fault::Rv(Rv(v))),
+            }
+        };
+        match (verb, n) {
+            ("heal", 0) => self.heal(),
+            ("down", 0 | 1) => self.arm(Trigger::Now, fault(args[0])?),
+            ("after", 1 | 2) => {
+                self.arm(Trigger::AfterCalls(parse_number(args[0])?), fault(args[1])?)
+            }
+            ("on", 1..=3) => {
+                let call = Call::from_name(args[0]).ok_or(BadCommand)?;
+                let count = if n >= 2 { parse_number(args[1])? } else { 1 };
+                let f = fault(if n == 3 { args[2] } else { "" })?;
+                self.arm(Trigger::OnCall(call, count), f)
+            }
+            _ => return Err(BadCommand),
+        }
+        Ok(())
+    }
+}
+
+/// A fault command that is not in the grammar of [`FaultPlan::command`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BadCommand;
+
+fn parse_number(s: &str) -> core::result::Result<u64, BadCommand> {
+    match s.strip_prefix("0x") {
+        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| BadCommand),
+        None => s.parse().map_err(|_| BadCommand),
+    }
+}
+
+/// A member behind a fault plan.
+#[derive(Debug)]
+pub struct Faulty<M> {
+    inner: M,
+    plan: FaultPlan,
+}
+
+impl<M> Faulty<M> {
+    /// `inner`, with an unarmed plan.
+    pub const fn new(inner: M) -> Self {
+        Faulty {
+            inner,
+            plan: FaultPlan::new(),
+        }
+    }
+
+    /// The plan.
+    pub fn plan(&self) -> &FaultPlan {
+        &self.plan
+    }
+
+    /// The wrapped member.
+    pub fn inner(&self) -> &M {
+        &self.inner
+    }
+}
+
+macro_rules! faulty {
+    ($( fn $name:ident(&self $(, $arg:ident : $ty:ty)*) -> $ret:ty = $call:ident; )*) => {
+        $(
+            fn $name(&self $(, $arg: $ty)*) -> $ret {
+                self.plan.check(Call::$call)?;
+                self.inner.$name($($arg),*)
+            }
+        )*
+    };
+}
+
+impl<M: Member> Member for Faulty<M> {
+    fn slot_id(&self) -> u64 {
+        self.inner.slot_id()
+    }
+
+    faulty! {
+        fn slot_info(&self) -> Result<SlotInfo> = SlotInfo;
+        fn token_info(&self) -> Result<TokenInfo> = TokenInfo;
+        fn mechanism_list(&self, out: Option<&mut [u64]>) -> Result<usize> = MechanismList;
+        fn mechanism_info(&self, mechanism: u64) -> Result<MechanismInfo> = MechanismInfo;
+        fn init_token(&self, so_pin: Option<&[u8]>, label: &[u8; 32]) -> Result<()> = InitToken;
+        fn open_session(&self, flags: u64) -> Result<u64> = OpenSession;
+        fn close_session(&self, session: u64) -> Result<()> = CloseSession;
+        fn session_info(&self, session: u64) -> Result<SessionInfo> = SessionInfo;
+        fn init_pin(&self, session: u64, pin: Option<&[u8]>) -> Result<()> = InitPin;
+        fn set_pin(&self, session: u64, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<()> = SetPin;
+        fn operation_state(&self, session: u64, out: Option<&mut [u8]>) -> Result<usize> = OperationState;
+        fn set_operation_state(&self, session: u64, state: &[u8], encryption_key: u64, authentication_key: u64) -> Result<()> = SetOperationState;
+        fn login(&self, session: u64, user: u64, pin: Option<&[u8]>) -> Result<()> = Login;
+        fn logout(&self, session: u64) -> Result<()> = Logout;
+        fn create_object(&self, session: u64, template: &[Attr<'_>]) -> Result<u64> = CreateObject;
+        fn copy_object(&self, session: u64, object: u64, template: &[Attr<'_>]) -> Result<u64> = CopyObject;
+        fn destroy_object(&self, session: u64, object: u64) -> Result<()> = DestroyObject;
+        fn object_size(&self, session: u64, object: u64) -> Result<u64> = ObjectSize;
+        fn get_attributes(&self, session: u64, object: u64, template: &mut [AttrOut<'_>]) -> Result<()> = GetAttributes;
+        fn set_attributes(&self, session: u64, object: u64, template: &[Attr<'_>]) -> Result<()> = SetAttributes;
+        fn find_init(&self, session: u64, template: &[Attr<'_>]) -> Result<()> = FindInit;
+        fn find(&self, session: u64, out: &mut [u64]) -> Result<usize> = Find;
+        fn find_final(&self, session: u64) -> Result<()> = FindFinal;
+        fn op_init(&self, session: u64, op: Op, mechanism: &Mechanism<'_>, key: u64) -> Result<()> = OpInit;
+        fn op_single(&self, session: u64, op: Op, input: &[u8], out: Option<&mut [u8]>) -> Result<usize> = OpSingle;
+        fn op_update(&self, session: u64, op: Op, input: &[u8], out: Option<&mut [u8]>) -> Result<usize> = OpUpdate;
+        fn op_final(&self, session: u64, op: Op, out: Option<&mut [u8]>) -> Result<usize> = OpFinal;
+        fn verify(&self, session: u64, data: &[u8], signature: &[u8]) -> Result<()> = Verify;
+        fn verify_final(&self, session: u64, signature: &[u8]) -> Result<()> = VerifyFinal;
+        fn digest_key(&self, session: u64, key: u64) -> Result<()> = DigestKey;
+        fn dual_update(&self, session: u64, op: DualOp, input: &[u8], out: Option<&mut [u8]>) -> Result<usize> = DualUpdate;
+        fn generate_key(&self, session: u64, mechanism: &Mechanism<'_>, template: &[Attr<'_>]) -> Result<u64> = GenerateKey;
+        fn generate_key_pair(&self, session: u64, mechanism: &Mechanism<'_>, public_template: &[Attr<'_>], private_template: &[Attr<'_>]) -> Result<(u64, u64)> = GenerateKeyPair;
+        fn wrap_key(&self, session: u64, mechanism: &Mechanism<'_>, wrapping_key: u64, key: u64, out: Option<&mut [u8]>) -> Result<usize> = WrapKey;
+        fn unwrap_key(&self, session: u64, mechanism: &Mechanism<'_>, unwrapping_key: u64, wrapped: &[u8], template: &[Attr<'_>]) -> Result<u64> = UnwrapKey;
+        fn derive_key(&self, session: u64, mechanism: &Mechanism<'_>, base_key: u64, template: &[Attr<'_>]) -> Result<u64> = DeriveKey;
+        fn seed_random(&self, session: u64, seed: &[u8]) -> Result<()> = SeedRandom;
+        fn generate_random(&self, session: u64, out: &mut [u8]) -> Result<()> = GenerateRandom;
+        fn function_status(&self, session: u64) -> Result<()> = FunctionStatus;
+        fn cancel_function(&self, session: u64) -> Result<()> = CancelFunction;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn plans_fire_once_and_stay_down_until_healed() {
+        let p = FaultPlan::new();
+        assert!(p.check(Call::Login).is_ok());
+        p.arm(Trigger::AfterCalls(2), Fault::Rv(Rv::DEVICE_ERROR));
+        assert!(p.check(Call::Login).is_ok());
+        assert!(p.check(Call::Find).is_ok());
+        assert_eq!(p.check(Call::Find), Err(Error::Rv(Rv::DEVICE_ERROR)));
+        assert_eq!(p.check(Call::Login), Err(Error::Rv(Rv::DEVICE_ERROR)));
+        assert_eq!(p.failed_calls(), 2);
+        p.heal();
+        assert!(p.check(Call::Login).is_ok());
+        p.arm(
+            Trigger::OnCall(Call::OpFinal, 2),
+            Fault::Transport(TransportError::TimedOut),
+        );
+        assert!(p.check(Call::OpFinal).is_ok());
+        assert!(p.check(Call::OpUpdate).is_ok());
+        assert_eq!(
+            p.check(Call::OpFinal),
+            Err(Error::Transport(TransportError::TimedOut))
+        );
+        assert!(p.is_down());
+    }
+
+    #[test]
+    fn commands_parse_or_are_refused() {
+        let p = FaultPlan::new();
+        assert_eq!(p.command("down"), Ok(()));
+        assert_eq!(p.check(Call::Any), Err(Error::Rv(Rv::DEVICE_ERROR)));
+        assert_eq!(p.command("heal"), Ok(()));
+        assert_eq!(p.command("on:op_final:1:0x5"), Ok(()));
+        assert!(p.check(Call::OpUpdate).is_ok());
+        assert_eq!(p.check(Call::OpFinal), Err(Error::Rv(Rv::GENERAL_ERROR)));
+        assert_eq!(p.command("on:op_update:3:transport"), Ok(()));
+        assert!(p.check(Call::OpUpdate).is_ok() && p.check(Call::OpUpdate).is_ok());
+        assert_eq!(
+            p.check(Call::OpUpdate),
+            Err(Error::Transport(TransportError::Disconnected))
+        );
+        assert_eq!(p.command("after:0"), Ok(()));
+        assert!(p.check(Call::Any).is_err());
+        for bad in [
+            "",
+            "up",
+            "on:nonsense",
+            "after:x",
+            "down:1:2",
+            "on:find:1:2:3",
+        ] {
+            assert_eq!(p.command(bad), Err(BadCommand), "{bad}");
+        }
+    }
+}
