@@ -9,7 +9,7 @@
 //!
 //! `no_std`, no allocation: usable on a board too.
 
-use core::sync::atomic::{AtomicU8, AtomicU64, Ordering};
+use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
 use p11ha_core::ck::Rv;
 use p11ha_core::error::TransportError;
@@ -127,28 +127,28 @@ pub enum Fault {
 }
 
 impl Fault {
-    fn encode(self) -> u64 {
+    /// As (kind, return value): kind 0 is a return value, 1..=3 a transport
+    /// error. Two 32-bit words, since 32-bit boards have no 64-bit atomics.
+    fn encode(self) -> (u8, u32) {
         match self {
-            Fault::Rv(rv) => rv.0 & !TRANSPORT_BIT,
-            Fault::Transport(TransportError::Disconnected) => TRANSPORT_BIT,
-            Fault::Transport(TransportError::TimedOut) => TRANSPORT_BIT | 1,
-            Fault::Transport(TransportError::Protocol) => TRANSPORT_BIT | 2,
+            // Return values that matter fit 32 bits (CKR_VENDOR_DEFINED
+            // included); command() refuses larger ones.
+            Fault::Rv(rv) => (0, rv.0 as u32),
+            Fault::Transport(TransportError::Disconnected) => (1, 0),
+            Fault::Transport(TransportError::TimedOut) => (2, 0),
+            Fault::Transport(TransportError::Protocol) => (3, 0),
         }
     }
 
-    fn decode(x: u64) -> Error {
-        if x & TRANSPORT_BIT == 0 {
-            return Error::Rv(Rv(x));
+    fn decode(kind: u8, rv: u32) -> Error {
+        match kind {
+            0 => Error::Rv(Rv(u64::from(rv))),
+            1 => Error::Transport(TransportError::Disconnected),
+            2 => Error::Transport(TransportError::TimedOut),
+            _ => Error::Transport(TransportError::Protocol),
         }
-        Error::Transport(match x & 3 {
-            0 => TransportError::Disconnected,
-            1 => TransportError::TimedOut,
-            _ => TransportError::Protocol,
-        })
     }
 }
-
-const TRANSPORT_BIT: u64 = 1 << 63;
 
 /// When a plan fires.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -156,9 +156,9 @@ pub enum Trigger {
     /// At once: the member is down.
     Now,
     /// At the call after `n` more calls of any kind.
-    AfterCalls(u64),
+    AfterCalls(u32),
     /// At the `n`th (1-based) call of this kind from now.
-    OnCall(Call, u64),
+    OnCall(Call, u32),
 }
 
 const OFF: u8 = 0;
@@ -171,10 +171,11 @@ const COUNTING: u8 = 2;
 pub struct FaultPlan {
     state: AtomicU8,
     call: AtomicU8,
-    countdown: AtomicU64,
-    fault: AtomicU64,
+    countdown: AtomicU32,
+    kind: AtomicU8,
+    rv: AtomicU32,
     /// Calls failed since the plan fired.
-    failed: AtomicU64,
+    failed: AtomicU32,
 }
 
 impl FaultPlan {
@@ -183,22 +184,25 @@ impl FaultPlan {
         FaultPlan {
             state: AtomicU8::new(OFF),
             call: AtomicU8::new(0),
-            countdown: AtomicU64::new(0),
-            fault: AtomicU64::new(0),
-            failed: AtomicU64::new(0),
+            countdown: AtomicU32::new(0),
+            kind: AtomicU8::new(0),
+            rv: AtomicU32::new(0),
+            failed: AtomicU32::new(0),
         }
     }
 
     /// Arms the plan.
     pub fn arm(&self, trigger: Trigger, fault: Fault) {
         self.state.store(OFF, Ordering::SeqCst);
-        self.fault.store(fault.encode(), Ordering::SeqCst);
+        let (kind, rv) = fault.encode();
+        self.kind.store(kind, Ordering::SeqCst);
+        self.rv.store(rv, Ordering::SeqCst);
         self.failed.store(0, Ordering::SeqCst);
         match trigger {
             Trigger::Now => self.state.store(DOWN, Ordering::SeqCst),
             Trigger::AfterCalls(n) => {
                 self.call.store(Call::Any as u8, Ordering::SeqCst);
-                self.countdown.store(n + 1, Ordering::SeqCst);
+                self.countdown.store(n.saturating_add(1), Ordering::SeqCst);
                 self.state.store(COUNTING, Ordering::SeqCst);
             }
             Trigger::OnCall(call, n) => {
@@ -220,7 +224,7 @@ impl FaultPlan {
     }
 
     /// Calls failed since the plan fired.
-    pub fn failed_calls(&self) -> u64 {
+    pub fn failed_calls(&self) -> u32 {
         self.failed.load(Ordering::SeqCst)
     }
 
@@ -240,7 +244,10 @@ impl FaultPlan {
             _ => {}
         }
         self.failed.fetch_add(1, Ordering::SeqCst);
-        Err(Fault::decode(self.fault.load(Ordering::SeqCst)))
+        Err(Fault::decode(
+            self.kind.load(Ordering::SeqCst),
+            self.rv.load(Ordering::SeqCst),
+        ))
     }
 
     /// Arms the plan from a text command, for test harnesses that reach the
@@ -263,7 +270,7 @@ impl FaultPlan {
                 "" => Ok(Fault::Rv(Rv::DEVICE_ERROR)),
                 "transport" => Ok(Fault::Transport(TransportError::Disconnected)),
                 "timeout" => Ok(Fault::Transport(TransportError::TimedOut)),
-                s => parse_number(s).map(|v| Fault::Rv(Rv(v))),
+                s => parse_number(s).map(|v| Fault::Rv(Rv(u64::from(v)))),
             }
         };
         match (verb, n) {
@@ -288,9 +295,9 @@ impl FaultPlan {
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct BadCommand;
 
-fn parse_number(s: &str) -> core::result::Result<u64, BadCommand> {
+fn parse_number(s: &str) -> core::result::Result<u32, BadCommand> {
     match s.strip_prefix("0x") {
-        Some(hex) => u64::from_str_radix(hex, 16).map_err(|_| BadCommand),
+        Some(hex) => u32::from_str_radix(hex, 16).map_err(|_| BadCommand),
         None => s.parse().map_err(|_| BadCommand),
     }
 }

@@ -16,7 +16,7 @@
 //!
 //! Lock order: session, then slot login, then object table.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicU64, AtomicUsize, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use heapless::Vec;
 
@@ -35,8 +35,8 @@ use crate::secret::Pin;
 use crate::sync::{Guard, Mutex};
 
 /// The most members one engine can have (a virtual slot keeps its members
-/// in a 64-bit mask).
-pub const MAX_MEMBERS: usize = 64;
+/// in a 32-bit mask: 32-bit targets have no 64-bit atomics).
+pub const MAX_MEMBERS: usize = 32;
 
 /// The most mechanisms p11ha intersects across the members of a virtual
 /// slot; a member with more is answered for by the first member alone.
@@ -83,9 +83,6 @@ struct MemberEntry<M> {
     up: AtomicBool,
     /// Application sessions placed on it.
     sessions: AtomicU32,
-    /// The session that holds the application's login on this member while
-    /// it is logged in (0: none). Changed only under the slot's login lock.
-    anchor: AtomicU64,
 }
 
 /// Storage for one virtual slot.
@@ -108,7 +105,7 @@ struct VirtualSlot {
     id: u64,
     label: Label,
     /// Bit i set: member i serves this slot.
-    members: AtomicU64,
+    members: AtomicU32,
     sessions: AtomicU32,
     rw_sessions: AtomicU32,
 }
@@ -119,6 +116,10 @@ struct Login {
     pin: Pin,
     /// The PIN could not be kept (longer than p11ha keeps).
     pin_lost: bool,
+    /// Per member index: the session that holds the application's login on
+    /// that member while it is logged in (0: none). Only touched under the
+    /// slot's login lock, so no session is closed under a call using it.
+    anchors: [u64; MAX_MEMBERS],
 }
 
 impl Login {
@@ -127,6 +128,7 @@ impl Login {
             user: None,
             pin: Pin::new(),
             pin_lost: false,
+            anchors: [0; MAX_MEMBERS],
         }
     }
 }
@@ -203,7 +205,7 @@ pub struct Engine<P: Platform> {
     sessions: P::Store<SessionSlot<P::Lock>>,
     objects: spin::RwLock<Objects<P>>,
     events: P::Events,
-    rng: AtomicU64,
+    rng: AtomicU32,
     adding: spin::Mutex<()>,
 }
 
@@ -249,7 +251,7 @@ impl<P: Platform> Engine<P> {
             sessions: storage.sessions,
             objects: spin::RwLock::new(ObjectTable::new(storage.objects, storage.object_index)),
             events,
-            rng: AtomicU64::new(seed | 1),
+            rng: AtomicU32::new((seed ^ (seed >> 32)) as u32 | 1),
             adding: spin::Mutex::new(()),
             config,
         };
@@ -277,7 +279,7 @@ impl<P: Platform> Engine<P> {
         slot.slot.call_once(|| VirtualSlot {
             id,
             label,
-            members: AtomicU64::new(0),
+            members: AtomicU32::new(0),
             sessions: AtomicU32::new(0),
             rw_sessions: AtomicU32::new(0),
         });
@@ -317,7 +319,6 @@ impl<P: Platform> Engine<P> {
             member,
             up: AtomicBool::new(true),
             sessions: AtomicU32::new(0),
-            anchor: AtomicU64::new(0),
         });
         self.member_count.store(index + 1, Ordering::Release);
         let vslot = self.vslot(slot);
@@ -436,14 +437,14 @@ impl<P: Platform> Engine<P> {
         result
     }
 
-    fn random(&self) -> u64 {
-        // xorshift64*: tie-breaking only, not for anything secret.
+    fn random(&self) -> u32 {
+        // xorshift32: tie-breaking only, not for anything secret.
         let mut x = self.rng.load(Ordering::Relaxed);
-        x ^= x >> 12;
-        x ^= x << 25;
-        x ^= x >> 27;
+        x ^= x << 13;
+        x ^= x >> 17;
+        x ^= x << 5;
         self.rng.store(x, Ordering::Relaxed);
-        x.wrapping_mul(0x2545_F491_4F6C_DD1D)
+        x
     }
 
     // ---- slots and tokens -------------------------------------------------
@@ -743,7 +744,7 @@ impl<P: Platform> Engine<P> {
 
     fn pick_member(&self, slot: usize) -> Result<usize> {
         let mut best: Option<(u32, usize)> = None;
-        let mut ties = 0u64;
+        let mut ties = 0u32;
         for m in self.live_members(slot) {
             let load = self.member(m).sessions.load(Ordering::Acquire);
             match best {
@@ -888,12 +889,12 @@ impl<P: Platform> Engine<P> {
         if !own_entry.up.load(Ordering::Acquire) {
             return Err(Error::Rv(Rv::DEVICE_ERROR));
         }
-        let anchor = self.anchor(own)?;
+        let anchor = self.anchor(&mut login, own)?;
         let r = own_entry.member.login(anchor, user_type, pin);
         match self.checked(own, r) {
             Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => {}
             Err(e) => {
-                self.close_anchor(own);
+                self.close_anchor(&mut login, own);
                 return Err(e);
             }
         }
@@ -903,7 +904,7 @@ impl<P: Platform> Engine<P> {
         let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
         for m in members {
             if m != own {
-                let _ = self.log_in_member(&login, m);
+                let _ = self.log_in_member(&mut login, m);
             }
         }
         Ok(())
@@ -911,12 +912,13 @@ impl<P: Platform> Engine<P> {
 
     /// Logs member `m` in with the kept PIN, through its anchor. A member
     /// that refuses what another accepted is inconsistent and is dropped.
-    fn log_in_member(&self, login: &Login, m: usize) -> Result<()> {
+    fn log_in_member(&self, login: &mut Login, m: usize) -> Result<()> {
         let Some(user_type) = login.user else {
             return Ok(());
         };
         let entry = self.member(m);
-        let anchor = self.checked(m, self.anchor(m))?;
+        let anchor = self.anchor(login, m);
+        let anchor = self.checked(m, anchor)?;
         let pin = if login.pin_lost {
             None
         } else {
@@ -949,7 +951,7 @@ impl<P: Platform> Engine<P> {
     /// Opening a session on member `m`: if the application is logged in on
     /// the slot and `m` is not yet, log it in.
     fn ensure_logged_in(&self, login: &mut Login, m: usize) -> Result<()> {
-        if login.user.is_some() && self.member(m).anchor.load(Ordering::Acquire) == 0 {
+        if login.user.is_some() && login.anchors[m] == 0 {
             self.log_in_member(login, m)?;
         }
         Ok(())
@@ -957,11 +959,10 @@ impl<P: Platform> Engine<P> {
 
     /// The anchor session of member `m`, opened if needed (read/write, so
     /// that an SO login is not refused for a read-only session).
-    fn anchor(&self, m: usize) -> Result<u64> {
+    fn anchor(&self, login: &mut Login, m: usize) -> Result<u64> {
         let entry = self.member(m);
-        let a = entry.anchor.load(Ordering::Acquire);
-        if a != 0 {
-            return Ok(a);
+        if login.anchors[m] != 0 {
+            return Ok(login.anchors[m]);
         }
         let rw = entry
             .member
@@ -972,13 +973,13 @@ impl<P: Platform> Engine<P> {
             }
             r => r?,
         };
-        entry.anchor.store(a, Ordering::Release);
+        login.anchors[m] = a;
         Ok(a)
     }
 
-    fn close_anchor(&self, m: usize) {
+    fn close_anchor(&self, login: &mut Login, m: usize) {
         let entry = self.member(m);
-        let a = entry.anchor.swap(0, Ordering::AcqRel);
+        let a = core::mem::take(&mut login.anchors[m]);
         if a != 0 && entry.up.load(Ordering::Acquire) {
             let _ = entry.member.close_session(a);
         }
@@ -987,7 +988,7 @@ impl<P: Platform> Engine<P> {
     fn release_anchors(&self, slot: usize, login: &mut Login) {
         let mask = self.vslot(slot).members.load(Ordering::Acquire);
         for m in (0..MAX_MEMBERS).filter(|i| mask & (1 << i) != 0) {
-            self.close_anchor(m);
+            self.close_anchor(login, m);
         }
         login.user = None;
         login.pin.clear();
@@ -1009,7 +1010,7 @@ impl<P: Platform> Engine<P> {
         }
         let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
         for m in members {
-            let a = self.member(m).anchor.load(Ordering::Acquire);
+            let a = login.anchors[m];
             if a != 0 {
                 let r = self.member(m).member.logout(a);
                 let _ = self.checked(m, r);
@@ -1027,8 +1028,8 @@ impl<P: Platform> Engine<P> {
             Ok((s.slot, s.member))
         })?;
         if self.config.mode.is_virtual() {
-            let _login = self.slots[slot].login.lock();
-            self.on_other_members(slot, own, "C_InitPIN", |member, session| {
+            let login = self.slots[slot].login.lock();
+            self.on_other_members(&login, slot, own, "C_InitPIN", |member, session| {
                 member.init_pin(session, pin)
             });
         }
@@ -1044,7 +1045,7 @@ impl<P: Platform> Engine<P> {
         })?;
         if self.config.mode.is_virtual() {
             let mut login = self.slots[slot].login.lock();
-            self.on_other_members(slot, own, "C_SetPIN", |member, session| {
+            self.on_other_members(&login, slot, own, "C_SetPIN", |member, session| {
                 member.set_pin(session, old, new)
             });
             if login.user == Some(user::USER) {
@@ -1057,8 +1058,11 @@ impl<P: Platform> Engine<P> {
     /// Repeats a token-wide change on every other member in service of
     /// `slot`, through its anchor session or a short-lived read/write one.
     /// A member that refuses what `own` accepted is dropped as inconsistent.
+    /// The caller holds the slot's login lock (`login`), so no anchor is
+    /// closed while it is in use here.
     fn on_other_members(
         &self,
+        login: &Login,
         slot: usize,
         own: usize,
         function: &str,
@@ -1067,7 +1071,7 @@ impl<P: Platform> Engine<P> {
         let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
         for m in members.into_iter().filter(|&m| m != own) {
             let entry = self.member(m);
-            let anchor = entry.anchor.load(Ordering::Acquire);
+            let anchor = login.anchors[m];
             let r = if anchor != 0 {
                 f(&entry.member, anchor)
             } else {
@@ -1221,15 +1225,13 @@ impl<P: Platform> Engine<P> {
             Ok((s.slot, s.member, self.token_identity(object)))
         })?;
         if let Some(identity) = token {
-            self.on_other_members(
-                slot,
-                own,
-                "C_DestroyObject",
-                |member, session| match find_unique(member, session, &identity)? {
+            let login = self.slots[slot].login.lock();
+            self.on_other_members(&login, slot, own, "C_DestroyObject", |member, session| {
+                match find_unique(member, session, &identity)? {
                     Some(real) => member.destroy_object(session, real),
                     None => Ok(()),
-                },
-            );
+                }
+            });
         }
         self.objects.write().remove(object);
         Ok(())
@@ -1278,7 +1280,9 @@ impl<P: Platform> Engine<P> {
         let Some(identity) = token else {
             return Ok(());
         };
+        let login = self.slots[slot].login.lock();
         self.on_other_members(
+            &login,
             slot,
             own,
             "C_SetAttributeValue",
