@@ -129,6 +129,12 @@ say "building $CRATE for $TARGET (core only) into $TARGET_DIR"
 (cd "$ROOT" && "$CARGO_BIN" build --locked -p "$CRATE" "${BUILD_FLAGS[@]}")
 [[ $(sha256sum "$ROOT/Cargo.lock") == "$lock_before" ]] || fail "cargo modified Cargo.lock"
 
+# The adapters' no_std parts (the fault wrapper now; the RPC client later) build there too.
+STEP="build p11ha-adapters (no_std features)"
+say "building p11ha-adapters --no-default-features --features fault for $TARGET"
+(cd "$ROOT" && "$CARGO_BIN" build --locked -p p11ha-adapters --no-default-features --features fault \
+    "${BUILD_FLAGS[@]}")
+
 OUT=$TARGET_DIR/$TARGET/release
 RLIB=$OUT/lib${CRATE//-/_}.rlib
 [[ -f $RLIB ]] || fail "$RLIB was not produced"
@@ -194,4 +200,4 @@ say "linked $(basename "$ARCHIVE") whole with ld.lld-22: no undefined symbols ($
 
 STEP=done
 say "elapsed: $((SECONDS - START)) s"
-echo "no_std check: $CRATE builds for $TARGET (core only, no alloc)"
+echo "no_std check: $CRATE (and the no_std adapters) build for $TARGET (core only, no alloc)"

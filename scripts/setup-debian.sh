@@ -6,12 +6,16 @@
 # Idempotent: if every package is already installed it does not touch apt at all;
 # otherwise it runs `apt-get update` once and installs only the missing packages
 # non-interactively. Packages: softhsm2 opensc p11-kit p11-kit-modules gnutls-bin
-# openssl curl ca-certificates pkg-config, and python3 if no python3 is on PATH.
+# openssl curl ca-certificates pkg-config, python3 if no python3 is on PATH, and
+# Debian's Rust (rustc-web, cargo-web) if no cargo is on PATH.
 set -euo pipefail
 
 PACKAGES=(softhsm2 opensc p11-kit p11-kit-modules gnutls-bin openssl curl ca-certificates pkg-config)
 # python3 only if missing (a python3 from elsewhere, e.g. pyenv, is fine).
 command -v python3 >/dev/null 2>&1 || PACKAGES+=(python3)
+# Rust: rustup's toolchain if there is one; otherwise Debian 12's rustc-web
+# and cargo-web (1.96, from bookworm-security), which build p11ha as they are.
+command -v cargo >/dev/null 2>&1 || PACKAGES+=(rustc-web cargo-web gcc libc6-dev)
 
 is_installed() {
     [ "$(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true)" = installed ]

@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# test.sh — run every test of p11ha on a fresh Debian 12 machine (what .ci/run runs).
+#
+# Usage: scripts/test.sh        (as root, or a user with sudo, from anywhere)
+#
+# 1. installs what is missing (scripts/setup-debian.sh);
+# 2. checks formatting and clippy (warnings are errors);
+# 3. builds libp11ha.so and runs the unit and integration tests (cargo test:
+#    the integration tests load the built library through the cryptoki crate,
+#    pkcs11-tool and the raw C ABI, against real SoftHSM2 tokens);
+# 4. runs the cryptoki crate's own published tests against SoftHSM directly
+#    and through libp11ha.so (NORMAL mode), and fails on any difference;
+# 5. builds p11ha-core for thumbv7em-none-eabihf with core only
+#    (scripts/check-nostd.sh: no std, no alloc).
+set -euo pipefail
+ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$ROOT"
+step() { printf '\n==> %s\n' "$*"; }
+
+step "packages"
+"$ROOT/scripts/setup-debian.sh"
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "build libp11ha.so"
+cargo build --release --locked -p p11ha-ffi
+
+step "unit and integration tests"
+TEST_P11HA_LIB="$ROOT/target/release/libp11ha.so" cargo test --workspace --locked
+
+step "the cryptoki crate's published tests, directly and through libp11ha.so"
+"$ROOT/scripts/cryptoki-compare.sh" "$ROOT/target/release/libp11ha.so" \
+    P11HA_MODULES=/usr/lib/softhsm/libsofthsm2.so ET_PTKC_GENERAL_LIBRARY_MODE=NORMAL
+
+step "the core without std: thumbv7em-none-eabihf"
+"$ROOT/scripts/check-nostd.sh"
+
+printf '\ntest.sh: all checks passed\n'
