@@ -41,15 +41,15 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `libp11ha.so` under test: `$P11HA_LIB`, or the release build.
+/// The `libp11ha.so` under test: `$TEST_P11HA_LIB`, or the release build.
 pub fn lib_path() -> PathBuf {
-    let path = std::env::var_os("P11HA_LIB")
+    let path = std::env::var_os("TEST_P11HA_LIB")
         .map(PathBuf::from)
         .unwrap_or_else(|| repo_root().join("target/release/libp11ha.so"));
     assert!(
         path.exists(),
         "{} does not exist: build it first with `cargo build --release -p p11ha-ffi` \
-         (scripts/test.sh does), or point P11HA_LIB at it",
+         (scripts/test.sh does), or point TEST_P11HA_LIB at it",
         path.display()
     );
     path
@@ -76,6 +76,7 @@ pub fn tokens(n: usize) -> Tokens {
     static COUNT: AtomicUsize = AtomicUsize::new(0);
     let base = repo_root().join("target/p11ha-fixture");
     let template = template(&base, n);
+    remove_stale_runs(&base);
     let dir = base.join(format!(
         "run-{}-{}",
         std::process::id(),
@@ -94,6 +95,26 @@ pub fn tokens(n: usize) -> Tokens {
     Tokens {
         dir,
         keys: template.join("keys"),
+    }
+}
+
+/// Removes the token copies of test processes that have ended.
+fn remove_stale_runs(base: &Path) {
+    let Ok(entries) = std::fs::read_dir(base) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(pid) = name
+            .to_str()
+            .and_then(|n| n.strip_prefix("run-"))
+            .and_then(|n| n.split('-').next())
+        else {
+            continue;
+        };
+        if !Path::new("/proc").join(pid).exists() {
+            let _ = std::fs::remove_dir_all(entry.path());
+        }
     }
 }
 

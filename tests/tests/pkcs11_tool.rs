@@ -1,7 +1,8 @@
-//! Configuration as an application meets it: `pkcs11-tool` loads
-//! `libp11ha.so` in a child process whose environment (and `P11HA_CONF`
-//! file) carries the items. A bad value gets a clear message on stderr and
-//! the defined fallback, never a failure to load.
+//! `libp11ha.so` under OpenSC's `pkcs11-tool`, in a child process whose
+//! environment (and `P11HA_CONF` file) carries the configuration: a
+//! signature made through it verifies with openssl, and a bad value gets a
+//! clear message on stderr and the defined fallback, never a failure to
+//! load.
 
 use std::process::{Command, Output};
 
@@ -14,7 +15,10 @@ fn pkcs11_tool(env: &[(&str, &str)], args: &[&str]) -> (String, String) {
 }
 
 fn pkcs11_tool_status(env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
-    let t = tokens(2);
+    pkcs11_tool_on(&tokens(2), env, args)
+}
+
+fn pkcs11_tool_on(t: &Tokens, env: &[(&str, &str)], args: &[&str]) -> (bool, String, String) {
     let mut cmd = Command::new("pkcs11-tool");
     cmd.arg("--module").arg(lib_path()).args(args);
     for k in [
@@ -175,4 +179,49 @@ fn bad_wld_slot_items_are_reported() {
         err.contains("ET_PTKC_WLD_SLOT_2: a token label is at most 32 bytes"),
         "{err}"
     );
+}
+
+#[test]
+fn a_signature_made_through_wld_verifies_with_openssl() {
+    let t = tokens(3);
+    let wld = [
+        ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+        ("ET_PTKC_WLD_SLOT_0", LABEL),
+    ];
+    let (ok, out, _) = pkcs11_tool_on(&t, &wld, &["-L"]);
+    assert!(ok);
+    assert_eq!(slots(&out), 1, "{out}");
+    let data = t.dir.join("data.txt");
+    std::fs::write(&data, b"signed by pkcs11-tool through p11ha").unwrap();
+    let content = std::fs::read(&data).unwrap();
+    // SoftHSM has no CKM_ECDSA_SHA256: the ECDSA input is the SHA-256 of
+    // the data, signed with raw CKM_ECDSA, as openssl verifies it.
+    let digest = t.dir.join("data.sha256");
+    std::fs::write(&digest, sha256(&content)).unwrap();
+    for (id, input, mech_args, key) in [
+        ("02", &data, &["-m", "SHA256-RSA-PKCS"][..], "rsa-pub.pem"),
+        (
+            "01",
+            &digest,
+            &["-m", "ECDSA", "--signature-format", "openssl"][..],
+            "ec-pub.pem",
+        ),
+    ] {
+        let sig = t.dir.join(format!("sig-{id}"));
+        let mut args = vec!["--login", "--pin", USER_PIN, "--sign", "--id", id];
+        args.extend(mech_args);
+        args.extend(["-i", input.to_str().unwrap(), "-o", sig.to_str().unwrap()]);
+        let (ok, out, err) = pkcs11_tool_on(&t, &wld, &args);
+        assert!(ok, "sign with key {id}: {out}{err}");
+        let signature = std::fs::read(&sig).unwrap();
+        assert!(
+            openssl_verifies(&t.keys.join(key), &content, &signature),
+            "key {id}: the signature verifies"
+        );
+        assert!(!openssl_verifies(
+            &t.keys.join(key),
+            b"tampered",
+            &signature
+        ));
+    }
 }
