@@ -15,6 +15,7 @@
 //! - [`port`]: the traits a platform implements;
 //! - [`sync`], [`secret`]: locks over the platform's raw lock, zeroised PINs;
 //! - [`handles`]: virtual handles and the object table;
+//! - [`journal`]: what HA mode keeps of each session to replay it;
 //! - [`event`]: what p11ha reports, in PTK's words;
 //! - [`engine`]: the dispatcher.
 #![no_std]
@@ -27,6 +28,7 @@ pub mod engine;
 pub mod error;
 pub mod event;
 pub mod handles;
+pub mod journal;
 pub mod port;
 pub mod secret;
 #[allow(unsafe_code)]
