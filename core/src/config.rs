@@ -63,7 +63,7 @@ pub struct WldSlot {
 }
 
 /// The parsed configuration.
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Config {
     /// `ET_PTKC_GENERAL_LIBRARY_MODE`.
     pub mode: Mode,
@@ -74,6 +74,39 @@ pub struct Config {
     /// `P11HA_FAULT_INJECTION=YES`: the platform lets tests make members
     /// fail on command (never set it in production).
     pub fault_injection: bool,
+    /// `ET_PTKC_HA_RECOVER_DELAY`, minutes (0: never try). Default 1.
+    pub recover_delay_minutes: u32,
+    /// `P11HA_HA_RECOVER_DELAY_MS`: the delay in milliseconds, overriding
+    /// the minutes when set (0: never try).
+    pub recover_delay_ms: Option<u64>,
+    /// `ET_PTKC_HA_RECOVER_WAIT=YES`: hold application threads while a
+    /// failed member's recovery is attempted (see the README).
+    pub recover_wait: bool,
+    /// `ET_PTKC_HA_LOG_FILE`. Default `/ptk_halog.log`, as PTK on Linux.
+    pub log_file: String<MAX_PATH>,
+    /// `ET_PTKC_HA_LOG_NAME`: the application name in each log line.
+    /// Default `ptk_cryptoki`, as PTK.
+    pub log_name: String<64>,
+    /// `P11HA_HA_UPDATE_LIMIT`: bytes of Update data kept per operation,
+    /// below the limit the build allows.
+    pub update_limit: Option<usize>,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            mode: Mode::Normal,
+            wld_slots: Vec::new(),
+            modules: Vec::new(),
+            fault_injection: false,
+            recover_delay_minutes: 1,
+            recover_delay_ms: None,
+            recover_wait: false,
+            log_file: String::try_from("/ptk_halog.log").unwrap_or_default(),
+            log_name: String::try_from("ptk_cryptoki").unwrap_or_default(),
+            update_limit: None,
+        }
+    }
 }
 
 /// Where a configuration problem is reported: an [`Event::BadConfig`].
@@ -83,6 +116,12 @@ const MODE: &str = "ET_PTKC_GENERAL_LIBRARY_MODE";
 const WLD_SLOT: &str = "ET_PTKC_WLD_SLOT_";
 const MODULES: &str = "P11HA_MODULES";
 const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
+const RECOVER_DELAY: &str = "ET_PTKC_HA_RECOVER_DELAY";
+const RECOVER_DELAY_MS: &str = "P11HA_HA_RECOVER_DELAY_MS";
+const RECOVER_WAIT: &str = "ET_PTKC_HA_RECOVER_WAIT";
+const LOG_FILE: &str = "ET_PTKC_HA_LOG_FILE";
+const LOG_NAME: &str = "ET_PTKC_HA_LOG_NAME";
+const UPDATE_LIMIT: &str = "P11HA_HA_UPDATE_LIMIT";
 /// Read by the platform (it names the file), accepted here so that it is not
 /// reported as unknown.
 const CONF: &str = "P11HA_CONF";
@@ -129,6 +168,65 @@ impl Config {
                     false
                 }
             };
+        } else if key == RECOVER_DELAY {
+            match parse_decimal(value).and_then(|m| u32::try_from(m).ok()) {
+                Some(m) if m <= 10_000_000 => self.recover_delay_minutes = m,
+                _ => report(&Event::BadConfig {
+                    key,
+                    problem: "not a number of minutes",
+                    fallback: "the previous value (default 1 minute) is kept",
+                }),
+            }
+        } else if key == RECOVER_DELAY_MS {
+            match parse_decimal(value) {
+                Some(ms) => self.recover_delay_ms = Some(ms),
+                None => report(&Event::BadConfig {
+                    key,
+                    problem: "not a number of milliseconds",
+                    fallback: "ET_PTKC_HA_RECOVER_DELAY is used",
+                }),
+            }
+        } else if key == RECOVER_WAIT {
+            self.recover_wait = match yes_no(value) {
+                Some(v) => v,
+                None => {
+                    report(&Event::BadConfig {
+                        key,
+                        problem: "not YES or NO",
+                        fallback: "NO",
+                    });
+                    false
+                }
+            };
+        } else if key == LOG_FILE {
+            match String::try_from(value) {
+                Ok(path) if !value.is_empty() => self.log_file = path,
+                _ => report(&Event::BadConfig {
+                    key,
+                    problem: "empty or longer than 256 bytes",
+                    fallback: "the log goes to /ptk_halog.log",
+                }),
+            }
+        } else if key == LOG_NAME {
+            match String::try_from(value) {
+                Ok(name) if !value.is_empty() && value.bytes().all(|b| b.is_ascii_graphic()) => {
+                    self.log_name = name
+                }
+                _ => report(&Event::BadConfig {
+                    key,
+                    problem: "not 1 to 64 printable characters without spaces",
+                    fallback: "ptk_cryptoki is used",
+                }),
+            }
+        } else if key == UPDATE_LIMIT {
+            match parse_decimal(value).and_then(|n| usize::try_from(n).ok()) {
+                Some(n) => self.update_limit = Some(n),
+                None => report(&Event::BadConfig {
+                    key,
+                    problem: "not a number of bytes",
+                    fallback: "the build's limit is used",
+                }),
+            }
         } else if key == CONF {
             // The platform's: it names the file these items come from.
         } else if Self::is_item(key) {
@@ -221,6 +319,15 @@ impl Config {
         }
     }
 
+    /// How long a failed member stays out before its recovery is tried, in
+    /// milliseconds; `None`: never.
+    pub fn recover_delay(&self) -> Option<u64> {
+        let ms = self
+            .recover_delay_ms
+            .unwrap_or(u64::from(self.recover_delay_minutes) * 60_000);
+        (ms != 0).then_some(ms)
+    }
+
     /// The configured label of virtual slot `id`, in WLD and HA mode.
     pub fn wld_label(&self, id: u64) -> Option<&Label> {
         self.wld_slots.iter().find(|s| s.id == id).map(|s| &s.label)
@@ -283,6 +390,47 @@ mod tests {
         assert_eq!(&ids[..], &[0, 3]);
         assert_eq!(cfg.wld_label(0), Some(&label("TokName").unwrap()));
         assert_eq!(cfg.wld_label(1), None);
+    }
+
+    #[test]
+    fn ha_items_and_their_defaults() {
+        let (cfg, reports) = parse(&[]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.recover_delay(), Some(60_000));
+        assert!(!cfg.recover_wait);
+        assert_eq!(
+            (cfg.log_file.as_str(), cfg.log_name.as_str()),
+            ("/ptk_halog.log", "ptk_cryptoki")
+        );
+        let (cfg, reports) = parse(&[
+            ("ET_PTKC_HA_RECOVER_DELAY", "120"),
+            ("ET_PTKC_HA_RECOVER_WAIT", "YES"),
+            ("ET_PTKC_HA_LOG_FILE", "/tmp/hsm_log.log"),
+            ("ET_PTKC_HA_LOG_NAME", "myapp"),
+            ("P11HA_HA_UPDATE_LIMIT", "4096"),
+        ]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.recover_delay(), Some(7_200_000));
+        assert!(cfg.recover_wait);
+        assert_eq!(cfg.log_file, "/tmp/hsm_log.log");
+        assert_eq!(cfg.log_name, "myapp");
+        assert_eq!(cfg.update_limit, Some(4096));
+        let (cfg, _) = parse(&[("ET_PTKC_HA_RECOVER_DELAY", "0")]);
+        assert_eq!(cfg.recover_delay(), None, "0 means never");
+        let (cfg, _) = parse(&[
+            ("ET_PTKC_HA_RECOVER_DELAY", "0"),
+            ("P11HA_HA_RECOVER_DELAY_MS", "250"),
+        ]);
+        assert_eq!(cfg.recover_delay(), Some(250), "milliseconds win");
+        let (cfg, reports) = parse(&[
+            ("ET_PTKC_HA_RECOVER_DELAY", "soon"),
+            ("ET_PTKC_HA_RECOVER_WAIT", "maybe"),
+            ("ET_PTKC_HA_LOG_NAME", "two words"),
+            ("P11HA_HA_UPDATE_LIMIT", "-1"),
+        ]);
+        assert_eq!(reports, 4);
+        assert_eq!(cfg.recover_delay(), Some(60_000));
+        assert_eq!(cfg.log_name, "ptk_cryptoki");
     }
 
     #[test]

@@ -1,34 +1,47 @@
 //! The dispatcher: one call in, routed to the session's member, with virtual
-//! handles translated both ways.
+//! handles translated both ways, and, in HA mode, journalled so that the
+//! session can be rebuilt on another member when its own fails.
 //!
 //! Locking, and why a call on one session never waits behind another:
 //! - each session has its own [`Mutex`] over the platform's raw lock, held
-//!   across the member call, so the session's state changes in the order the
-//!   member saw the calls and a session is never closed under a call in
-//!   flight (SoftHSM crashes if it is);
+//!   across the member call (and across a failover and its replay), so the
+//!   session's state and journal change in the order the member saw the
+//!   calls, and a session is never closed under a call in flight (SoftHSM
+//!   crashes if it is);
 //! - each virtual slot has a login lock, held while sessions are opened or
 //!   closed on it and while the application logs in or out, because the
 //!   members' login state hangs on which sessions exist (a token logs out
-//!   when its last session closes);
+//!   when its last session closes); the anchor sessions that hold each
+//!   member's login are only touched under it;
 //! - the object table is behind a spin read-write lock that is never held
 //!   across a member call;
 //! - members and slots are append-only tables read without locks.
 //!
-//! Lock order: session, then slot login, then object table.
+//! Lock order: session, then slot login, then object table, then the
+//! recovery schedule.
+//!
+//! A failover (HA mode): the failing member is marked failed ("HSM Failure
+//! detected"), a session is opened on the member in service with the fewest
+//! sessions, its login is made sure of, the journal is replayed (session
+//! objects in order, then the operation with its Update data, then the
+//! search), and the interrupted call runs there. State the journal could
+//! not keep ends in a clear error for the call that needs it, with a log
+//! line, never in a different result.
 
 use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 
 use heapless::Vec;
 
 use crate::ck::{self, Rv, attr, flags, user};
-use crate::config::{Config, Label};
+use crate::config::{Config, Label, Mode};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::handles::{
     self, Identity, IndexSlot, MAX_IDENTITY_BYTES, ObjectEntry, ObjectKind, ObjectTable,
 };
+use crate::journal::{self, Journal, Lost, OpRecord, Recipe, RecipeKind};
 use crate::port::{
-    Attr, AttrOut, DualOp, Events, Mechanism, MechanismInfo, Member, Op, Param, Platform,
+    Attr, AttrOut, Clock, DualOp, Events, Mechanism, MechanismInfo, Member, Op, Param, Platform,
     SessionInfo, SlotInfo, TokenInfo, Version,
 };
 use crate::secret::Pin;
@@ -42,8 +55,32 @@ pub const MAX_MEMBERS: usize = 32;
 /// slot; a member with more is answered for by the first member alone.
 const MAX_MECHANISMS: usize = 256;
 
+/// Update data is replayed in pieces of this size (the output of each is
+/// discarded into a buffer twice as large: the application has it already).
+const REPLAY_CHUNK: usize = 1024;
+
 /// p11ha's version, reported in slot and token information.
 pub const VERSION: Version = Version { major: 0, minor: 1 };
+
+/// Why parts of a session become unrecoverable, beyond the journal's own
+/// reasons (PTK's `<desc>`).
+pub mod lost {
+    /// A generated key was used, so a re-generated one would differ.
+    pub const RANDOM_KEY_USED: &str =
+        "a randomly generated key was used in a cryptographic operation";
+    /// `C_DigestKey` digests a key's value, which the journal cannot keep.
+    pub const DIGEST_KEY: &str = "C_DigestKey";
+    /// The operation state came from the application.
+    pub const SET_OPERATION_STATE: &str = "C_SetOperationState";
+    /// The login went through a protected authentication path.
+    pub const PROTECTED_LOGIN: &str = "protected-path login";
+    /// The PIN is longer than p11ha keeps.
+    pub const PIN_TOO_LONG: &str = "a PIN longer than p11ha keeps";
+    /// An operation's key was authenticated with `CKU_CONTEXT_SPECIFIC`.
+    pub const CONTEXT_LOGIN: &str = "context-specific login";
+    /// A session object could not be journalled.
+    pub const OBJECT_NOT_JOURNALLED: &str = "a session object p11ha could not journal";
+}
 
 /// A member as [`Engine::member_status`] shows it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -80,9 +117,14 @@ impl<M> Default for MemberSlot<M> {
 
 struct MemberEntry<M> {
     member: M,
+    /// Index of the virtual slot it serves.
+    slot: usize,
     up: AtomicBool,
     /// Application sessions placed on it.
     sessions: AtomicU32,
+    /// Counts the member's failures: an anchor opened in an earlier epoch
+    /// died with the member.
+    epoch: AtomicU32,
 }
 
 /// Storage for one virtual slot.
@@ -114,12 +156,14 @@ struct VirtualSlot {
 struct Login {
     user: Option<u64>,
     pin: Pin,
+    /// The login used the protected authentication path (no PIN).
+    protected: bool,
     /// The PIN could not be kept (longer than p11ha keeps).
     pin_lost: bool,
     /// Per member index: the session that holds the application's login on
-    /// that member while it is logged in (0: none). Only touched under the
-    /// slot's login lock, so no session is closed under a call using it.
+    /// that member (0: none), and the member's epoch when it was opened.
     anchors: [u64; MAX_MEMBERS],
+    anchor_epochs: [u32; MAX_MEMBERS],
 }
 
 impl Login {
@@ -127,29 +171,49 @@ impl Login {
         Login {
             user: None,
             pin: Pin::new(),
+            protected: false,
             pin_lost: false,
             anchors: [0; MAX_MEMBERS],
+            anchor_epochs: [0; MAX_MEMBERS],
         }
     }
 }
 
 /// Storage for one session.
-pub struct SessionSlot<L> {
+pub struct SessionSlot<L, J> {
     in_use: AtomicBool,
-    state: Mutex<L, Session>,
+    state: Mutex<L, Session<J>>,
 }
 
-impl<L: crate::port::RawLock> SessionSlot<L> {
-    /// A free session slot whose state is guarded by `lock`.
-    pub const fn new(lock: L) -> Self {
+impl<L: crate::port::RawLock, J: core::ops::DerefMut<Target = [u8]>> SessionSlot<L, J> {
+    /// A free session slot whose state is guarded by `lock`, with its
+    /// journal (an empty buffer outside HA mode).
+    pub fn new(lock: L, journal: Journal<J>) -> Self {
         SessionSlot {
             in_use: AtomicBool::new(false),
-            state: Mutex::new(lock, Session::new()),
+            state: Mutex::new(
+                lock,
+                Session {
+                    generation: 0,
+                    open: false,
+                    slot: 0,
+                    member: 0,
+                    real: 0,
+                    flags: 0,
+                    find_active: false,
+                    owns_objects: false,
+                    orphan: false,
+                    lost_op: false,
+                    lost_find: false,
+                    state_restored: false,
+                    journal,
+                },
+            ),
         }
     }
 }
 
-struct Session {
+struct Session<J> {
     generation: u16,
     open: bool,
     slot: usize,
@@ -158,65 +222,104 @@ struct Session {
     flags: u64,
     find_active: bool,
     owns_objects: bool,
-}
-
-impl Session {
-    const fn new() -> Self {
-        Session {
-            generation: 0,
-            open: false,
-            slot: 0,
-            member: 0,
-            real: 0,
-            flags: 0,
-            find_active: false,
-            owns_objects: false,
-        }
-    }
+    /// Its member failed and no other took it yet (HA).
+    orphan: bool,
+    /// A failover could not rebuild the operation (or search) in progress:
+    /// the next call that needs it is answered `CKR_DEVICE_ERROR`.
+    lost_op: bool,
+    lost_find: bool,
+    /// `C_SetOperationState` restored state the journal does not know.
+    state_restored: bool,
+    journal: Journal<J>,
 }
 
 /// The tables an engine works in, handed in by the platform. Each table's
-/// capacity is the length of its slice; every element starts as `new()` or
-/// `Default::default()`.
+/// capacity is the length of its slice.
 pub struct Storage<P: Platform> {
     /// Members (at most [`MAX_MEMBERS`] are used).
     pub members: P::Store<MemberSlot<P::Member>>,
     /// Virtual slots.
     pub slots: P::Store<SlotSlot<P::Lock>>,
-    /// Sessions.
-    pub sessions: P::Store<SessionSlot<P::Lock>>,
+    /// Sessions, each with its journal.
+    pub sessions: P::Store<SessionSlot<P::Lock, P::Journal>>,
     /// Virtual objects (WLD and HA mode).
     pub objects: P::Store<ObjectEntry>,
     /// The objects' reverse index; twice as long as `objects` is right.
     pub object_index: P::Store<IndexSlot>,
 }
 
+type SessionGuard<'a, P> = Guard<'a, <P as Platform>::Lock, Session<<P as Platform>::Journal>>;
+
 type Objects<P> =
     ObjectTable<<P as Platform>::Store<ObjectEntry>, <P as Platform>::Store<IndexSlot>>;
+
+/// When each failed member (HA mode) failed or was last tried.
+struct Recovery {
+    /// Milliseconds; `u64::MAX`: not failed (or never to be tried again).
+    failed_at: [u64; MAX_MEMBERS],
+}
+
+/// What a call needs of the session's state, so that state a failover lost
+/// is answered with an error instead of a different result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Uses {
+    Nothing,
+    Op,
+    Find,
+    FindFinal,
+}
+
+/// Where an object handle is resolved: a session on a member.
+#[derive(Clone, Copy)]
+struct At {
+    slot: usize,
+    member: usize,
+    real: u64,
+    find_active: bool,
+}
+
+fn at<J>(s: &Session<J>) -> At {
+    At {
+        slot: s.slot,
+        member: s.member,
+        real: s.real,
+        find_active: s.find_active,
+    }
+}
 
 /// The p11ha engine: every PKCS#11 call that reaches a member goes through
 /// one of its methods.
 pub struct Engine<P: Platform> {
     config: Config,
+    ha: bool,
     members: P::Store<MemberSlot<P::Member>>,
     member_count: AtomicUsize,
     slots: P::Store<SlotSlot<P::Lock>>,
     slot_count: AtomicUsize,
-    sessions: P::Store<SessionSlot<P::Lock>>,
+    sessions: P::Store<SessionSlot<P::Lock, P::Journal>>,
     objects: spin::RwLock<Objects<P>>,
     events: P::Events,
+    clock: P::Clock,
     rng: AtomicU32,
     adding: spin::Mutex<()>,
+    /// "Session potentially not recoverable" was reported.
+    reported_unrecoverable: AtomicBool,
+    recovery: spin::Mutex<Recovery>,
+    any_failed: AtomicBool,
 }
 
-/// Whether a member's answer means the member itself is gone (as opposed to
-/// an answer about the application's request).
+/// Whether a member's answer means the member itself is gone, whatever
+/// the request was. (`CKR_GENERAL_ERROR` is ambiguous: see
+/// [`Engine`]'s probe.)
 pub fn is_member_failure(error: &Error) -> bool {
     match error {
         Error::Transport(_) => true,
         Error::Rv(rv) => matches!(
             *rv,
-            Rv::DEVICE_ERROR | Rv::GENERAL_ERROR | Rv::DEVICE_REMOVED | Rv::TOKEN_NOT_PRESENT
+            Rv::DEVICE_ERROR
+                | Rv::DEVICE_REMOVED
+                | Rv::TOKEN_NOT_PRESENT
+                | Rv::CRYPTOKI_NOT_INITIALIZED
         ),
         Error::BufferTooSmall { .. } => false,
     }
@@ -237,13 +340,24 @@ pub fn ulong_from_bytes(bytes: &[u8]) -> Option<u64> {
 
 const TRUE: [u8; 1] = [1];
 
+/// Attributes whose value tells a key apart (reading one of a generated key
+/// counts as using it: a re-generated key would show another value).
+const VALUE_ATTRIBUTES: [u64; 6] = [0x11, 0x90, 0x120, 0x122, 0x129, 0x181];
+
 impl<P: Platform> Engine<P> {
     /// An engine over `storage`. In WLD and HA mode the configured virtual
     /// slots are created now (they exist, without a token, until a member
     /// joins); `CKR_HOST_MEMORY` if `storage.slots` cannot hold them.
     /// `seed` seeds the tie-breaking between equally loaded members.
-    pub fn new(config: Config, storage: Storage<P>, events: P::Events, seed: u64) -> Result<Self> {
+    pub fn new(
+        config: Config,
+        storage: Storage<P>,
+        events: P::Events,
+        clock: P::Clock,
+        seed: u64,
+    ) -> Result<Self> {
         let engine = Engine {
+            ha: config.mode == Mode::Ha,
             members: storage.members,
             member_count: AtomicUsize::new(0),
             slots: storage.slots,
@@ -251,8 +365,14 @@ impl<P: Platform> Engine<P> {
             sessions: storage.sessions,
             objects: spin::RwLock::new(ObjectTable::new(storage.objects, storage.object_index)),
             events,
+            clock,
             rng: AtomicU32::new((seed ^ (seed >> 32)) as u32 | 1),
             adding: spin::Mutex::new(()),
+            reported_unrecoverable: AtomicBool::new(false),
+            recovery: spin::Mutex::new(Recovery {
+                failed_at: [u64::MAX; MAX_MEMBERS],
+            }),
+            any_failed: AtomicBool::new(false),
             config,
         };
         if engine.config.mode.is_virtual() {
@@ -271,6 +391,11 @@ impl<P: Platform> Engine<P> {
     /// Where events go.
     pub fn events(&self) -> &P::Events {
         &self.events
+    }
+
+    /// The engine's clock, in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
     }
 
     fn push_slot(&self, id: u64, label: Label) -> Result<usize> {
@@ -317,8 +442,10 @@ impl<P: Platform> Engine<P> {
         let hsm_slot_id = member.slot_id();
         self.members[index].entry.call_once(|| MemberEntry {
             member,
+            slot,
             up: AtomicBool::new(true),
             sessions: AtomicU32::new(0),
+            epoch: AtomicU32::new(0),
         });
         self.member_count.store(index + 1, Ordering::Release);
         let vslot = self.vslot(slot);
@@ -368,10 +495,8 @@ impl<P: Platform> Engine<P> {
             return None;
         }
         let m = self.member(index);
-        let slot = (0..self.slot_count.load(Ordering::Acquire))
-            .find(|&s| self.vslot(s).members.load(Ordering::Acquire) & (1 << index) != 0)?;
         Some(MemberStatus {
-            slot: self.vslot(slot).id,
+            slot: self.vslot(m.slot).id,
             member_slot: m.member.slot_id(),
             sessions: m.sessions.load(Ordering::Acquire),
             up: m.up.load(Ordering::Acquire),
@@ -412,29 +537,102 @@ impl<P: Platform> Engine<P> {
             .ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))
     }
 
-    /// Takes a member out of service for the life of the application, once.
-    fn drop_member(&self, index: usize, rv: Rv) {
+    // ---- failures -------------------------------------------------------------
+
+    /// Whether `error`, answered by member `m` (in its session `session`,
+    /// if the call had one), means the member failed. `CKR_GENERAL_ERROR`
+    /// is ambiguous (SoftHSM answers it for a key of the wrong type), so the
+    /// member is asked once more, harmlessly: if it answers that, it is
+    /// alive and the error was about the request. A session handle p11ha
+    /// holds open that the member calls invalid means the member reset.
+    fn failed(&self, m: usize, session: Option<u64>, error: &Error) -> bool {
+        match error {
+            Error::Rv(Rv::GENERAL_ERROR) => {
+                let member = &self.member(m).member;
+                let probe = match session {
+                    Some(s) => member.session_info(s).map(|_| ()),
+                    None => member.token_info().map(|_| ()),
+                };
+                match probe {
+                    Ok(()) => false,
+                    Err(e) => {
+                        e == Error::Rv(Rv::GENERAL_ERROR)
+                            || is_member_failure(&e)
+                            || (session.is_some()
+                                && matches!(
+                                    e,
+                                    Error::Rv(Rv::SESSION_HANDLE_INVALID | Rv::SESSION_CLOSED)
+                                ))
+                    }
+                }
+            }
+            Error::Rv(Rv::SESSION_HANDLE_INVALID | Rv::SESSION_CLOSED) => session.is_some(),
+            e => is_member_failure(e),
+        }
+    }
+
+    /// Takes a member out of service once: in HA mode until its recovery,
+    /// in WLD mode for the life of the application.
+    fn member_failed(&self, index: usize, rv: Rv) {
         let m = self.member(index);
-        if m.up.swap(false, Ordering::AcqRel) {
+        if !m.up.swap(false, Ordering::AcqRel) {
+            return;
+        }
+        m.epoch.fetch_add(1, Ordering::AcqRel);
+        let hsm_slot_id = m.member.slot_id();
+        if self.ha {
+            self.events.event(&Event::HsmFailure {
+                hsm_idx: index,
+                hsm_slot_id,
+            });
+            if self.config.recover_delay().is_some() {
+                self.recovery.lock().failed_at[index] = self.clock.now_ms();
+                self.any_failed.store(true, Ordering::Release);
+            }
+        } else {
             self.events.event(&Event::MemberDropped {
                 hsm_idx: index,
-                hsm_slot_id: m.member.slot_id(),
+                hsm_slot_id,
                 rv,
             });
-            self.objects.write().forget_member(index);
         }
+        self.objects.write().forget_member(index);
     }
 
     /// Passes a member's result on, taking the member out of service first
     /// if the result says it is gone (WLD and HA mode).
-    fn checked<T>(&self, member: usize, result: Result<T>) -> Result<T> {
+    fn check<T>(&self, m: usize, session: Option<u64>, result: Result<T>) -> Result<T> {
         if let Err(e) = &result
             && self.config.mode.is_virtual()
-            && is_member_failure(e)
+            && self.failed(m, session, e)
         {
-            self.drop_member(member, e.rv());
+            self.member_failed(m, e.rv());
         }
         result
+    }
+
+    fn inconsistent(&self, m: usize, function: &str, rv: Rv) {
+        let entry = self.member(m);
+        if entry.up.swap(false, Ordering::AcqRel) {
+            entry.epoch.fetch_add(1, Ordering::AcqRel);
+            self.events.event(&Event::MemberInconsistent {
+                hsm_idx: m,
+                hsm_slot_id: entry.member.slot_id(),
+                function,
+                rv,
+            });
+            self.objects.write().forget_member(m);
+        }
+    }
+
+    /// Reports, once per engine (one `C_Initialize`), that the application
+    /// did something that makes a session unrecoverable.
+    fn lose(&self, why: Option<Lost>) {
+        if let Some(desc) = why
+            && !self.reported_unrecoverable.swap(true, Ordering::AcqRel)
+        {
+            self.events.event(&Event::NotRecoverable { desc });
+        }
     }
 
     fn random(&self) -> u32 {
@@ -445,6 +643,73 @@ impl<P: Platform> Engine<P> {
         x ^= x << 5;
         self.rng.store(x, Ordering::Relaxed);
         x
+    }
+
+    // ---- recovery ---------------------------------------------------------------
+
+    /// Whether a failed member's recovery is due at `now` (HA mode). Cheap
+    /// when no member is failed: one atomic load.
+    pub fn recovery_due(&self, now: u64) -> bool {
+        if !self.any_failed.load(Ordering::Acquire) {
+            return false;
+        }
+        let Some(delay) = self.config.recover_delay() else {
+            return false;
+        };
+        self.recovery
+            .lock()
+            .failed_at
+            .iter()
+            .any(|&t| t != u64::MAX && now >= t.saturating_add(delay))
+    }
+
+    /// Tries to bring back every failed member whose delay has passed: it
+    /// is reconnected (the adapter's business) and, if its token answers
+    /// with the slot's label, takes new sessions again. A member that does
+    /// not come back is tried again a delay later. Returns how many came
+    /// back.
+    pub fn recover(&self, now: u64) -> usize {
+        let Some(delay) = self.config.recover_delay() else {
+            return 0;
+        };
+        let due: Vec<usize, MAX_MEMBERS> = {
+            let mut r = self.recovery.lock();
+            let mut due = Vec::new();
+            for (m, t) in r.failed_at.iter_mut().enumerate() {
+                if *t != u64::MAX && now >= t.saturating_add(delay) {
+                    // The next try, if this one fails, is a delay later.
+                    *t = now;
+                    let _ = due.push(m);
+                }
+            }
+            due
+        };
+        let mut back = 0;
+        for m in due {
+            let entry = self.member(m);
+            let label = self.vslot(entry.slot).label;
+            let answer = entry
+                .member
+                .reconnect()
+                .and_then(|()| entry.member.token_info());
+            if matches!(answer, Ok(info) if info.label == label) {
+                self.recovery.lock().failed_at[m] = u64::MAX;
+                entry.up.store(true, Ordering::Release);
+                self.events.event(&Event::MemberRecovered {
+                    hsm_idx: m,
+                    hsm_slot_id: entry.member.slot_id(),
+                });
+                back += 1;
+            }
+        }
+        let any = self
+            .recovery
+            .lock()
+            .failed_at
+            .iter()
+            .any(|&t| t != u64::MAX);
+        self.any_failed.store(any, Ordering::Release);
+        back
     }
 
     // ---- slots and tokens -------------------------------------------------
@@ -532,7 +797,7 @@ impl<P: Platform> Engine<P> {
         }
         loop {
             let m = self.first_live(slot)?;
-            let r = self.checked(m, self.member(m).member.token_info());
+            let r = self.check(m, None, self.member(m).member.token_info());
             match r {
                 Ok(mut info) => {
                     let v = self.vslot(slot);
@@ -546,7 +811,7 @@ impl<P: Platform> Engine<P> {
                     info.max_rw_session_count = cap;
                     return Ok(info);
                 }
-                Err(e) if is_member_failure(&e) => continue,
+                Err(_) if !self.member_up(m) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -566,15 +831,15 @@ impl<P: Platform> Engine<P> {
         for m in self.live_members(slot) {
             let member = &self.member(m).member;
             match n {
-                None => match self.checked(m, member.mechanism_list(Some(&mut common))) {
+                None => match self.check(m, None, member.mechanism_list(Some(&mut common))) {
                     Ok(k) => n = Some(k),
                     // More mechanisms than p11ha intersects: this member
                     // answers alone.
                     Err(Error::BufferTooSmall { .. }) => return member.mechanism_list(out),
-                    Err(e) if is_member_failure(&e) => continue,
+                    Err(_) if !self.member_up(m) => continue,
                     Err(e) => return Err(e),
                 },
-                Some(k) => match self.checked(m, member.mechanism_list(Some(&mut other))) {
+                Some(k) => match self.check(m, None, member.mechanism_list(Some(&mut other))) {
                     Ok(j) => {
                         let mut kept = 0;
                         for i in 0..k {
@@ -586,7 +851,7 @@ impl<P: Platform> Engine<P> {
                         n = Some(kept);
                     }
                     Err(Error::BufferTooSmall { .. }) => {}
-                    Err(e) if is_member_failure(&e) => continue,
+                    Err(_) if !self.member_up(m) => continue,
                     Err(e) => return Err(e),
                 },
             }
@@ -605,7 +870,7 @@ impl<P: Platform> Engine<P> {
         }
         let mut merged: Option<MechanismInfo> = None;
         for m in self.live_members(slot) {
-            match self.checked(m, self.member(m).member.mechanism_info(mechanism)) {
+            match self.check(m, None, self.member(m).member.mechanism_info(mechanism)) {
                 Ok(i) => {
                     merged = Some(match merged {
                         None => i,
@@ -616,7 +881,7 @@ impl<P: Platform> Engine<P> {
                         },
                     })
                 }
-                Err(e) if is_member_failure(&e) => continue,
+                Err(_) if !self.member_up(m) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -635,9 +900,9 @@ impl<P: Platform> Engine<P> {
         self.member(m).member.init_token(so_pin, label)
     }
 
-    // ---- sessions ---------------------------------------------------------
+    // ---- sessions -----------------------------------------------------------
 
-    fn session(&self, handle: u64) -> Result<(usize, Guard<'_, P::Lock, Session>)> {
+    fn session(&self, handle: u64) -> Result<(usize, SessionGuard<'_, P>)> {
         let (index, generation) =
             handles::decode(handle).ok_or(Error::Rv(Rv::SESSION_HANDLE_INVALID))?;
         let slot = self
@@ -651,21 +916,75 @@ impl<P: Platform> Engine<P> {
         Ok((index, guard))
     }
 
-    /// Runs `f` on the member that serves session `handle`, with the
-    /// session locked; takes the member out of service if it failed.
-    fn on_session<T>(
+    /// Runs one call on session `handle`, with the session locked: `f` does
+    /// the member call (and records what succeeded), `done` sees the final
+    /// result. A member failure takes the member out of service; in HA mode
+    /// the session then fails over and `f` runs again on the new member.
+    fn call<T>(
         &self,
         handle: u64,
-        f: impl FnOnce(&P::Member, &mut Session) -> Result<T>,
+        uses: Uses,
+        mut f: impl FnMut(&P::Member, &mut Session<P::Journal>, usize) -> Result<T>,
+        done: impl FnOnce(&mut Session<P::Journal>, &Result<T>),
     ) -> Result<T> {
-        let (_, mut s) = self.session(handle)?;
-        let m = self.member(s.member);
-        if !m.up.load(Ordering::Acquire) {
-            return Err(Error::Rv(Rv::DEVICE_ERROR));
+        let (index, mut s) = self.session(handle)?;
+        let r = self.call_locked(index, &mut s, uses, &mut f);
+        done(&mut s, &r);
+        r
+    }
+
+    fn call_locked<T>(
+        &self,
+        index: usize,
+        s: &mut Session<P::Journal>,
+        uses: Uses,
+        f: &mut impl FnMut(&P::Member, &mut Session<P::Journal>, usize) -> Result<T>,
+    ) -> Result<T> {
+        let mut failovers = 0;
+        loop {
+            if s.orphan || !self.member(s.member).up.load(Ordering::Acquire) {
+                if !self.ha || failovers > MAX_MEMBERS {
+                    return Err(Error::Rv(Rv::DEVICE_ERROR));
+                }
+                failovers += 1;
+                self.failover(index, s)?;
+            }
+            self.state_lost(s, uses)?;
+            let m = s.member;
+            let real = s.real;
+            let r = f(&self.member(m).member, s, index);
+            if let Err(e) = &r
+                && self.config.mode.is_virtual()
+                && self.failed(m, Some(real), e)
+            {
+                self.member_failed(m, e.rv());
+                if self.ha {
+                    continue;
+                }
+            }
+            return r;
         }
-        let member = s.member;
-        let r = f(&m.member, &mut s);
-        self.checked(member, r)
+    }
+
+    /// State a failover could not rebuild is answered `CKR_DEVICE_ERROR`
+    /// (with a log line) by the first call that needs it.
+    fn state_lost(&self, s: &mut Session<P::Journal>, uses: Uses) -> Result<()> {
+        let what = match uses {
+            Uses::Op if s.lost_op => {
+                s.lost_op = false;
+                "the operation in progress"
+            }
+            Uses::Find if s.lost_find => {
+                s.lost_find = false;
+                "the search in progress"
+            }
+            _ => return Ok(()),
+        };
+        self.events.event(&Event::RecoveryIncomplete {
+            what,
+            rv: Rv::DEVICE_ERROR,
+        });
+        Err(Error::Rv(Rv::DEVICE_ERROR))
     }
 
     /// `C_OpenSession`. In WLD and HA mode the session goes to the member in
@@ -700,11 +1019,12 @@ impl<P: Platform> Engine<P> {
         loop {
             let m = self.pick_member(slot)?;
             let entry = self.member(m);
-            match self.checked(m, entry.member.open_session(session_flags)) {
+            let opened = entry.member.open_session(session_flags);
+            match self.check(m, None, opened) {
                 Ok(real) => {
                     if let Err(e) = self.ensure_logged_in(&mut login, m) {
                         let _ = entry.member.close_session(real);
-                        if is_member_failure(&e) {
+                        if !self.member_up(m) {
                             continue;
                         }
                         return Err(e);
@@ -715,7 +1035,7 @@ impl<P: Platform> Engine<P> {
                     }
                     return Ok(self.fill(&mut state, index, slot, m, real, session_flags));
                 }
-                Err(e) if is_member_failure(&e) => continue,
+                Err(_) if !self.member_up(m) => continue,
                 Err(e) => return Err(e),
             }
         }
@@ -723,7 +1043,7 @@ impl<P: Platform> Engine<P> {
 
     fn fill(
         &self,
-        state: &mut Session,
+        state: &mut Session<P::Journal>,
         index: usize,
         slot: usize,
         member: usize,
@@ -738,6 +1058,11 @@ impl<P: Platform> Engine<P> {
         state.flags = session_flags;
         state.find_active = false;
         state.owns_objects = false;
+        state.orphan = false;
+        state.lost_op = false;
+        state.lost_find = false;
+        state.state_restored = false;
+        state.journal.clear();
         self.member(member).sessions.fetch_add(1, Ordering::AcqRel);
         handles::encode(index, state.generation)
     }
@@ -766,6 +1091,209 @@ impl<P: Platform> Engine<P> {
         best.map(|(_, m)| m).ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))
     }
 
+    /// Moves session `s` to another member (HA mode): opens a session on
+    /// the member in service with the fewest sessions, makes sure it is
+    /// logged in, replays the journal. `CKR_DEVICE_ERROR` when no member
+    /// can take it: the session stays without a member, and the next call
+    /// tries again (a member may have come back).
+    fn failover(&self, index: usize, s: &mut Session<P::Journal>) -> Result<()> {
+        if !s.orphan {
+            self.member(s.member)
+                .sessions
+                .fetch_sub(1, Ordering::AcqRel);
+            s.orphan = true;
+            s.find_active = false;
+        }
+        loop {
+            let Ok(m) = self.pick_member(s.slot) else {
+                return Err(Error::Rv(Rv::DEVICE_ERROR));
+            };
+            let member = &self.member(m).member;
+            let real = match member.open_session(s.flags) {
+                Ok(real) => real,
+                Err(e) if self.failed(m, None, &e) => {
+                    self.member_failed(m, e.rv());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let logged_in = {
+                let mut login = self.slots[s.slot].login.lock();
+                self.ensure_logged_in(&mut login, m)
+            };
+            match logged_in.and_then(|()| self.replay(index, s, m, real)) {
+                Ok(()) => {
+                    self.member(m).sessions.fetch_add(1, Ordering::AcqRel);
+                    s.member = m;
+                    s.real = real;
+                    s.orphan = false;
+                    return Ok(());
+                }
+                Err(e) if !self.member_up(m) || self.failed(m, Some(real), &e) => {
+                    self.member_failed(m, e.rv());
+                }
+                Err(e) => {
+                    let _ = member.close_session(real);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds session state on member `m`'s session `real`: session
+    /// objects in the order they were made, then the operation in progress
+    /// with its Update data, then the search. An error here is a member
+    /// failure; what cannot be rebuilt is marked lost instead.
+    fn replay(&self, index: usize, s: &mut Session<P::Journal>, m: usize, real: u64) -> Result<()> {
+        let member = &self.member(m).member;
+        let here = At {
+            slot: s.slot,
+            member: m,
+            real,
+            find_active: false,
+        };
+        let _ = index;
+        let mut objects_lost = false;
+        for recipe in s.journal.recipes() {
+            match self.replay_recipe(here, &recipe) {
+                Ok(()) => {}
+                Err(e) if self.failed(m, Some(real), &e) => return Err(e),
+                Err(_) => {
+                    objects_lost = true;
+                    let mut objects = self.objects.write();
+                    objects.remove(recipe.object);
+                    if recipe.object2 != 0 {
+                        objects.remove(recipe.object2);
+                    }
+                }
+            }
+        }
+        if objects_lost {
+            self.events.event(&Event::RecoveryIncomplete {
+                what: "a session object",
+                rv: Rv::OBJECT_HANDLE_INVALID,
+            });
+        }
+        if let Some(op) = s.journal.op {
+            let replayed = match op.lost {
+                Some(_) => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
+                None if s.state_restored => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
+                None => self.replay_op(here, &s.journal, op),
+            };
+            match replayed {
+                Ok(()) => {}
+                Err(e) if self.failed(m, Some(real), &e) => return Err(e),
+                Err(_) => {
+                    s.journal.op_end();
+                    s.lost_op = true;
+                }
+            }
+        } else if s.state_restored {
+            s.lost_op = true;
+        }
+        s.state_restored = false;
+        if let Some(f) = s.journal.find {
+            let restarted = match (f.lost, s.journal.find_template()) {
+                (None, Some(template)) => member.find_init(real, &template),
+                _ => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
+            };
+            match restarted {
+                Ok(()) => {
+                    if let Some(f) = &mut s.journal.find {
+                        f.resumed = true;
+                    }
+                    s.find_active = true;
+                }
+                Err(e) if self.failed(m, Some(real), &e) => return Err(e),
+                Err(_) => {
+                    s.journal.find_end();
+                    s.lost_find = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replay_recipe(&self, here: At, r: &Recipe<'_>) -> Result<()> {
+        let member = &self.member(here.member).member;
+        // A destroyed object is not re-created.
+        if self.objects.read().kind(r.object).is_none() {
+            return Ok(());
+        }
+        let mechanism = match &r.mechanism {
+            Some(m) => Some(self.translate(here, m)?),
+            None => None,
+        };
+        let mech = || mechanism.ok_or(Error::Rv(Rv::GENERAL_ERROR));
+        let remap = |virt: u64, new: u64| {
+            // The object may be gone meanwhile; then there is nothing to map.
+            let _ = self.objects.write().add_real(virt, here.member, new);
+        };
+        match r.kind {
+            RecipeKind::Create => {
+                let new = member.create_object(here.real, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::Copy => {
+                let src = self.resolve(here, r.source, Rv::OBJECT_HANDLE_INVALID)?;
+                let new = member.copy_object(here.real, src, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::GenerateKey => {
+                if self.objects.read().root_used(r.object) {
+                    return Err(Error::Rv(Rv::KEY_HANDLE_INVALID));
+                }
+                let new = member.generate_key(here.real, &mech()?, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::GenerateKeyPair => {
+                if self.objects.read().root_used(r.object2) {
+                    return Err(Error::Rv(Rv::KEY_HANDLE_INVALID));
+                }
+                let (public, private) =
+                    member.generate_key_pair(here.real, &mech()?, &r.template, &r.template2)?;
+                remap(r.object, public);
+                remap(r.object2, private);
+            }
+            RecipeKind::Derive => {
+                let base = self.resolve(here, r.source, Rv::KEY_HANDLE_INVALID)?;
+                let new = member.derive_key(here.real, &mech()?, base, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::Unwrap => {
+                let key = self.resolve(here, r.source, Rv::UNWRAPPING_KEY_HANDLE_INVALID)?;
+                let new = member.unwrap_key(here.real, &mech()?, key, r.wrapped, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::SetAttributes => {
+                let target = self.resolve(here, r.object, Rv::OBJECT_HANDLE_INVALID)?;
+                member.set_attributes(here.real, target, &r.template)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn replay_op(&self, here: At, j: &Journal<P::Journal>, op: OpRecord) -> Result<()> {
+        let member = &self.member(here.member).member;
+        let mechanism = j
+            .op_mechanism()
+            .ok_or(Error::Rv(Rv::OPERATION_NOT_INITIALIZED))?;
+        let mechanism = self.translate(here, &mechanism)?;
+        let key = if op.op == Op::Digest {
+            0
+        } else {
+            self.resolve(here, op.key, Rv::KEY_HANDLE_INVALID)?
+        };
+        member.op_init(here.real, op.op, &mechanism, key)?;
+        let mut discard = [0u8; 2 * REPLAY_CHUNK];
+        for chunk in j.op_data().chunks(REPLAY_CHUNK) {
+            // The application received this output before the failure.
+            let out = matches!(op.op, Op::Encrypt | Op::Decrypt).then_some(&mut discard[..]);
+            member.op_update(here.real, op.op, chunk, out)?;
+        }
+        Ok(())
+    }
+
     /// `C_CloseSession`. The virtual session is closed whatever the member
     /// answers: a member that failed keeps its real session.
     pub fn close_session(&self, handle: u64) -> Result<()> {
@@ -774,14 +1302,17 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
-    fn close_locked(&self, index: usize, mut s: Guard<'_, P::Lock, Session>) {
-        let entry = self.member(s.member);
-        if entry.up.load(Ordering::Acquire) {
-            let r = entry.member.close_session(s.real);
-            let _ = self.checked(s.member, r);
+    fn close_locked(&self, index: usize, mut s: SessionGuard<'_, P>) {
+        if !s.orphan {
+            let entry = self.member(s.member);
+            if entry.up.load(Ordering::Acquire) {
+                let r = entry.member.close_session(s.real);
+                let _ = self.check(s.member, None, r);
+            }
+            entry.sessions.fetch_sub(1, Ordering::AcqRel);
         }
-        entry.sessions.fetch_sub(1, Ordering::AcqRel);
         s.open = false;
+        s.journal.clear();
         let (slot, rw, owned) = (s.slot, s.flags & flags::RW_SESSION != 0, s.owns_objects);
         drop(s);
         if owned {
@@ -814,7 +1345,7 @@ impl<P: Platform> Engine<P> {
         self.close_where(|_| true);
     }
 
-    fn close_where(&self, which: impl Fn(&Session) -> bool) {
+    fn close_where(&self, which: impl Fn(&Session<P::Journal>) -> bool) {
         for (index, slot) in self.sessions.iter().enumerate() {
             if !slot.in_use.load(Ordering::Acquire) {
                 continue;
@@ -828,20 +1359,30 @@ impl<P: Platform> Engine<P> {
 
     /// `C_GetSessionInfo`, with the virtual slot id.
     pub fn session_info(&self, handle: u64) -> Result<SessionInfo> {
-        let (_, s) = self.session(handle)?;
-        let vslot_id = self.vslot(s.slot).id;
-        drop(s);
-        let mut info = self.on_session(handle, |m, s| m.session_info(s.real))?;
-        info.slot = vslot_id;
-        Ok(info)
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let mut info = m.session_info(s.real)?;
+                info.slot = self.vslot(s.slot).id;
+                Ok(info)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_GetOperationState`.
-    pub fn operation_state(&self, handle: u64, out: Option<&mut [u8]>) -> Result<usize> {
-        self.on_session(handle, |m, s| m.operation_state(s.real, out))
+    pub fn operation_state(&self, handle: u64, mut out: Option<&mut [u8]>) -> Result<usize> {
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| m.operation_state(s.real, out.as_deref_mut()),
+            |_, _| {},
+        )
     }
 
-    /// `C_SetOperationState`.
+    /// `C_SetOperationState`. In HA mode the restored state is not known to
+    /// the journal: the operation is lost in a failover.
     pub fn set_operation_state(
         &self,
         handle: u64,
@@ -849,14 +1390,25 @@ impl<P: Platform> Engine<P> {
         encryption_key: u64,
         authentication_key: u64,
     ) -> Result<()> {
-        self.on_session(handle, |m, s| {
-            let enc = self.optional_key(s, encryption_key)?;
-            let auth = self.optional_key(s, authentication_key)?;
-            m.set_operation_state(s.real, state, enc, auth)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let enc = self.optional_key(s, encryption_key)?;
+                let auth = self.optional_key(s, authentication_key)?;
+                m.set_operation_state(s.real, state, enc, auth)?;
+                if self.ha {
+                    s.journal.op_end();
+                    s.state_restored = true;
+                    self.lose(Some(lost::SET_OPERATION_STATE));
+                }
+                Ok(())
+            },
+            |_, _| {},
+        )
     }
 
-    fn optional_key(&self, s: &Session, key: u64) -> Result<u64> {
+    fn optional_key(&self, s: &Session<P::Journal>, key: u64) -> Result<u64> {
         if key == 0 {
             Ok(0)
         } else {
@@ -869,43 +1421,81 @@ impl<P: Platform> Engine<P> {
     /// `C_Login`. In WLD and HA mode the application is logged in on every
     /// member of the slot, each through an anchor session that holds the
     /// login for as long as the application has a session on the slot; the
-    /// PIN is kept (zeroised at logout) to log in members that join later.
+    /// PIN is kept (zeroised at logout) to log in members that take sessions
+    /// later. A wrong PIN is the first member's answer; nothing is tried
+    /// elsewhere, and a failed login is never repeated.
     pub fn login(&self, handle: u64, user_type: u64, pin: Option<&[u8]>) -> Result<()> {
         if !self.config.mode.is_virtual() || user_type == user::CONTEXT_SPECIFIC {
-            return self.on_session(handle, |m, s| m.login(s.real, user_type, pin));
+            return self.call(
+                handle,
+                Uses::Nothing,
+                |m, s, _| m.login(s.real, user_type, pin),
+                |s, r| {
+                    if self.ha && r.is_ok() {
+                        self.lose(s.journal.op_lose(lost::CONTEXT_LOGIN));
+                    }
+                },
+            );
         }
         let (_, s) = self.session(handle)?;
         let slot = s.slot;
         let own = s.member;
+        if !self.ha && (s.orphan || !self.member_up(own)) {
+            return Err(Error::Rv(Rv::DEVICE_ERROR));
+        }
         let mut login = self.slots[slot].login.lock();
         match login.user {
             Some(u) if u == user_type => return Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)),
             Some(_) => return Err(Error::Rv(Rv::USER_ANOTHER_ALREADY_LOGGED_IN)),
             None => {}
         }
-        // The session's own member answers for the application: a wrong PIN
-        // is its answer, and nothing is tried elsewhere.
-        let own_entry = self.member(own);
-        if !own_entry.up.load(Ordering::Acquire) {
-            return Err(Error::Rv(Rv::DEVICE_ERROR));
+        // The session's own member answers for the application (another
+        // member in service if it failed): a wrong PIN is its answer.
+        let mut order: Vec<usize, MAX_MEMBERS> = Vec::new();
+        if self.member_up(own) {
+            let _ = order.push(own);
         }
-        let anchor = self.anchor(&mut login, own)?;
-        let r = own_entry.member.login(anchor, user_type, pin);
-        match self.checked(own, r) {
-            Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => {}
-            Err(e) => {
-                self.close_anchor(&mut login, own);
-                return Err(e);
+        for m in self.live_members(slot).filter(|&m| m != own) {
+            let _ = order.push(m);
+        }
+        let mut answered = None;
+        for &m in &order {
+            let anchor = match self.anchor(&mut login, m) {
+                Ok(a) => a,
+                Err(e) if self.failed(m, None, &e) => {
+                    self.member_failed(m, e.rv());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            match self.member(m).member.login(anchor, user_type, pin) {
+                Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => {
+                    answered = Some(m);
+                    break;
+                }
+                Err(e) if self.failed(m, Some(anchor), &e) => {
+                    self.member_failed(m, e.rv());
+                }
+                Err(e) => {
+                    self.close_anchor(&mut login, m);
+                    return Err(e);
+                }
             }
         }
+        let first = answered.ok_or(Error::Rv(Rv::DEVICE_ERROR))?;
         drop(s);
         login.user = Some(user_type);
+        login.protected = pin.is_none();
         login.pin_lost = !login.pin.set(pin.unwrap_or_default());
-        let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
-        for m in members {
-            if m != own {
-                let _ = self.log_in_member(&mut login, m);
+        if self.ha {
+            if login.protected {
+                self.lose(Some(lost::PROTECTED_LOGIN));
+            } else if login.pin_lost {
+                self.lose(Some(lost::PIN_TOO_LONG));
             }
+        }
+        for &m in order.iter().filter(|&&m| m != first) {
+            let _ = self.log_in_member(&mut login, m);
         }
         Ok(())
     }
@@ -916,18 +1506,22 @@ impl<P: Platform> Engine<P> {
         let Some(user_type) = login.user else {
             return Ok(());
         };
+        if login.pin_lost {
+            // Nothing to log in with: the member cannot serve this login.
+            return Err(Error::Rv(Rv::USER_NOT_LOGGED_IN));
+        }
         let entry = self.member(m);
         let anchor = self.anchor(login, m);
-        let anchor = self.checked(m, anchor)?;
-        let pin = if login.pin_lost {
+        let anchor = self.check(m, None, anchor)?;
+        let pin = if login.protected {
             None
         } else {
             Some(login.pin.get())
         };
-        match self.checked(m, entry.member.login(anchor, user_type, pin)) {
+        match self.check(m, Some(anchor), entry.member.login(anchor, user_type, pin)) {
             Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => Ok(()),
             Err(e) => {
-                if !is_member_failure(&e) {
+                if self.member_up(m) {
                     self.inconsistent(m, "C_Login", e.rv());
                 }
                 Err(e)
@@ -935,35 +1529,30 @@ impl<P: Platform> Engine<P> {
         }
     }
 
-    fn inconsistent(&self, m: usize, function: &str, rv: Rv) {
-        let entry = self.member(m);
-        if entry.up.swap(false, Ordering::AcqRel) {
-            self.events.event(&Event::MemberInconsistent {
-                hsm_idx: m,
-                hsm_slot_id: entry.member.slot_id(),
-                function,
-                rv,
-            });
-            self.objects.write().forget_member(m);
-        }
-    }
-
     /// Opening a session on member `m`: if the application is logged in on
     /// the slot and `m` is not yet, log it in.
     fn ensure_logged_in(&self, login: &mut Login, m: usize) -> Result<()> {
-        if login.user.is_some() && login.anchors[m] == 0 {
+        if login.user.is_some() && !self.has_anchor(login, m) {
             self.log_in_member(login, m)?;
         }
         Ok(())
     }
 
+    fn has_anchor(&self, login: &Login, m: usize) -> bool {
+        login.anchors[m] != 0
+            && login.anchor_epochs[m] == self.member(m).epoch.load(Ordering::Acquire)
+    }
+
     /// The anchor session of member `m`, opened if needed (read/write, so
-    /// that an SO login is not refused for a read-only session).
+    /// that an SO login is not refused for a read-only session). An anchor
+    /// from before the member's last failure died with it.
     fn anchor(&self, login: &mut Login, m: usize) -> Result<u64> {
-        let entry = self.member(m);
-        if login.anchors[m] != 0 {
+        if self.has_anchor(login, m) {
             return Ok(login.anchors[m]);
         }
+        let entry = self.member(m);
+        let epoch = entry.epoch.load(Ordering::Acquire);
+        login.anchors[m] = 0;
         let rw = entry
             .member
             .open_session(flags::SERIAL_SESSION | flags::RW_SESSION);
@@ -974,14 +1563,15 @@ impl<P: Platform> Engine<P> {
             r => r?,
         };
         login.anchors[m] = a;
+        login.anchor_epochs[m] = epoch;
         Ok(a)
     }
 
     fn close_anchor(&self, login: &mut Login, m: usize) {
-        let entry = self.member(m);
+        let live = self.has_anchor(login, m) && self.member_up(m);
         let a = core::mem::take(&mut login.anchors[m]);
-        if a != 0 && entry.up.load(Ordering::Acquire) {
-            let _ = entry.member.close_session(a);
+        if live {
+            let _ = self.member(m).member.close_session(a);
         }
     }
 
@@ -992,6 +1582,7 @@ impl<P: Platform> Engine<P> {
         }
         login.user = None;
         login.pin.clear();
+        login.protected = false;
         login.pin_lost = false;
     }
 
@@ -999,7 +1590,7 @@ impl<P: Platform> Engine<P> {
     /// zeroised.
     pub fn logout(&self, handle: u64) -> Result<()> {
         if !self.config.mode.is_virtual() {
-            return self.on_session(handle, |m, s| m.logout(s.real));
+            return self.call(handle, Uses::Nothing, |m, s, _| m.logout(s.real), |_, _| {});
         }
         let (_, s) = self.session(handle)?;
         let slot = s.slot;
@@ -1010,10 +1601,10 @@ impl<P: Platform> Engine<P> {
         }
         let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
         for m in members {
-            let a = login.anchors[m];
-            if a != 0 {
+            if self.has_anchor(&login, m) {
+                let a = login.anchors[m];
                 let r = self.member(m).member.logout(a);
-                let _ = self.checked(m, r);
+                let _ = self.check(m, Some(a), r);
             }
         }
         self.release_anchors(slot, &mut login);
@@ -1023,10 +1614,15 @@ impl<P: Platform> Engine<P> {
     /// `C_InitPIN`. In WLD and HA mode: on every member (the SO is logged in
     /// on all of them).
     pub fn init_pin(&self, handle: u64, pin: Option<&[u8]>) -> Result<()> {
-        let (slot, own) = self.on_session(handle, |m, s| {
-            m.init_pin(s.real, pin)?;
-            Ok((s.slot, s.member))
-        })?;
+        let (slot, own) = self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                m.init_pin(s.real, pin)?;
+                Ok((s.slot, s.member))
+            },
+            |_, _| {},
+        )?;
         if self.config.mode.is_virtual() {
             let login = self.slots[slot].login.lock();
             self.on_other_members(&login, slot, own, "C_InitPIN", |member, session| {
@@ -1039,10 +1635,15 @@ impl<P: Platform> Engine<P> {
     /// `C_SetPIN`. In WLD and HA mode: on every member, and the kept PIN
     /// follows if it is the logged-in user's.
     pub fn set_pin(&self, handle: u64, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<()> {
-        let (slot, own) = self.on_session(handle, |m, s| {
-            m.set_pin(s.real, old, new)?;
-            Ok((s.slot, s.member))
-        })?;
+        let (slot, own) = self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                m.set_pin(s.real, old, new)?;
+                Ok((s.slot, s.member))
+            },
+            |_, _| {},
+        )?;
         if self.config.mode.is_virtual() {
             let mut login = self.slots[slot].login.lock();
             self.on_other_members(&login, slot, own, "C_SetPIN", |member, session| {
@@ -1071,15 +1672,14 @@ impl<P: Platform> Engine<P> {
         let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
         for m in members.into_iter().filter(|&m| m != own) {
             let entry = self.member(m);
-            let anchor = login.anchors[m];
-            let r = if anchor != 0 {
-                f(&entry.member, anchor)
+            let r = if self.has_anchor(login, m) {
+                f(&entry.member, login.anchors[m])
             } else {
                 self.with_temp_session(m, |s| f(&entry.member, s))
             };
-            match self.checked(m, r) {
+            match self.check(m, None, r) {
                 Ok(()) => {}
-                Err(e) if is_member_failure(&e) => {}
+                Err(_) if !self.member_up(m) => {}
                 Err(e) => self.inconsistent(m, function, e.rv()),
             }
         }
@@ -1095,20 +1695,24 @@ impl<P: Platform> Engine<P> {
 
     // ---- objects ----------------------------------------------------------
 
-    /// The member's handle for virtual object `handle` used in session `s`,
-    /// found by identity on that member if it has not served it before.
-    /// `invalid` is the code for a handle that names nothing usable here.
-    fn real_object(&self, s: &Session, handle: u64, invalid: Rv) -> Result<u64> {
+    fn real_object(&self, s: &Session<P::Journal>, handle: u64, invalid: Rv) -> Result<u64> {
+        self.resolve(at(s), handle, invalid)
+    }
+
+    /// The member's handle for virtual object `handle` at `here`, found by
+    /// identity on that member if it has not served it before. `invalid` is
+    /// the code for a handle that names nothing usable here.
+    fn resolve(&self, here: At, handle: u64, invalid: Rv) -> Result<u64> {
         if !self.config.mode.is_virtual() {
             return Ok(handle);
         }
         let identity = {
             let objects = self.objects.read();
             let (kind, slot) = objects.kind(handle).ok_or(Error::Rv(invalid))?;
-            if slot != s.slot {
+            if slot != here.slot {
                 return Err(Error::Rv(invalid));
             }
-            if let Some(real) = objects.real(handle, s.member) {
+            if let Some(real) = objects.real(handle, here.member) {
                 return Ok(real);
             }
             match kind {
@@ -1116,24 +1720,24 @@ impl<P: Platform> Engine<P> {
                 _ => return Err(Error::Rv(invalid)),
             }
         };
-        let member = &self.member(s.member).member;
-        let found = if s.find_active {
-            self.with_temp_session(s.member, |t| find_unique(member, t, &identity))
+        let member = &self.member(here.member).member;
+        let found = if here.find_active {
+            self.with_temp_session(here.member, |t| find_unique(member, t, &identity))
         } else {
-            find_unique(member, s.real, &identity)
+            find_unique(member, here.real, &identity)
         };
-        let real = self.checked(s.member, found)?.ok_or(Error::Rv(invalid))?;
+        let real = found?.ok_or(Error::Rv(invalid))?;
         let mut objects = self.objects.write();
         // The object may have been destroyed meanwhile.
         objects.kind(handle).ok_or(Error::Rv(invalid))?;
-        objects.add_real(handle, s.member, real)?;
+        objects.add_real(handle, here.member, real)?;
         Ok(real)
     }
 
     /// The virtual handle for `real`, a handle member `s.member` returned in
     /// session `s`; a new entry if p11ha has not seen it. `owner` is the
     /// session table index when the session just made the object.
-    fn adopt(&self, s: &mut Session, owner: Option<usize>, real: u64) -> Result<u64> {
+    fn adopt(&self, s: &mut Session<P::Journal>, owner: Option<usize>, real: u64) -> Result<u64> {
         if !self.config.mode.is_virtual() {
             return Ok(real);
         }
@@ -1141,7 +1745,7 @@ impl<P: Platform> Engine<P> {
             return Ok(h);
         }
         let member = &self.member(s.member).member;
-        let (token, identity) = self.checked(s.member, identity_of(member, s.real, real))?;
+        let (token, identity) = identity_of(member, s.real, real)?;
         let mut objects = self.objects.write();
         if let Some(h) = objects.lookup(s.member, real) {
             return Ok(h);
@@ -1164,7 +1768,11 @@ impl<P: Platform> Engine<P> {
             (false, _) => match owner {
                 Some(owner) => {
                     s.owns_objects = true;
-                    ObjectKind::Session { owner }
+                    ObjectKind::Session {
+                        owner,
+                        root: None,
+                        used: false,
+                    }
                 }
                 None => ObjectKind::Local,
             },
@@ -1174,7 +1782,7 @@ impl<P: Platform> Engine<P> {
 
     /// Adopts an object the session just made; if p11ha cannot keep it, the
     /// object is destroyed again so that nothing unreachable is left behind.
-    fn adopt_new(&self, s: &mut Session, index: usize, real: u64) -> Result<u64> {
+    fn adopt_new(&self, s: &mut Session<P::Journal>, index: usize, real: u64) -> Result<u64> {
         match self.adopt(s, Some(index), real) {
             Ok(h) => Ok(h),
             Err(e) => {
@@ -1184,46 +1792,100 @@ impl<P: Platform> Engine<P> {
         }
     }
 
-    fn on_session_indexed<T>(
+    fn is_session_object(&self, handle: u64) -> bool {
+        matches!(
+            self.objects.read().kind(handle),
+            Some((ObjectKind::Session { .. }, _))
+        )
+    }
+
+    /// HA mode: journals how session object(s) were made.
+    #[allow(clippy::too_many_arguments)]
+    fn journal_object(
         &self,
-        handle: u64,
-        f: impl FnOnce(&P::Member, &mut Session, usize) -> Result<T>,
-    ) -> Result<T> {
-        let (index, mut s) = self.session(handle)?;
-        let m = self.member(s.member);
-        if !m.up.load(Ordering::Acquire) {
-            return Err(Error::Rv(Rv::DEVICE_ERROR));
+        s: &mut Session<P::Journal>,
+        kind: RecipeKind,
+        object: u64,
+        object2: u64,
+        source: u64,
+        mechanism: Option<&Mechanism<'_>>,
+        wrapped: &[u8],
+        template: &[Attr<'_>],
+        template2: &[Attr<'_>],
+    ) {
+        if !self.ha || !self.is_session_object(object) {
+            return;
         }
-        let member = s.member;
-        let r = f(&m.member, &mut s, index);
-        self.checked(member, r)
+        if !s.journal.recipe(
+            kind, object, object2, source, mechanism, wrapped, template, template2,
+        ) {
+            self.lose(Some(lost::OBJECT_NOT_JOURNALLED));
+        }
+    }
+
+    /// HA mode: `handle` was used in a cryptographic operation (or its value
+    /// read); if a generated key stands behind it, that key can no longer be
+    /// re-generated in its place.
+    fn used(&self, handle: u64) {
+        if self.ha && self.objects.write().mark_used(handle) {
+            self.lose(Some(lost::RANDOM_KEY_USED));
+        }
     }
 
     /// `C_CreateObject`.
     pub fn create_object(&self, handle: u64, template: &[Attr<'_>]) -> Result<u64> {
-        self.on_session_indexed(handle, |m, s, index| {
-            let real = m.create_object(s.real, template)?;
-            self.adopt_new(s, index, real)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, index| {
+                let real = m.create_object(s.real, template)?;
+                let h = self.adopt_new(s, index, real)?;
+                self.journal_object(s, RecipeKind::Create, h, 0, 0, None, &[], template, &[]);
+                Ok(h)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_CopyObject`.
     pub fn copy_object(&self, handle: u64, object: u64, template: &[Attr<'_>]) -> Result<u64> {
-        self.on_session_indexed(handle, |m, s, index| {
-            let src = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
-            let real = m.copy_object(s.real, src, template)?;
-            self.adopt_new(s, index, real)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, index| {
+                let src = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                let real = m.copy_object(s.real, src, template)?;
+                let h = self.adopt_new(s, index, real)?;
+                if self.ha {
+                    // A copy carries its source's value: it shares its root.
+                    let root = self.objects.read().root(object);
+                    if let Some(root) = root {
+                        self.objects.write().set_root(h, root);
+                    }
+                }
+                self.journal_object(s, RecipeKind::Copy, h, 0, object, None, &[], template, &[]);
+                Ok(h)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_DestroyObject`. In WLD and HA mode a token object is destroyed on
     /// every member that holds it, so that no member shows it again.
     pub fn destroy_object(&self, handle: u64, object: u64) -> Result<()> {
-        let (slot, own, token) = self.on_session(handle, |m, s| {
-            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
-            m.destroy_object(s.real, real)?;
-            Ok((s.slot, s.member, self.token_identity(object)))
-        })?;
+        let (slot, own, token) = self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                m.destroy_object(s.real, real)?;
+                if self.ha {
+                    s.journal.forget_object(object);
+                }
+                Ok((s.slot, s.member, self.token_identity(object)))
+            },
+            |_, _| {},
+        )?;
         if let Some(identity) = token {
             let login = self.slots[slot].login.lock();
             self.on_other_members(&login, slot, own, "C_DestroyObject", |member, session| {
@@ -1249,34 +1911,64 @@ impl<P: Platform> Engine<P> {
 
     /// `C_GetObjectSize`.
     pub fn object_size(&self, handle: u64, object: u64) -> Result<u64> {
-        self.on_session(handle, |m, s| {
-            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
-            m.object_size(s.real, real)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                m.object_size(s.real, real)
+            },
+            |_, _| {},
+        )
     }
 
-    /// `C_GetAttributeValue`.
+    /// `C_GetAttributeValue`. Reading the value of a generated key counts as
+    /// using it (HA mode).
     pub fn get_attributes(
         &self,
         handle: u64,
         object: u64,
         template: &mut [AttrOut<'_>],
     ) -> Result<()> {
-        self.on_session(handle, |m, s| {
-            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
-            m.get_attributes(s.real, real, template)
-        })
+        if template.iter().any(|a| VALUE_ATTRIBUTES.contains(&a.ty)) {
+            self.used(object);
+        }
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                m.get_attributes(s.real, real, template)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_SetAttributeValue`. In WLD and HA mode a token object is changed
-    /// on every member that holds it. A change of `CKA_ID` or `CKA_LABEL`
-    /// changes the object's identity.
+    /// on every member that holds it (a change of `CKA_ID` or `CKA_LABEL`
+    /// changes its identity); a session object's change is journalled.
     pub fn set_attributes(&self, handle: u64, object: u64, template: &[Attr<'_>]) -> Result<()> {
-        let (slot, own, token) = self.on_session(handle, |m, s| {
-            let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
-            m.set_attributes(s.real, real, template)?;
-            Ok((s.slot, s.member, self.token_identity(object)))
-        })?;
+        let (slot, own, token) = self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                m.set_attributes(s.real, real, template)?;
+                self.journal_object(
+                    s,
+                    RecipeKind::SetAttributes,
+                    object,
+                    0,
+                    0,
+                    None,
+                    &[],
+                    template,
+                    &[],
+                );
+                Ok((s.slot, s.member, self.token_identity(object)))
+            },
+            |_, _| {},
+        )?;
         let Some(identity) = token else {
             return Ok(());
         };
@@ -1308,57 +2000,154 @@ impl<P: Platform> Engine<P> {
 
     /// `C_FindObjectsInit`.
     pub fn find_init(&self, handle: u64, template: &[Attr<'_>]) -> Result<()> {
-        self.on_session(handle, |m, s| {
-            m.find_init(s.real, template)?;
-            s.find_active = true;
-            Ok(())
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                m.find_init(s.real, template)?;
+                s.find_active = true;
+                s.lost_find = false;
+                if self.ha {
+                    self.lose(s.journal.find_begin(template));
+                }
+                Ok(())
+            },
+            |_, _| {},
+        )
     }
 
-    /// `C_FindObjects`: virtual handles, each object once.
+    /// `C_FindObjects`: virtual handles, each object once, also across a
+    /// failover (the search restarts on the new member and what was already
+    /// returned is left out).
     pub fn find(&self, handle: u64, out: &mut [u64]) -> Result<usize> {
-        self.on_session(handle, |m, s| {
-            let n = m.find(s.real, out)?;
-            let n = n.min(out.len());
-            for h in out[..n].iter_mut() {
-                *h = self.adopt(s, None, *h)?;
-            }
-            Ok(n)
-        })
+        self.call(
+            handle,
+            Uses::Find,
+            |m, s, _| {
+                let resumed = self.ha && s.journal.find.is_some_and(|f| f.resumed);
+                if !resumed {
+                    let n = m.find(s.real, out)?.min(out.len());
+                    for h in out[..n].iter_mut() {
+                        *h = self.adopt(s, None, *h)?;
+                        if self.ha {
+                            self.lose(s.journal.find_record(*h));
+                        }
+                    }
+                    return Ok(n);
+                }
+                let mut filled = 0;
+                let mut batch = [0u64; 16];
+                while filled < out.len() {
+                    let want = (out.len() - filled).min(batch.len());
+                    let n = m.find(s.real, &mut batch[..want])?.min(want);
+                    if n == 0 {
+                        break;
+                    }
+                    for &real in &batch[..n] {
+                        let h = self.adopt(s, None, real)?;
+                        if !s.journal.find_returned(h) {
+                            out[filled] = h;
+                            filled += 1;
+                            self.lose(s.journal.find_record(h));
+                        }
+                    }
+                }
+                Ok(filled)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_FindObjectsFinal`.
     pub fn find_final(&self, handle: u64) -> Result<()> {
-        self.on_session(handle, |m, s| {
-            let r = m.find_final(s.real);
-            s.find_active = false;
-            r
-        })
+        self.call(
+            handle,
+            Uses::FindFinal,
+            |m, s, _| {
+                if s.lost_find {
+                    // The search died with its member; it ends here.
+                    s.lost_find = false;
+                    return Ok(());
+                }
+                let r = m.find_final(s.real);
+                if r.is_ok() {
+                    s.find_active = false;
+                    s.journal.find_end();
+                }
+                r
+            },
+            |s, r| {
+                if !matches!(r, Err(e) if e.rv() == Rv::DEVICE_ERROR) {
+                    s.find_active = false;
+                    s.journal.find_end();
+                }
+            },
+        )
     }
 
     // ---- cryptographic operations -------------------------------------------
 
-    fn real_mechanism<'a>(&self, s: &Session, mechanism: &Mechanism<'a>) -> Result<Mechanism<'a>> {
+    fn translate<'a>(&self, here: At, mechanism: &Mechanism<'a>) -> Result<Mechanism<'a>> {
         let mut out = *mechanism;
         if let Param::Handle(h) = mechanism.param {
-            out.param = Param::Handle(self.real_object(s, h, Rv::MECHANISM_PARAM_INVALID)?);
+            out.param = Param::Handle(self.resolve(here, h, Rv::MECHANISM_PARAM_INVALID)?);
         }
         Ok(out)
+    }
+
+    fn real_mechanism<'a>(
+        &self,
+        s: &Session<P::Journal>,
+        mechanism: &Mechanism<'a>,
+    ) -> Result<Mechanism<'a>> {
+        self.translate(at(s), mechanism)
+    }
+
+    /// Ends the journalled operation as PKCS#11 ends operations: on success
+    /// with output (not a length query), or on any error but
+    /// `CKR_BUFFER_TOO_SMALL`.
+    fn op_outcome<T>(&self, s: &mut Session<P::Journal>, r: &Result<T>, had_buffer: bool) {
+        if !self.ha {
+            return;
+        }
+        match r {
+            Ok(_) if had_buffer => s.journal.op_end(),
+            Ok(_) | Err(Error::BufferTooSmall { .. }) => {}
+            Err(_) => s.journal.op_end(),
+        }
     }
 
     /// `C_EncryptInit`, `C_DecryptInit`, `C_SignInit`, `C_VerifyInit`,
     /// `C_SignRecoverInit`, `C_VerifyRecoverInit` and `C_DigestInit` (whose
     /// `key` is ignored).
     pub fn op_init(&self, handle: u64, op: Op, mechanism: &Mechanism<'_>, key: u64) -> Result<()> {
-        self.on_session(handle, |m, s| {
-            let mechanism = self.real_mechanism(s, mechanism)?;
-            let key = if op == Op::Digest {
-                0
-            } else {
-                self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?
-            };
-            m.op_init(s.real, op, &mechanism, key)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let real_mech = self.real_mechanism(s, mechanism)?;
+                let real_key = if op == Op::Digest {
+                    0
+                } else {
+                    self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?
+                };
+                m.op_init(s.real, op, &real_mech, real_key)?;
+                if self.ha {
+                    s.lost_op = false;
+                    s.state_restored = false;
+                    if op != Op::Digest {
+                        self.used(key);
+                    }
+                    if let Param::Handle(h) = mechanism.param {
+                        self.used(h);
+                    }
+                    let key = if op == Op::Digest { 0 } else { key };
+                    self.lose(s.journal.op_begin(op, mechanism, key));
+                }
+                Ok(())
+            },
+            |_, _| {},
+        )
     }
 
     /// The single-part calls (see [`Member::op_single`]).
@@ -1367,54 +2156,123 @@ impl<P: Platform> Engine<P> {
         handle: u64,
         op: Op,
         input: &[u8],
-        out: Option<&mut [u8]>,
+        mut out: Option<&mut [u8]>,
     ) -> Result<usize> {
-        self.on_session(handle, |m, s| m.op_single(s.real, op, input, out))
+        let had_buffer = out.is_some();
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.op_single(s.real, op, input, out.as_deref_mut()),
+            |s, r| self.op_outcome(s, r, had_buffer),
+        )
     }
 
-    /// `C_<op>Update`.
+    /// `C_<op>Update`. The data is journalled (HA mode) once the member has
+    /// taken it; a length query takes none.
     pub fn op_update(
         &self,
         handle: u64,
         op: Op,
         input: &[u8],
-        out: Option<&mut [u8]>,
+        mut out: Option<&mut [u8]>,
     ) -> Result<usize> {
-        self.on_session(handle, |m, s| m.op_update(s.real, op, input, out))
+        let length_query = matches!(op, Op::Encrypt | Op::Decrypt) && out.is_none();
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| {
+                let n = m.op_update(s.real, op, input, out.as_deref_mut())?;
+                if self.ha && !length_query {
+                    self.lose(s.journal.op_update(input));
+                }
+                Ok(n)
+            },
+            |s, r| {
+                if r.is_err() {
+                    self.op_outcome(s, r, false);
+                }
+            },
+        )
     }
 
     /// `C_<op>Final`.
-    pub fn op_final(&self, handle: u64, op: Op, out: Option<&mut [u8]>) -> Result<usize> {
-        self.on_session(handle, |m, s| m.op_final(s.real, op, out))
+    pub fn op_final(&self, handle: u64, op: Op, mut out: Option<&mut [u8]>) -> Result<usize> {
+        let had_buffer = out.is_some();
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.op_final(s.real, op, out.as_deref_mut()),
+            |s, r| self.op_outcome(s, r, had_buffer),
+        )
     }
 
     /// `C_Verify`.
     pub fn verify(&self, handle: u64, data: &[u8], signature: &[u8]) -> Result<()> {
-        self.on_session(handle, |m, s| m.verify(s.real, data, signature))
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.verify(s.real, data, signature),
+            |s, r| self.op_outcome(s, r, true),
+        )
     }
 
     /// `C_VerifyFinal`.
     pub fn verify_final(&self, handle: u64, signature: &[u8]) -> Result<()> {
-        self.on_session(handle, |m, s| m.verify_final(s.real, signature))
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.verify_final(s.real, signature),
+            |s, r| self.op_outcome(s, r, true),
+        )
     }
 
-    /// `C_DigestKey`.
+    /// `C_DigestKey` (the key's value cannot be journalled: the digest is
+    /// lost in a failover).
     pub fn digest_key(&self, handle: u64, key: u64) -> Result<()> {
-        self.on_session(handle, |m, s| {
-            let key = self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?;
-            m.digest_key(s.real, key)
-        })
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| {
+                let real = self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?;
+                m.digest_key(s.real, real)?;
+                if self.ha {
+                    self.used(key);
+                    self.lose(s.journal.op_lose(lost::DIGEST_KEY));
+                }
+                Ok(())
+            },
+            |s, r| {
+                if r.is_err() {
+                    self.op_outcome(s, r, false);
+                }
+            },
+        )
     }
 
-    /// The dual-function updates.
+    /// The dual-function updates (two operations at once: not replayable).
     pub fn dual_update(
         &self,
         handle: u64,
         op: DualOp,
         input: &[u8],
-        out: Option<&mut [u8]>,
+        mut out: Option<&mut [u8]>,
     ) -> Result<usize> {
-        self.on_session(handle, |m, s| m.dual_update(s.real, op, input, out))
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| {
+                let n = m.dual_update(s.real, op, input, out.as_deref_mut())?;
+                if self.ha {
+                    self.lose(s.journal.op_lose(journal::TWO_OPERATIONS));
+                }
+                Ok(n)
+            },
+            |s, r| {
+                if r.is_err() {
+                    self.op_outcome(s, r, false);
+                }
+            },
+        )
     }
 
     /// `C_GenerateKey`.
@@ -1424,11 +2282,31 @@ impl<P: Platform> Engine<P> {
         mechanism: &Mechanism<'_>,
         template: &[Attr<'_>],
     ) -> Result<u64> {
-        self.on_session_indexed(handle, |m, s, index| {
-            let mechanism = self.real_mechanism(s, mechanism)?;
-            let real = m.generate_key(s.real, &mechanism, template)?;
-            self.adopt_new(s, index, real)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, index| {
+                let real_mech = self.real_mechanism(s, mechanism)?;
+                let real = m.generate_key(s.real, &real_mech, template)?;
+                let h = self.adopt_new(s, index, real)?;
+                if self.ha {
+                    self.objects.write().set_root(h, h);
+                }
+                self.journal_object(
+                    s,
+                    RecipeKind::GenerateKey,
+                    h,
+                    0,
+                    0,
+                    Some(mechanism),
+                    &[],
+                    template,
+                    &[],
+                );
+                Ok(h)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_GenerateKeyPair`.
@@ -1439,43 +2317,75 @@ impl<P: Platform> Engine<P> {
         public_template: &[Attr<'_>],
         private_template: &[Attr<'_>],
     ) -> Result<(u64, u64)> {
-        self.on_session_indexed(handle, |m, s, index| {
-            let mechanism = self.real_mechanism(s, mechanism)?;
-            let (public, private) =
-                m.generate_key_pair(s.real, &mechanism, public_template, private_template)?;
-            let public_v = match self.adopt_new(s, index, public) {
-                Ok(h) => h,
-                Err(e) => {
-                    let _ = m.destroy_object(s.real, private);
-                    return Err(e);
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, index| {
+                let real_mech = self.real_mechanism(s, mechanism)?;
+                let (public, private) =
+                    m.generate_key_pair(s.real, &real_mech, public_template, private_template)?;
+                let public_v = match self.adopt_new(s, index, public) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let _ = m.destroy_object(s.real, private);
+                        return Err(e);
+                    }
+                };
+                let private_v = match self.adopt_new(s, index, private) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        let _ = m.destroy_object(s.real, public);
+                        self.objects.write().remove(public_v);
+                        return Err(e);
+                    }
+                };
+                if self.ha {
+                    // Both halves come from one random key: using either
+                    // uses it.
+                    let mut objects = self.objects.write();
+                    objects.set_root(private_v, private_v);
+                    objects.set_root(public_v, private_v);
                 }
-            };
-            match self.adopt_new(s, index, private) {
-                Ok(private_v) => Ok((public_v, private_v)),
-                Err(e) => {
-                    let _ = m.destroy_object(s.real, public);
-                    self.objects.write().remove(public_v);
-                    Err(e)
-                }
-            }
-        })
+                self.journal_object(
+                    s,
+                    RecipeKind::GenerateKeyPair,
+                    public_v,
+                    private_v,
+                    0,
+                    Some(mechanism),
+                    &[],
+                    public_template,
+                    private_template,
+                );
+                Ok((public_v, private_v))
+            },
+            |_, _| {},
+        )
     }
 
-    /// `C_WrapKey`.
+    /// `C_WrapKey` (both keys count as used).
     pub fn wrap_key(
         &self,
         handle: u64,
         mechanism: &Mechanism<'_>,
         wrapping_key: u64,
         key: u64,
-        out: Option<&mut [u8]>,
+        mut out: Option<&mut [u8]>,
     ) -> Result<usize> {
-        self.on_session(handle, |m, s| {
-            let mechanism = self.real_mechanism(s, mechanism)?;
-            let wrapping = self.real_object(s, wrapping_key, Rv::WRAPPING_KEY_HANDLE_INVALID)?;
-            let key = self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?;
-            m.wrap_key(s.real, &mechanism, wrapping, key, out)
-        })
+        self.used(wrapping_key);
+        self.used(key);
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let mechanism = self.real_mechanism(s, mechanism)?;
+                let wrapping =
+                    self.real_object(s, wrapping_key, Rv::WRAPPING_KEY_HANDLE_INVALID)?;
+                let key = self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?;
+                m.wrap_key(s.real, &mechanism, wrapping, key, out.as_deref_mut())
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_UnwrapKey`.
@@ -1487,13 +2397,31 @@ impl<P: Platform> Engine<P> {
         wrapped: &[u8],
         template: &[Attr<'_>],
     ) -> Result<u64> {
-        self.on_session_indexed(handle, |m, s, index| {
-            let mechanism = self.real_mechanism(s, mechanism)?;
-            let unwrapping =
-                self.real_object(s, unwrapping_key, Rv::UNWRAPPING_KEY_HANDLE_INVALID)?;
-            let real = m.unwrap_key(s.real, &mechanism, unwrapping, wrapped, template)?;
-            self.adopt_new(s, index, real)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, index| {
+                let real_mech = self.real_mechanism(s, mechanism)?;
+                let unwrapping =
+                    self.real_object(s, unwrapping_key, Rv::UNWRAPPING_KEY_HANDLE_INVALID)?;
+                let real = m.unwrap_key(s.real, &real_mech, unwrapping, wrapped, template)?;
+                self.used(unwrapping_key);
+                let h = self.adopt_new(s, index, real)?;
+                self.journal_object(
+                    s,
+                    RecipeKind::Unwrap,
+                    h,
+                    0,
+                    unwrapping_key,
+                    Some(mechanism),
+                    wrapped,
+                    template,
+                    &[],
+                );
+                Ok(h)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_DeriveKey`.
@@ -1504,33 +2432,71 @@ impl<P: Platform> Engine<P> {
         base_key: u64,
         template: &[Attr<'_>],
     ) -> Result<u64> {
-        self.on_session_indexed(handle, |m, s, index| {
-            let mechanism = self.real_mechanism(s, mechanism)?;
-            let base = self.real_object(s, base_key, Rv::KEY_HANDLE_INVALID)?;
-            let real = m.derive_key(s.real, &mechanism, base, template)?;
-            self.adopt_new(s, index, real)
-        })
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, index| {
+                let real_mech = self.real_mechanism(s, mechanism)?;
+                let base = self.real_object(s, base_key, Rv::KEY_HANDLE_INVALID)?;
+                let real = m.derive_key(s.real, &real_mech, base, template)?;
+                self.used(base_key);
+                let h = self.adopt_new(s, index, real)?;
+                self.journal_object(
+                    s,
+                    RecipeKind::Derive,
+                    h,
+                    0,
+                    base_key,
+                    Some(mechanism),
+                    &[],
+                    template,
+                    &[],
+                );
+                Ok(h)
+            },
+            |_, _| {},
+        )
     }
 
     /// `C_SeedRandom`.
     pub fn seed_random(&self, handle: u64, seed: &[u8]) -> Result<()> {
-        self.on_session(handle, |m, s| m.seed_random(s.real, seed))
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| m.seed_random(s.real, seed),
+            |_, _| {},
+        )
     }
 
     /// `C_GenerateRandom`.
     pub fn generate_random(&self, handle: u64, out: &mut [u8]) -> Result<()> {
-        self.on_session(handle, |m, s| m.generate_random(s.real, out))
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| m.generate_random(s.real, out),
+            |_, _| {},
+        )
     }
 
     /// `C_GetFunctionStatus` (legacy: members answer
     /// `CKR_FUNCTION_NOT_PARALLEL`).
     pub fn function_status(&self, handle: u64) -> Result<()> {
-        self.on_session(handle, |m, s| m.function_status(s.real))
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| m.function_status(s.real),
+            |_, _| {},
+        )
     }
 
     /// `C_CancelFunction` (legacy, likewise).
     pub fn cancel_function(&self, handle: u64) -> Result<()> {
-        self.on_session(handle, |m, s| m.cancel_function(s.real))
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| m.cancel_function(s.real),
+            |_, _| {},
+        )
     }
 }
 

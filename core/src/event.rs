@@ -75,6 +75,32 @@ pub enum Event<'a> {
         /// What it answered.
         rv: Rv,
     },
+    /// PTK: the application did something that makes a session
+    /// unrecoverable; `desc` says what. Reported once per
+    /// `C_Initialize`/`C_Finalize`.
+    NotRecoverable {
+        /// What was done.
+        desc: &'a str,
+    },
+    /// PTK: a member failed and, with `ET_PTKC_HA_RECOVER_WAIT=YES`,
+    /// application threads are held while its recovery is attempted.
+    HsmDead,
+    /// A failed member answered again, with the right token: it takes new
+    /// sessions again.
+    MemberRecovered {
+        /// Zero-based member index.
+        hsm_idx: usize,
+        /// The member's own slot id.
+        hsm_slot_id: u64,
+    },
+    /// A failover rebuilt a session but not all of its state: the part named
+    /// is gone, and the application gets `rv` where it needs it.
+    RecoveryIncomplete {
+        /// What could not be rebuilt.
+        what: &'a str,
+        /// What the application is answered.
+        rv: Rv,
+    },
     /// A configuration item was rejected; `fallback` says what is used.
     BadConfig {
         /// The item's name.
@@ -91,10 +117,12 @@ impl Event<'_> {
     pub fn severity(&self) -> Severity {
         match self {
             Event::HsmFailure { .. }
+            | Event::HsmDead
             | Event::MemberDropped { .. }
-            | Event::MemberInconsistent { .. } => Severity::Error,
-            Event::BadConfig { .. } => Severity::Warning,
-            Event::MemberJoined { .. } => Severity::Info,
+            | Event::MemberInconsistent { .. }
+            | Event::RecoveryIncomplete { .. } => Severity::Error,
+            Event::BadConfig { .. } | Event::NotRecoverable { .. } => Severity::Warning,
+            Event::MemberJoined { .. } | Event::MemberRecovered { .. } => Severity::Info,
         }
     }
 }
@@ -136,6 +164,23 @@ impl fmt::Display for Event<'_> {
                 "HSM inconsistent hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}: {function} \
                  answered {rv} where the other HSMs succeeded; dropped"
             ),
+            Event::NotRecoverable { desc } => {
+                write!(f, "Session potentially not recoverable: {desc}")
+            }
+            // The seed's text has a non-breaking space and a space between
+            // "HSM" and "Failed" (a typesetting artefact); one space is used.
+            Event::HsmDead => f.write_str("Found HSM Dead:HSM Failed"),
+            Event::MemberRecovered {
+                hsm_idx,
+                hsm_slot_id,
+            } => write!(
+                f,
+                "HSM recovered hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}: takes new sessions again"
+            ),
+            Event::RecoveryIncomplete { what, rv } => write!(
+                f,
+                "Session recovery incomplete: {what} could not be rebuilt; the application gets {rv}"
+            ),
             Event::BadConfig {
                 key,
                 problem,
@@ -160,5 +205,18 @@ mod tests {
         write!(s, "{e}").unwrap();
         assert_eq!(s, "HSM Failure detected hsmIdx=1, hsmSlotId=1234");
         assert_eq!(e.severity(), Severity::Error);
+        s.clear();
+        let e = Event::NotRecoverable {
+            desc: "update data past the data length limit",
+        };
+        write!(s, "{e}").unwrap();
+        assert_eq!(
+            s,
+            "Session potentially not recoverable: update data past the data length limit"
+        );
+        assert_eq!(e.severity(), Severity::Warning);
+        s.clear();
+        write!(s, "{}", Event::HsmDead).unwrap();
+        assert_eq!(s, "Found HSM Dead:HSM Failed");
     }
 }

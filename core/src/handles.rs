@@ -79,6 +79,14 @@ pub enum ObjectKind {
     Session {
         /// Index of the owning session in the session table.
         owner: usize,
+        /// The randomly generated key this object's value comes from (itself
+        /// for a generated key, the private key for both halves of a pair,
+        /// the source's root for a copy), if any: such an object can be
+        /// re-created on another member only while that key was never used.
+        root: Option<u64>,
+        /// For a root: it was used in a cryptographic operation (or its
+        /// value read), so a re-created key would differ.
+        used: bool,
     },
     /// An object that lives on one member only and cannot be found on
     /// another (a session object of unknown origin, or a token object whose
@@ -258,10 +266,59 @@ where
         self.used -= 1;
     }
 
+    /// Marks the random key behind `handle` (if any) used. Returns whether
+    /// this changed it (the first use).
+    pub fn mark_used(&mut self, handle: u64) -> bool {
+        let root = match self.kind(handle) {
+            Some((ObjectKind::Session { root: Some(r), .. }, _)) => *r,
+            _ => return false,
+        };
+        let Some((i, _)) = self.entry(root) else {
+            return false;
+        };
+        match &mut self.entries[i].kind {
+            ObjectKind::Session { used, .. } if !*used => {
+                *used = true;
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Whether the random key behind `handle` was used (false for objects
+    /// with no random root, and when the root no longer exists: then the
+    /// object's recipe cannot run anyway).
+    pub fn root_used(&self, handle: u64) -> bool {
+        let Some((ObjectKind::Session { root: Some(r), .. }, _)) = self.kind(handle) else {
+            return false;
+        };
+        matches!(
+            self.kind(*r),
+            Some((ObjectKind::Session { used: true, .. }, _))
+        )
+    }
+
+    /// The random root of `handle`, if it has one.
+    pub fn root(&self, handle: u64) -> Option<u64> {
+        match self.kind(handle) {
+            Some((ObjectKind::Session { root, .. }, _)) => *root,
+            _ => None,
+        }
+    }
+
+    /// Sets the random root of a session object `handle`.
+    pub fn set_root(&mut self, handle: u64, new_root: u64) {
+        if let Some((i, _)) = self.entry(handle)
+            && let ObjectKind::Session { root, .. } = &mut self.entries[i].kind
+        {
+            *root = Some(new_root);
+        }
+    }
+
     /// Removes every session object owned by session table index `owner`.
     pub fn remove_owned_by(&mut self, owner: usize) {
         for i in 0..self.entries.len() {
-            if self.entries[i].kind == (ObjectKind::Session { owner }) {
+            if matches!(self.entries[i].kind, ObjectKind::Session { owner: o, .. } if o == owner) {
                 let handle = encode(i, self.entries[i].generation);
                 self.remove(handle);
             }
@@ -431,6 +488,28 @@ mod tests {
     }
 
     #[test]
+    fn a_random_root_is_marked_used_through_its_copies() {
+        let mut e: [ObjectEntry; 4] = Default::default();
+        let mut ix = [IndexSlot::default(); 8];
+        let mut t = table(&mut e, &mut ix);
+        let kind = ObjectKind::Session {
+            owner: 0,
+            root: None,
+            used: false,
+        };
+        let key = t.insert(0, kind.clone(), 0, 1).unwrap();
+        t.set_root(key, key);
+        let copy = t.insert(0, kind.clone(), 0, 2).unwrap();
+        t.set_root(copy, key);
+        let plain = t.insert(0, kind, 0, 3).unwrap();
+        assert!(!t.root_used(copy) && !t.root_used(key));
+        assert!(t.mark_used(copy), "the first use");
+        assert!(!t.mark_used(key), "already used");
+        assert!(t.root_used(key) && t.root_used(copy));
+        assert!(!t.mark_used(plain) && !t.root_used(plain));
+    }
+
+    #[test]
     fn oldest_member_mapping_is_evicted() {
         let mut e: [ObjectEntry; 2] = Default::default();
         let mut ix = [IndexSlot::default(); 16];
@@ -456,7 +535,18 @@ mod tests {
             label: None,
         };
         let tok = t.insert(0, ObjectKind::Token(id.clone()), 0, 1).unwrap();
-        let s = t.insert(0, ObjectKind::Session { owner: 3 }, 0, 2).unwrap();
+        let s = t
+            .insert(
+                0,
+                ObjectKind::Session {
+                    owner: 3,
+                    root: None,
+                    used: false,
+                },
+                0,
+                2,
+            )
+            .unwrap();
         assert_eq!(t.find_identity(0, &id), Some(tok));
         assert_eq!(t.find_identity(1, &id), None);
         t.remove_owned_by(3);

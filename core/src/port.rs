@@ -21,6 +21,11 @@ pub trait Platform: 'static {
     type Lock: RawLock;
     /// Where events go.
     type Events: Events;
+    /// Monotonic time, for the recovery schedule.
+    type Clock: Clock;
+    /// One session's journal buffer (HA mode): a host hands out chunks of
+    /// one lazily committed arena, a firmware `&'static mut [u8]`.
+    type Journal: core::ops::DerefMut<Target = [u8]> + Send + Sync + 'static;
     /// Storage for the engine's fixed-capacity tables. A host uses
     /// `Box<[T]>`, allocated once at `C_Initialize`; a firmware uses
     /// `&'static mut [T]` carved out of statics. The capacity of each table
@@ -60,6 +65,12 @@ pub unsafe trait RawLock: Send + Sync {
 pub trait Events: Send + Sync {
     /// Records one event.
     fn event(&self, event: &Event<'_>);
+}
+
+/// Monotonic milliseconds (any epoch).
+pub trait Clock: Send + Sync {
+    /// Milliseconds since an arbitrary, fixed point; never decreases.
+    fn now_ms(&self) -> u64;
 }
 
 /// A PKCS#11 version.
@@ -414,4 +425,11 @@ pub trait Member: Send + Sync + 'static {
     fn generate_random(&self, session: u64, out: &mut [u8]) -> Result<()>;
     fn function_status(&self, session: u64) -> Result<()>;
     fn cancel_function(&self, session: u64) -> Result<()>;
+
+    /// Brings a failed member back before its token is checked again
+    /// (reconnect a remote member; re-initialise a module none of whose
+    /// slots is in service). The default does nothing.
+    fn reconnect(&self) -> Result<()> {
+        Ok(())
+    }
 }

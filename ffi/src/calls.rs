@@ -35,8 +35,8 @@ fn copy_padded<const N: usize>(dst: &mut [u8; N], src: &[u8]) {
 
 pub(crate) unsafe fn initialize(args: *mut c_void) -> Result<()> {
     // SAFETY: args is NULL or a CK_C_INITIALIZE_ARGS (module contract).
-    let locking = unsafe { runtime::locking_from(args) }?;
-    runtime::initialize(locking)
+    let args = unsafe { runtime::init_args(args) }?;
+    runtime::initialize(args)
 }
 
 pub(crate) unsafe fn finalize(reserved: *mut c_void) -> Result<()> {

@@ -1,5 +1,6 @@
 //! The Linux host platform: members are module slots (behind an inert
-//! fault plan that tests can arm), storage is boxed
+//! fault plan that tests can arm), journals are chunks of one lazily
+//! committed arena, storage is boxed
 //! slices allocated once at `C_Initialize`, locks are futexes or the
 //! application's own mutex callbacks, events go to stderr.
 
@@ -11,7 +12,9 @@ use cryptoki_sys::*;
 use p11ha_adapters::fault::Faulty;
 use p11ha_adapters::module::ModuleMember;
 use p11ha_core::event::{Event, Severity};
-use p11ha_core::port::{Events, Platform, RawLock};
+use p11ha_core::port::{Clock, Events, Platform, RawLock};
+
+use crate::halog::HaLog;
 
 /// The platform of `libp11ha.so`.
 pub struct Host;
@@ -22,7 +25,125 @@ impl Platform for Host {
     type Member = Faulty<ModuleMember>;
     type Lock = HostLock;
     type Events = HostEvents;
+    type Clock = HostClock;
+    type Journal = ArenaChunk;
     type Store<T: Send + Sync + 'static> = Box<[T]>;
+}
+
+/// Monotonic milliseconds since the library was initialised.
+pub struct HostClock(std::time::Instant);
+
+impl HostClock {
+    /// A clock starting now.
+    pub fn new() -> Self {
+        HostClock(std::time::Instant::now())
+    }
+}
+
+impl Default for HostClock {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl Clock for HostClock {
+    fn now_ms(&self) -> u64 {
+        self.0.elapsed().as_millis() as u64
+    }
+}
+
+/// The journal buffers of every session, in one zeroed allocation. A large
+/// zeroed allocation is mapped, not written, so a session's pages take
+/// memory only once its journal writes them.
+pub struct Arena {
+    ptr: std::ptr::NonNull<u8>,
+    layout: std::alloc::Layout,
+    chunk: usize,
+}
+
+// SAFETY: the arena is plain memory; the chunks handed out are disjoint.
+unsafe impl Send for Arena {}
+// SAFETY: as above; the arena itself is never read or written through &Arena.
+unsafe impl Sync for Arena {}
+
+impl Arena {
+    /// `count` chunks of `chunk` bytes; `None` if that much cannot be had.
+    pub fn new(count: usize, chunk: usize) -> Option<Arena> {
+        let size = count.checked_mul(chunk)?;
+        if size == 0 {
+            return Some(Arena {
+                ptr: std::ptr::NonNull::dangling(),
+                layout: std::alloc::Layout::new::<()>(),
+                chunk,
+            });
+        }
+        let layout = std::alloc::Layout::from_size_align(size, 4096).ok()?;
+        // SAFETY: layout has a non-zero size.
+        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
+        Some(Arena { ptr, layout, chunk })
+    }
+
+    /// The `i`th chunk.
+    ///
+    /// # Safety
+    /// Each index is taken at most once, and every chunk is dropped before
+    /// the arena (the runtime drops the engine, which holds the chunks,
+    /// first).
+    pub unsafe fn chunk(&self, i: usize) -> ArenaChunk {
+        let len = if self.layout.size() == 0 {
+            0
+        } else {
+            self.chunk
+        };
+        ArenaChunk {
+            // SAFETY: i * chunk + chunk <= size for the indices the runtime
+            // uses (fewer than count); for an empty arena nothing is offset.
+            ptr: unsafe { self.ptr.as_ptr().add(i * len) },
+            len,
+        }
+    }
+}
+
+impl Drop for Arena {
+    fn drop(&mut self) {
+        if self.layout.size() != 0 {
+            // SAFETY: allocated by alloc_zeroed with this layout.
+            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        }
+    }
+}
+
+/// One session's journal buffer inside the [`Arena`].
+pub struct ArenaChunk {
+    ptr: *mut u8,
+    len: usize,
+}
+
+// SAFETY: a chunk is exclusive memory (chunks are disjoint), used under its
+// session's lock.
+unsafe impl Send for ArenaChunk {}
+// SAFETY: as above; shared references only read it through Deref.
+unsafe impl Sync for ArenaChunk {}
+
+impl std::ops::Deref for ArenaChunk {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        if self.len == 0 {
+            return &[];
+        }
+        // SAFETY: ptr..ptr+len is this chunk's part of the live arena.
+        unsafe { std::slice::from_raw_parts(self.ptr, self.len) }
+    }
+}
+
+impl std::ops::DerefMut for ArenaChunk {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        if self.len == 0 {
+            return &mut [];
+        }
+        // SAFETY: as above, and &mut self makes this the only reference.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr, self.len) }
+    }
 }
 
 /// A futex-based mutex: uncontended lock and unlock are one atomic
@@ -201,13 +322,19 @@ impl Drop for HostLock {
     }
 }
 
-/// Where events go on a host: warnings and errors to stderr (until the HA
-/// log exists, which writes every event to a file).
-pub struct HostEvents;
+/// Where events go on a host: in HA mode every event to the HA log; in
+/// the other modes warnings and errors to stderr.
+pub struct HostEvents {
+    /// The HA log (HA mode).
+    pub log: Option<HaLog>,
+}
 
 impl Events for HostEvents {
     fn event(&self, event: &Event<'_>) {
-        report(event);
+        match &self.log {
+            Some(log) => log.write(event),
+            None => report(event),
+        }
     }
 }
 

@@ -9,10 +9,12 @@
 //! - [`calls`]: their bodies;
 //! - [`args`]: the only place raw pointers become references;
 //! - [`runtime`]: the process-wide engine and its life cycle;
-//! - [`host`]: the Linux platform (futex locks, stderr events).
+//! - [`host`]: the Linux platform (futex locks, the journal arena, events);
+//! - [`halog`]: the HA log file.
 
 mod args;
 mod calls;
 pub mod exports;
+pub mod halog;
 pub mod host;
 pub mod runtime;

@@ -9,20 +9,22 @@
 
 use std::collections::HashSet;
 use std::ffi::c_void;
-use std::sync::atomic::{AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
+use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use cryptoki_sys::*;
 use p11ha_adapters::module::Module;
 use p11ha_core::ck::{Rv, flags};
-use p11ha_core::config::Config;
+use p11ha_core::config::{Config, Mode};
 use p11ha_core::engine::{MemberSlot, SessionSlot, SlotSlot, Storage};
-use p11ha_core::event::Event;
+use p11ha_core::event::{Event, Severity};
 use p11ha_core::handles::{IndexSlot, ObjectEntry};
+use p11ha_core::journal::Journal;
 use p11ha_core::{Engine, Error, Result};
 
-use crate::host::{AppMutexes, Host, HostEvents, Locking, report};
+use crate::halog::HaLog;
+use crate::host::{AppMutexes, Arena, Host, HostClock, HostEvents, Locking, report};
 
 /// Capacities of the host build, fixed at build time. Memory is allocated
 /// once, at `C_Initialize`.
@@ -37,15 +39,48 @@ pub mod capacity {
     pub const SLOTS: usize = 64;
     /// The largest configuration file read, in bytes.
     pub const CONFIG_FILE: u64 = 1 << 20;
+    /// HA mode: the most Update data kept per operation (the data length
+    /// limit; `P11HA_HA_UPDATE_LIMIT` may lower it).
+    pub const UPDATE_LIMIT: usize = 64 * 1024;
+    /// HA mode: the rest of a session's journal (recipes of session
+    /// objects, the search template and results, the mechanism parameter).
+    pub const JOURNAL: p11ha_core::journal::Layout = p11ha_core::journal::Layout::HOST;
 }
 
 /// The live state of one `C_Initialize`.
 pub struct Runtime {
-    /// The engine.
+    /// The engine. Declared first: it is dropped before the arena its
+    /// journals point into.
     pub engine: Engine<Host>,
+    _arena: Arena,
     modules: Vec<Arc<Module>>,
     /// (module index, slot id) pairs already taken as members.
     taken: Mutex<HashSet<(usize, u64)>>,
+    recovery: Recovery,
+}
+
+/// How failed members are brought back (HA mode).
+enum Recovery {
+    /// Never (not HA mode, or `ET_PTKC_HA_RECOVER_DELAY=0`).
+    Off,
+    /// A background thread tries after the delay.
+    Thread {
+        stop: Arc<(Mutex<bool>, Condvar)>,
+        thread: Option<std::thread::JoinHandle<()>>,
+    },
+    /// Application threads try when they enter the library after the delay
+    /// (`ET_PTKC_HA_RECOVER_WAIT=YES`, which also holds the others off; or
+    /// an application that forbids p11ha its own threads).
+    Inline { hold: bool, gate: Gate },
+}
+
+/// Holds application threads off while one of them tries to recover a
+/// member.
+#[derive(Default)]
+struct Gate {
+    holding: AtomicBool,
+    lock: Mutex<()>,
+    cv: Condvar,
 }
 
 static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
@@ -78,14 +113,23 @@ pub fn with<T>(f: impl FnOnce(&Runtime) -> Result<T>) -> Result<T> {
     // SAFETY: p was published by initialize() from a Box and is freed only
     // by finalize(), after it unpublished p and saw IN_FLIGHT reach zero;
     // this call was counted in flight before it loaded p.
-    f(unsafe { &*p })
+    let rt = unsafe { &*p };
+    if let Recovery::Inline { hold, gate } = &rt.recovery {
+        rt.recover_inline(*hold, gate);
+    }
+    f(rt)
 }
 
 /// Reads the configuration: the file named by `P11HA_CONF` first, then the
-/// environment, which wins. Problems go to stderr.
-pub fn load_config() -> Config {
+/// environment, which wins. Problems go to stderr, and are returned for the
+/// HA log.
+pub fn load_config() -> (Config, Vec<String>) {
     let mut cfg = Config::default();
-    let mut sink = |e: &Event<'_>| report(e);
+    let mut problems = Vec::new();
+    let mut sink = |e: &Event<'_>| {
+        report(e);
+        problems.push(e.to_string());
+    };
     if let Some(path) = std::env::var_os("P11HA_CONF") {
         match read_limited(&path) {
             Ok(text) => cfg.apply_file(&text, &mut sink),
@@ -110,7 +154,7 @@ pub fn load_config() -> Config {
             }),
         }
     }
-    cfg
+    (cfg, problems)
 }
 
 fn read_limited(path: &std::ffi::OsStr) -> std::result::Result<String, &'static str> {
@@ -123,14 +167,26 @@ fn read_limited(path: &std::ffi::OsStr) -> std::result::Result<String, &'static 
     Ok(text)
 }
 
+/// What `C_Initialize`'s arguments ask of p11ha.
+pub struct InitArgs {
+    /// How to lock.
+    pub locking: Locking,
+    /// Whether p11ha may start threads of its own
+    /// (`CKF_LIBRARY_CANT_CREATE_OS_THREADS` not set).
+    pub threads: bool,
+}
+
 /// `C_Initialize`'s arguments, checked as PKCS#11 says.
 ///
 /// # Safety
 /// `args` is NULL or points at a readable `CK_C_INITIALIZE_ARGS`.
-pub unsafe fn locking_from(args: *const c_void) -> Result<Locking> {
+pub unsafe fn init_args(args: *const c_void) -> Result<InitArgs> {
     // SAFETY: NULL or readable by the caller's contract.
     let Some(args) = (unsafe { (args as *const CK_C_INITIALIZE_ARGS).as_ref() }) else {
-        return Ok(Locking::Os);
+        return Ok(InitArgs {
+            locking: Locking::Os,
+            threads: true,
+        });
     };
     if !args.pReserved.is_null() {
         return Err(Error::Rv(Rv::ARGUMENTS_BAD));
@@ -145,23 +201,60 @@ pub unsafe fn locking_from(args: *const c_void) -> Result<Locking> {
         return Err(Error::Rv(Rv::ARGUMENTS_BAD));
     }
     let os_ok = args.flags & CKF_OS_LOCKING_OK != 0;
-    Ok(match AppMutexes::from_args(args) {
+    let locking = match AppMutexes::from_args(args) {
         // Callbacks without OS locking: PKCS#11 says the library must use
         // them.
         Some(calls) if !os_ok => Locking::App(calls),
         // Either may be used, or the application is single-threaded: p11ha
         // always locks (its own members are called from many threads).
         _ => Locking::Os,
+    };
+    Ok(InitArgs {
+        locking,
+        threads: args.flags & CKF_LIBRARY_CANT_CREATE_OS_THREADS == 0,
     })
 }
 
 /// `C_Initialize`.
-pub fn initialize(locking: Locking) -> Result<()> {
+pub fn initialize(args: InitArgs) -> Result<()> {
     let _life = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
     if !RUNTIME.load(Ordering::SeqCst).is_null() {
         return Err(Error::Rv(Rv::CRYPTOKI_ALREADY_INITIALIZED));
     }
-    let config = load_config();
+    let (config, problems) = load_config();
+    let ha = config.mode == Mode::Ha;
+    let log = ha.then(|| {
+        let (log, trouble) = HaLog::open(&config.log_file, &config.log_name);
+        if let Some(trouble) = trouble {
+            let e = Event::BadConfig {
+                key: "ET_PTKC_HA_LOG_FILE",
+                problem: &trouble,
+                fallback: "the HA log goes to syslog",
+            };
+            report(&e);
+            log.write(&e);
+        }
+        for p in &problems {
+            log.write_line(Severity::Warning, p);
+        }
+        log
+    });
+    let limit = match config.update_limit {
+        Some(n) if n > capacity::UPDATE_LIMIT => {
+            let e = Event::BadConfig {
+                key: "P11HA_HA_UPDATE_LIMIT",
+                problem: "more than this build keeps (65536 bytes)",
+                fallback: "65536 bytes are kept",
+            };
+            report(&e);
+            if let Some(log) = &log {
+                log.write(&e);
+            }
+            capacity::UPDATE_LIMIT
+        }
+        Some(n) => n,
+        None => capacity::UPDATE_LIMIT,
+    };
     let mut modules = Vec::new();
     for path in &config.modules {
         let loaded = Module::load(path).map_err(|e| e.to_string());
@@ -188,23 +281,85 @@ pub fn initialize(locking: Locking) -> Result<()> {
             fallback: "there are no slots",
         });
     }
-    let storage = storage(locking)?;
+    // Journals only in HA mode: elsewhere every session gets an empty one.
+    let chunk = if ha {
+        capacity::JOURNAL.fixed() + limit
+    } else {
+        0
+    };
+    let arena = Arena::new(capacity::SESSIONS, chunk).ok_or(Error::Rv(Rv::HOST_MEMORY))?;
+    let storage = storage(args.locking, &arena, limit)?;
     let seed = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64)
         ^ u64::from(std::process::id());
-    let engine = Engine::new(config, storage, HostEvents, seed)?;
-    let runtime = Runtime {
+    let recovery = match (
+        ha,
+        config.recover_delay(),
+        config.recover_wait,
+        args.threads,
+    ) {
+        (true, Some(_), false, true) => Recovery::Thread {
+            stop: Arc::new((Mutex::new(false), Condvar::new())),
+            thread: None,
+        },
+        (true, Some(_), hold, _) => Recovery::Inline {
+            hold,
+            gate: Gate::default(),
+        },
+        _ => Recovery::Off,
+    };
+    let engine = Engine::new(config, storage, HostEvents { log }, HostClock::new(), seed)?;
+    let mut runtime = Box::new(Runtime {
         engine,
+        _arena: arena,
         modules,
         taken: Mutex::new(HashSet::new()),
-    };
+        recovery,
+    });
     runtime.rescan();
-    RUNTIME.store(Box::into_raw(Box::new(runtime)), Ordering::SeqCst);
+    if let Recovery::Thread { stop, thread } = &mut runtime.recovery {
+        let period = runtime
+            .engine
+            .config()
+            .recover_delay()
+            .map_or(1000, |d| (d / 4).clamp(10, 1000));
+        let stop = stop.clone();
+        *thread = std::thread::Builder::new()
+            .name("p11ha-recovery".into())
+            .spawn(move || recovery_thread(stop, Duration::from_millis(period)))
+            .ok();
+    }
+    RUNTIME.store(Box::into_raw(runtime), Ordering::SeqCst);
     Ok(())
 }
 
-fn storage(locking: Locking) -> Result<Storage<Host>> {
+/// Tries to bring failed members back, every `period`, until told to stop.
+fn recovery_thread(stop: Arc<(Mutex<bool>, Condvar)>, period: Duration) {
+    let (lock, cv) = &*stop;
+    let mut stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+    while !*stopped {
+        drop(stopped);
+        // Through with(): counted in flight, so C_Finalize waits for an
+        // attempt in progress; after C_Finalize it answers not initialised.
+        let _ = with(|rt| {
+            let now = rt.engine.now_ms();
+            if rt.engine.recovery_due(now) {
+                rt.engine.recover(now);
+            }
+            Ok(())
+        });
+        stopped = lock.lock().unwrap_or_else(|e| e.into_inner());
+        if !*stopped {
+            stopped = cv
+                .wait_timeout(stopped, period)
+                .unwrap_or_else(|e| e.into_inner())
+                .0;
+        }
+    }
+}
+
+fn storage(locking: Locking, arena: &Arena, limit: usize) -> Result<Storage<Host>> {
     let lock = || locking.make().ok_or(Error::Rv(Rv::CANT_LOCK));
     Ok(Storage {
         members: (0..capacity::MEMBERS).map(|_| MemberSlot::new()).collect(),
@@ -212,7 +367,12 @@ fn storage(locking: Locking) -> Result<Storage<Host>> {
             .map(|_| lock().map(SlotSlot::new))
             .collect::<Result<_>>()?,
         sessions: (0..capacity::SESSIONS)
-            .map(|_| lock().map(SessionSlot::new))
+            .map(|i| {
+                // SAFETY: each index is taken once; the chunks live in the
+                // engine, which the runtime drops before the arena.
+                let chunk = unsafe { arena.chunk(i) };
+                lock().map(|l| SessionSlot::new(l, Journal::new(chunk, capacity::JOURNAL, limit)))
+            })
             .collect::<Result<_>>()?,
         objects: (0..capacity::OBJECTS)
             .map(|_| ObjectEntry::default())
@@ -235,7 +395,14 @@ pub fn finalize() -> Result<()> {
     }
     // SAFETY: p came from Box::into_raw in initialize(); it is unpublished
     // and no call is in flight, so this is the only reference.
-    let runtime = unsafe { Box::from_raw(p) };
+    let mut runtime = unsafe { Box::from_raw(p) };
+    if let Recovery::Thread { stop, thread } = &mut runtime.recovery {
+        *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        stop.1.notify_all();
+        if let Some(t) = thread.take() {
+            let _ = t.join();
+        }
+    }
     runtime.engine.close_everything();
     // Dropping the engine drops its members; the modules are finalised and
     // unloaded when the last reference to each goes.
@@ -244,6 +411,39 @@ pub fn finalize() -> Result<()> {
 }
 
 impl Runtime {
+    /// Inline recovery (see [`Recovery::Inline`]): the first thread to see
+    /// a recovery due makes the attempt; with `hold`, it logs PTK's "Found
+    /// HSM Dead:HSM Failed" and every other thread entering the library
+    /// waits until the attempt is over.
+    fn recover_inline(&self, hold: bool, gate: &Gate) {
+        if gate.holding.load(Ordering::Acquire) {
+            if hold {
+                let mut g = gate.lock.lock().unwrap_or_else(|e| e.into_inner());
+                while gate.holding.load(Ordering::Acquire) {
+                    g = gate.cv.wait(g).unwrap_or_else(|e| e.into_inner());
+                }
+            }
+            return;
+        }
+        let now = self.engine.now_ms();
+        if !self.engine.recovery_due(now)
+            || gate
+                .holding
+                .compare_exchange(false, true, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return;
+        }
+        if hold {
+            use p11ha_core::port::Events;
+            self.engine.events().event(&Event::HsmDead);
+        }
+        self.engine.recover(now);
+        let _g = gate.lock.lock().unwrap_or_else(|e| e.into_inner());
+        gate.holding.store(false, Ordering::Release);
+        gate.cv.notify_all();
+    }
+
     /// Offers the engine every slot of every module not taken yet (new
     /// tokens, or slots that appeared since the last look).
     pub fn rescan(&self) {
