@@ -64,9 +64,10 @@ pub enum Call {
     GenerateRandom,
     FunctionStatus,
     CancelFunction,
+    CloseAllSessions,
 }
 
-const CALLS: [(&str, Call); 41] = [
+const CALLS: [(&str, Call); 42] = [
     ("any", Call::Any),
     ("slot_info", Call::SlotInfo),
     ("token_info", Call::TokenInfo),
@@ -108,6 +109,7 @@ const CALLS: [(&str, Call); 41] = [
     ("generate_random", Call::GenerateRandom),
     ("function_status", Call::FunctionStatus),
     ("cancel_function", Call::CancelFunction),
+    ("close_all_sessions", Call::CloseAllSessions),
 ];
 
 impl Call {
@@ -386,6 +388,11 @@ impl<M: Member> Member for Faulty<M> {
         fn generate_random(&self, session: u64, out: &mut [u8]) -> Result<()> = GenerateRandom;
         fn function_status(&self, session: u64) -> Result<()> = FunctionStatus;
         fn cancel_function(&self, session: u64) -> Result<()> = CancelFunction;
+        fn close_all_sessions(&self) -> Result<()> = CloseAllSessions;
+    }
+
+    fn reconnect(&self) -> Result<()> {
+        self.inner.reconnect()
     }
 }
 

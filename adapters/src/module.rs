@@ -490,6 +490,10 @@ impl Member for ModuleMember {
         call!(self, C_CloseSession(h(session)?))
     }
 
+    fn close_all_sessions(&self) -> Result<()> {
+        call!(self, C_CloseAllSessions(self.slot))
+    }
+
     fn session_info(&self, session: u64) -> Result<SessionInfo> {
         let mut i = CK_SESSION_INFO {
             slotID: 0,

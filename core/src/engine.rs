@@ -125,6 +125,26 @@ struct MemberEntry<M> {
     /// Counts the member's failures: an anchor opened in an earlier epoch
     /// died with the member.
     epoch: AtomicU32,
+    /// Session calls inside the member now. Recovery closes the sessions
+    /// p11ha abandoned on a failed member only when this is zero, since a
+    /// module may crash if a session closes under a call in flight.
+    in_flight: AtomicU32,
+}
+
+/// Counts a call in flight on a member while it lives.
+struct Busy<'a>(&'a AtomicU32);
+
+impl<'a> Busy<'a> {
+    fn new(counter: &'a AtomicU32) -> Self {
+        counter.fetch_add(1, Ordering::AcqRel);
+        Busy(counter)
+    }
+}
+
+impl Drop for Busy<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// Storage for one virtual slot.
@@ -160,10 +180,15 @@ struct Login {
     protected: bool,
     /// The PIN could not be kept (longer than p11ha keeps).
     pin_lost: bool,
-    /// Per member index: the session that holds the application's login on
-    /// that member (0: none), and the member's epoch when it was opened.
+    /// Per member index: p11ha's own session on that member (0: none), and
+    /// the member's epoch when it was opened. It is kept open for as long
+    /// as the member serves: it holds the application's login, and a token
+    /// with no session left may renumber its objects (SoftHSM does, as
+    /// PKCS#11 allows), which would make p11ha's handle mappings wrong.
     anchors: [u64; MAX_MEMBERS],
     anchor_epochs: [u32; MAX_MEMBERS],
+    /// Bit i set: member i's anchor is logged in as `user`.
+    logged_in: u32,
 }
 
 impl Login {
@@ -175,6 +200,7 @@ impl Login {
             pin_lost: false,
             anchors: [0; MAX_MEMBERS],
             anchor_epochs: [0; MAX_MEMBERS],
+            logged_in: 0,
         }
     }
 }
@@ -206,6 +232,7 @@ impl<L: crate::port::RawLock, J: core::ops::DerefMut<Target = [u8]>> SessionSlot
                     lost_op: false,
                     lost_find: false,
                     state_restored: false,
+                    epoch: 0,
                     journal,
                 },
             ),
@@ -230,6 +257,10 @@ struct Session<J> {
     lost_find: bool,
     /// `C_SetOperationState` restored state the journal does not know.
     state_restored: bool,
+    /// The member's epoch when the session was placed on it: if the member
+    /// failed since, the real session is gone (its handle may even have
+    /// been reused) and must not be used again.
+    epoch: u32,
     journal: Journal<J>,
 }
 
@@ -446,9 +477,15 @@ impl<P: Platform> Engine<P> {
             up: AtomicBool::new(true),
             sessions: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
+            in_flight: AtomicU32::new(0),
         });
         self.member_count.store(index + 1, Ordering::Release);
         let vslot = self.vslot(slot);
+        if self.config.mode.is_virtual() {
+            let mut login = self.slots[slot].login.lock();
+            // Best effort: a member that refuses now gets one when needed.
+            let _ = self.anchor(&mut login, index);
+        }
         vslot.members.fetch_or(1 << index, Ordering::AcqRel);
         self.events.event(&Event::MemberJoined {
             hsm_idx: index,
@@ -487,6 +524,13 @@ impl<P: Platform> Engine<P> {
     /// Whether member `index` is in service.
     pub fn member_up(&self, index: usize) -> bool {
         index < self.member_count() && self.member(index).up.load(Ordering::Acquire)
+    }
+
+    /// Whether session `s` can no longer use its real session: it has no
+    /// member, or its member failed since it was placed there.
+    fn stale(&self, s: &Session<P::Journal>) -> bool {
+        let m = self.member(s.member);
+        s.orphan || !m.up.load(Ordering::Acquire) || s.epoch != m.epoch.load(Ordering::Acquire)
     }
 
     /// What an operator (or a test) sees of member `index`.
@@ -664,10 +708,11 @@ impl<P: Platform> Engine<P> {
     }
 
     /// Tries to bring back every failed member whose delay has passed: it
-    /// is reconnected (the adapter's business) and, if its token answers
-    /// with the slot's label, takes new sessions again. A member that does
-    /// not come back is tried again a delay later. Returns how many came
-    /// back.
+    /// is reconnected (the adapter's business); if its token answers with
+    /// the slot's label, the sessions p11ha abandoned there are closed and
+    /// it takes new sessions again. A member with a call still in flight
+    /// (one that hung when it failed) is left for the next try, as is one
+    /// that does not come back. Returns how many came back.
     pub fn recover(&self, now: u64) -> usize {
         let Some(delay) = self.config.recover_delay() else {
             return 0;
@@ -687,12 +732,32 @@ impl<P: Platform> Engine<P> {
         let mut back = 0;
         for m in due {
             let entry = self.member(m);
+            if entry.in_flight.load(Ordering::Acquire) != 0 {
+                continue;
+            }
             let label = self.vslot(entry.slot).label;
             let answer = entry
                 .member
                 .reconnect()
                 .and_then(|()| entry.member.token_info());
-            if matches!(answer, Ok(info) if info.label == label) {
+            if !matches!(answer, Ok(info) if info.label == label) {
+                continue;
+            }
+            let cleaned = {
+                // Anchors are only used under this lock: none is in use.
+                let mut login = self.slots[entry.slot].login.lock();
+                // The sessions p11ha abandoned go, and with them the handle
+                // numbers the member gave its objects.
+                entry.member.close_all_sessions().and_then(|()| {
+                    self.objects.write().forget_member(m);
+                    self.anchor(&mut login, m)?;
+                    match login.user {
+                        Some(_) => self.log_in_member(&mut login, m),
+                        None => Ok(()),
+                    }
+                })
+            };
+            if cleaned.is_ok() {
                 self.recovery.lock().failed_at[m] = u64::MAX;
                 entry.up.store(true, Ordering::Release);
                 self.events.event(&Event::MemberRecovered {
@@ -942,7 +1007,11 @@ impl<P: Platform> Engine<P> {
     ) -> Result<T> {
         let mut failovers = 0;
         loop {
-            if s.orphan || !self.member(s.member).up.load(Ordering::Acquire) {
+            // Counted before the member's state is read, so that recovery
+            // (which waits for zero) never closes a session under this call.
+            let busy = Busy::new(&self.member(s.member).in_flight);
+            if self.stale(s) {
+                drop(busy);
                 if !self.ha || failovers > MAX_MEMBERS {
                     return Err(Error::Rv(Rv::DEVICE_ERROR));
                 }
@@ -952,6 +1021,7 @@ impl<P: Platform> Engine<P> {
             self.state_lost(s, uses)?;
             let m = s.member;
             let real = s.real;
+            let _busy = Busy::new(&self.member(m).in_flight);
             let r = f(&self.member(m).member, s, index);
             if let Err(e) = &r
                 && self.config.mode.is_virtual()
@@ -1062,6 +1132,7 @@ impl<P: Platform> Engine<P> {
         state.lost_op = false;
         state.lost_find = false;
         state.state_restored = false;
+        state.epoch = self.member(member).epoch.load(Ordering::Acquire);
         state.journal.clear();
         self.member(member).sessions.fetch_add(1, Ordering::AcqRel);
         handles::encode(index, state.generation)
@@ -1108,6 +1179,7 @@ impl<P: Platform> Engine<P> {
             let Ok(m) = self.pick_member(s.slot) else {
                 return Err(Error::Rv(Rv::DEVICE_ERROR));
             };
+            let _busy = Busy::new(&self.member(m).in_flight);
             let member = &self.member(m).member;
             let real = match member.open_session(s.flags) {
                 Ok(real) => real,
@@ -1126,6 +1198,7 @@ impl<P: Platform> Engine<P> {
                     self.member(m).sessions.fetch_add(1, Ordering::AcqRel);
                     s.member = m;
                     s.real = real;
+                    s.epoch = self.member(m).epoch.load(Ordering::Acquire);
                     s.orphan = false;
                     return Ok(());
                 }
@@ -1305,7 +1378,7 @@ impl<P: Platform> Engine<P> {
     fn close_locked(&self, index: usize, mut s: SessionGuard<'_, P>) {
         if !s.orphan {
             let entry = self.member(s.member);
-            if entry.up.load(Ordering::Acquire) {
+            if !self.stale(&s) {
                 let r = entry.member.close_session(s.real);
                 let _ = self.check(s.member, None, r);
             }
@@ -1471,15 +1544,13 @@ impl<P: Platform> Engine<P> {
             match self.member(m).member.login(anchor, user_type, pin) {
                 Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => {
                     answered = Some(m);
+                    login.logged_in |= 1 << m;
                     break;
                 }
                 Err(e) if self.failed(m, Some(anchor), &e) => {
                     self.member_failed(m, e.rv());
                 }
-                Err(e) => {
-                    self.close_anchor(&mut login, m);
-                    return Err(e);
-                }
+                Err(e) => return Err(e),
             }
         }
         let first = answered.ok_or(Error::Rv(Rv::DEVICE_ERROR))?;
@@ -1519,7 +1590,10 @@ impl<P: Platform> Engine<P> {
             Some(login.pin.get())
         };
         match self.check(m, Some(anchor), entry.member.login(anchor, user_type, pin)) {
-            Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => Ok(()),
+            Ok(()) | Err(Error::Rv(Rv::USER_ALREADY_LOGGED_IN)) => {
+                login.logged_in |= 1 << m;
+                Ok(())
+            }
             Err(e) => {
                 if self.member_up(m) {
                     self.inconsistent(m, "C_Login", e.rv());
@@ -1532,7 +1606,8 @@ impl<P: Platform> Engine<P> {
     /// Opening a session on member `m`: if the application is logged in on
     /// the slot and `m` is not yet, log it in.
     fn ensure_logged_in(&self, login: &mut Login, m: usize) -> Result<()> {
-        if login.user.is_some() && !self.has_anchor(login, m) {
+        let logged = self.has_anchor(login, m) && login.logged_in & (1 << m) != 0;
+        if login.user.is_some() && !logged {
             self.log_in_member(login, m)?;
         }
         Ok(())
@@ -1553,6 +1628,8 @@ impl<P: Platform> Engine<P> {
         let entry = self.member(m);
         let epoch = entry.epoch.load(Ordering::Acquire);
         login.anchors[m] = 0;
+        // A new anchor is not logged in, whatever the old one was.
+        login.logged_in &= !(1 << m);
         let rw = entry
             .member
             .open_session(flags::SERIAL_SESSION | flags::RW_SESSION);
@@ -1567,20 +1644,35 @@ impl<P: Platform> Engine<P> {
         Ok(a)
     }
 
-    fn close_anchor(&self, login: &mut Login, m: usize) {
-        let live = self.has_anchor(login, m) && self.member_up(m);
-        let a = core::mem::take(&mut login.anchors[m]);
-        if live {
-            let _ = self.member(m).member.close_session(a);
-        }
-    }
-
+    /// The application is logged out of `slot` (`C_Logout`, or its last
+    /// session closed): every member in service logs out too, through its
+    /// anchor, which stays open.
     fn release_anchors(&self, slot: usize, login: &mut Login) {
-        let mask = self.vslot(slot).members.load(Ordering::Acquire);
-        for m in (0..MAX_MEMBERS).filter(|i| mask & (1 << i) != 0) {
-            self.close_anchor(login, m);
+        if login.user.is_some() {
+            // A token may renumber its private objects at logout (SoftHSM
+            // does): token objects are found again by identity.
+            let mask = self.vslot(slot).members.load(Ordering::Acquire);
+            let mut objects = self.objects.write();
+            for m in (0..MAX_MEMBERS).filter(|i| mask & (1 << i) != 0) {
+                objects.forget_token_objects(m);
+            }
+            drop(objects);
+            let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
+            for m in members {
+                if self.has_anchor(login, m) {
+                    let a = login.anchors[m];
+                    let r = self.member(m).member.logout(a);
+                    match r {
+                        Ok(()) | Err(Error::Rv(Rv::USER_NOT_LOGGED_IN)) => {}
+                        Err(e) => {
+                            let _ = self.check(m, Some(a), Err::<(), _>(e));
+                        }
+                    }
+                }
+            }
         }
         login.user = None;
+        login.logged_in = 0;
         login.pin.clear();
         login.protected = false;
         login.pin_lost = false;
@@ -1598,14 +1690,6 @@ impl<P: Platform> Engine<P> {
         let mut login = self.slots[slot].login.lock();
         if login.user.is_none() {
             return Err(Error::Rv(Rv::USER_NOT_LOGGED_IN));
-        }
-        let members: Vec<usize, MAX_MEMBERS> = self.live_members(slot).collect();
-        for m in members {
-            if self.has_anchor(&login, m) {
-                let a = login.anchors[m];
-                let r = self.member(m).member.logout(a);
-                let _ = self.check(m, Some(a), r);
-            }
         }
         self.release_anchors(slot, &mut login);
         Ok(())

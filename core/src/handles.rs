@@ -336,6 +336,23 @@ where
         }
     }
 
+    /// Forgets `member`'s mappings of token objects only (after a logout,
+    /// when a token may renumber its private objects); they are found
+    /// again by identity. Session objects keep theirs: for them the
+    /// member's own answer is the right one.
+    pub fn forget_token_objects(&mut self, member: usize) {
+        let member = member as u16;
+        for i in 0..self.entries.len() {
+            if !matches!(self.entries[i].kind, ObjectKind::Token(_)) {
+                continue;
+            }
+            if let Some(at) = self.entries[i].real.iter().position(|(m, _)| *m == member) {
+                let (_, r) = self.entries[i].real.remove(at);
+                self.index_remove(member, r);
+            }
+        }
+    }
+
     fn hash(&self, member: u16, real: u64) -> usize {
         // Fibonacci hashing of both parts; real handles are often small
         // sequential numbers, which this spreads.

@@ -426,6 +426,14 @@ pub trait Member: Send + Sync + 'static {
     fn function_status(&self, session: u64) -> Result<()>;
     fn cancel_function(&self, session: u64) -> Result<()>;
 
+    /// `C_CloseAllSessions` on the member's slot: a recovered member must
+    /// not keep the sessions p11ha abandoned when it failed (their session
+    /// objects would show in searches, their logins outlive a logout). The
+    /// default does nothing.
+    fn close_all_sessions(&self) -> Result<()> {
+        Ok(())
+    }
+
     /// Brings a failed member back before its token is checked again
     /// (reconnect a remote member; re-initialise a module none of whose
     /// slots is in service). The default does nothing.

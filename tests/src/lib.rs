@@ -24,6 +24,8 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_ULONG};
 
+pub mod ha;
+
 /// The user PIN of every test token.
 pub const USER_PIN: &str = "1234";
 /// The SO PIN of every test token.

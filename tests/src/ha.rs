@@ -1,0 +1,114 @@
+//! Helpers for the HA tests: a library in HA mode over three SoftHSM
+//! members behind the fault adapter, and the HA log it writes.
+
+use std::ffi::{CString, c_char};
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use cryptoki::session::Session;
+use cryptoki_sys::{CK_RV, CK_ULONG};
+
+use crate::{LABEL, Library, member_info, session_member, symbol};
+
+/// The HA log of this process's library.
+pub fn log_path() -> PathBuf {
+    std::env::temp_dir().join(format!("p11ha-ha-{}.log", std::process::id()))
+}
+
+/// `libp11ha.so` in HA mode over `n` members that tests can make fail,
+/// recovering failed members `recover_ms` after their failure, with `extra`
+/// configuration on top. The log goes to [`log_path`], named `p11ha-test`.
+pub fn start(n: usize, recover_ms: u64, extra: &[(&str, &str)]) -> &'static Library {
+    static FRESH: std::sync::Once = std::sync::Once::new();
+    let log = log_path();
+    FRESH.call_once(|| {
+        let _ = std::fs::remove_file(&log);
+    });
+    let log = log.display().to_string();
+    let recover = recover_ms.to_string();
+    let mut config = vec![
+        ("ET_PTKC_GENERAL_LIBRARY_MODE", "HA"),
+        ("ET_PTKC_WLD_SLOT_0", LABEL),
+        ("P11HA_FAULT_INJECTION", "YES"),
+        ("ET_PTKC_HA_LOG_FILE", log.as_str()),
+        ("ET_PTKC_HA_LOG_NAME", "p11ha-test"),
+        ("P11HA_HA_RECOVER_DELAY_MS", recover.as_str()),
+    ];
+    config.extend_from_slice(extra);
+    Library::start(n, &config)
+}
+
+/// Arms member `index`'s fault plan (see `P11HA_InjectFault`).
+pub fn inject(index: usize, command: &str) {
+    let f: unsafe extern "C" fn(CK_ULONG, *const c_char) -> CK_RV = symbol("P11HA_InjectFault");
+    let c = CString::new(command).expect("command");
+    // SAFETY: a NUL-terminated command.
+    let rv = unsafe { f(index as CK_ULONG, c.as_ptr()) };
+    assert_eq!(rv, 0, "P11HA_InjectFault({index}, {command})");
+}
+
+/// The number of members.
+pub fn members() -> usize {
+    (0..).take_while(|&i| member_info(i).is_some()).count()
+}
+
+/// Waits (at most 10 s) until `cond` holds.
+pub fn wait_for(what: &str, cond: impl Fn() -> bool) {
+    let t = Instant::now();
+    while !cond() {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "timed out waiting for {what}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+/// Heals every member and waits until all are back in service.
+pub fn heal_all() {
+    for i in 0..members() {
+        inject(i, "heal");
+    }
+    wait_for("every member back", || {
+        (0..members()).all(|i| member_info(i).is_some_and(|m| m.up == 1))
+    });
+}
+
+/// Makes `session`'s member fail at the given point (a fault command); the
+/// member it was on.
+pub fn fail_member_of(session: &Session, command: &str) -> usize {
+    let m = session_member(session);
+    inject(m, command);
+    m
+}
+
+/// The HA log's lines, timestamps cut off (everything up to and including
+/// `UTC `).
+pub fn log_lines() -> Vec<String> {
+    std::fs::read_to_string(log_path())
+        .unwrap_or_default()
+        .lines()
+        .map(|l| match l.find(" UTC ") {
+            Some(i) => l[i + 5..].to_owned(),
+            None => l.to_owned(),
+        })
+        .collect()
+}
+
+/// The log line PTK writes when member `index` fails.
+pub fn failure_line(index: usize) -> String {
+    let slot = member_info(index).expect("member").member_slot;
+    format!(
+        "p11ha-test[{}] Error: HSM Failure detected hsmIdx={index}, hsmSlotId={slot}",
+        std::process::id()
+    )
+}
+
+/// The log line p11ha writes when member `index` comes back.
+pub fn recovered_line(index: usize) -> String {
+    let slot = member_info(index).expect("member").member_slot;
+    format!(
+        "p11ha-test[{}] Info: HSM recovered hsmIdx={index}, hsmSlotId={slot}: takes new sessions again",
+        std::process::id()
+    )
+}
