@@ -112,3 +112,27 @@ pub fn recovered_line(index: usize) -> String {
         std::process::id()
     )
 }
+
+/// The names of this process's threads.
+pub fn thread_names() -> Vec<String> {
+    std::fs::read_dir("/proc/self/task")
+        .map(|d| {
+            d.flatten()
+                .filter_map(|t| std::fs::read_to_string(t.path().join("comm")).ok())
+                .map(|n| n.trim().to_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Makes a member fail and has a session notice it: opens a session, arms
+/// `down` on its member and calls once (the session fails over). Returns
+/// the member.
+pub fn fail_one(l: &Library) -> usize {
+    let s = l.session();
+    let m = fail_member_of(&s, "down");
+    s.get_session_info().expect("the session fails over");
+    assert_ne!(session_member(&s), m);
+    assert_eq!(member_info(m).expect("member").up, 0);
+    m
+}
