@@ -52,12 +52,12 @@ impl Clock for HostClock {
     }
 }
 
-/// The journal buffers of every session, in one zeroed allocation. A large
-/// zeroed allocation is mapped, not written, so a session's pages take
-/// memory only once its journal writes them.
+/// The journal buffers of every session, in one anonymous mapping: its
+/// pages are zero and take memory only once a journal writes them, so the
+/// arena costs what the sessions actually journal, not its size.
 pub struct Arena {
-    ptr: std::ptr::NonNull<u8>,
-    layout: std::alloc::Layout,
+    ptr: *mut u8,
+    size: usize,
     chunk: usize,
 }
 
@@ -67,20 +67,32 @@ unsafe impl Send for Arena {}
 unsafe impl Sync for Arena {}
 
 impl Arena {
-    /// `count` chunks of `chunk` bytes; `None` if that much cannot be had.
+    /// `count` chunks of `chunk` bytes; `None` if the mapping fails.
     pub fn new(count: usize, chunk: usize) -> Option<Arena> {
         let size = count.checked_mul(chunk)?;
         if size == 0 {
             return Some(Arena {
-                ptr: std::ptr::NonNull::dangling(),
-                layout: std::alloc::Layout::new::<()>(),
+                ptr: std::ptr::null_mut(),
+                size: 0,
                 chunk,
             });
         }
-        let layout = std::alloc::Layout::from_size_align(size, 4096).ok()?;
-        // SAFETY: layout has a non-zero size.
-        let ptr = std::ptr::NonNull::new(unsafe { std::alloc::alloc_zeroed(layout) })?;
-        Some(Arena { ptr, layout, chunk })
+        // SAFETY: a fresh private anonymous mapping; no address is given.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                size,
+                libc::PROT_READ | libc::PROT_WRITE,
+                libc::MAP_PRIVATE | libc::MAP_ANONYMOUS | libc::MAP_NORESERVE,
+                -1,
+                0,
+            )
+        };
+        (ptr != libc::MAP_FAILED).then_some(Arena {
+            ptr: ptr as *mut u8,
+            size,
+            chunk,
+        })
     }
 
     /// The `i`th chunk.
@@ -90,25 +102,26 @@ impl Arena {
     /// the arena (the runtime drops the engine, which holds the chunks,
     /// first).
     pub unsafe fn chunk(&self, i: usize) -> ArenaChunk {
-        let len = if self.layout.size() == 0 {
-            0
-        } else {
-            self.chunk
-        };
+        if self.size == 0 {
+            return ArenaChunk {
+                ptr: std::ptr::null_mut(),
+                len: 0,
+            };
+        }
         ArenaChunk {
             // SAFETY: i * chunk + chunk <= size for the indices the runtime
-            // uses (fewer than count); for an empty arena nothing is offset.
-            ptr: unsafe { self.ptr.as_ptr().add(i * len) },
-            len,
+            // uses (fewer than count).
+            ptr: unsafe { self.ptr.add(i * self.chunk) },
+            len: self.chunk,
         }
     }
 }
 
 impl Drop for Arena {
     fn drop(&mut self) {
-        if self.layout.size() != 0 {
-            // SAFETY: allocated by alloc_zeroed with this layout.
-            unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+        if self.size != 0 {
+            // SAFETY: the mapping made in new(), unmapped once.
+            unsafe { libc::munmap(self.ptr as *mut libc::c_void, self.size) };
         }
     }
 }
