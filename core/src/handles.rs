@@ -127,6 +127,9 @@ pub struct ObjectTable<E, I> {
     entries: E,
     index: I,
     used: usize,
+    /// One past the highest entry ever used: scans of the table stop here,
+    /// so they cost what the application uses, not the table's capacity.
+    high: usize,
     /// Index slots in state Used and Removed: probes end at an Empty one.
     index_used: usize,
     index_removed: usize,
@@ -143,6 +146,7 @@ where
             entries,
             index,
             used: 0,
+            high: 0,
             index_used: 0,
             index_removed: 0,
         }
@@ -192,7 +196,7 @@ where
 
     /// A token object of `slot` with exactly this identity.
     pub fn find_identity(&self, slot: usize, identity: &Identity) -> Option<u64> {
-        self.entries
+        self.entries[..self.high]
             .iter()
             .enumerate()
             .find_map(|(i, e)| match &e.kind {
@@ -219,6 +223,7 @@ where
             .entries
             .iter()
             .position(|e| e.kind == ObjectKind::Free)
+            .inspect(|&i| self.high = self.high.max(i + 1))
             .ok_or(Error::Rv(Rv::HOST_MEMORY))?;
         let e = &mut self.entries[i];
         e.slot = slot;
@@ -317,7 +322,7 @@ where
 
     /// Removes every session object owned by session table index `owner`.
     pub fn remove_owned_by(&mut self, owner: usize) {
-        for i in 0..self.entries.len() {
+        for i in 0..self.high {
             if matches!(self.entries[i].kind, ObjectKind::Session { owner: o, .. } if o == owner) {
                 let handle = encode(i, self.entries[i].generation);
                 self.remove(handle);
@@ -327,7 +332,7 @@ where
 
     /// Forgets every mapping to `member` (its handles are gone: it failed).
     pub fn forget_member(&mut self, member: usize) {
-        for i in 0..self.entries.len() {
+        for i in 0..self.high {
             let member = member as u16;
             if let Some(at) = self.entries[i].real.iter().position(|(m, _)| *m == member) {
                 let (_, r) = self.entries[i].real.remove(at);
@@ -342,7 +347,7 @@ where
     /// member's own answer is the right one.
     pub fn forget_token_objects(&mut self, member: usize) {
         let member = member as u16;
-        for i in 0..self.entries.len() {
+        for i in 0..self.high {
             if !matches!(self.entries[i].kind, ObjectKind::Token(_)) {
                 continue;
             }
@@ -376,7 +381,7 @@ where
         }
         self.index_used = 0;
         self.index_removed = 0;
-        for i in 0..self.entries.len() {
+        for i in 0..self.high {
             for k in 0..self.entries[i].real.len() {
                 let (m, r) = self.entries[i].real[k];
                 // The index held these before, so they fit again.
