@@ -1,37 +1,60 @@
-//! p11ha-bench: how much does going through libp11ha.so cost compared with SoftHSM directly?
+//! p11ha-bench: how much does going through libp11ha.so cost compared with SoftHSM directly, and
+//! how long does an HA failover take?
 //!
 //! ```text
 //! cargo build --release -p p11ha-ffi
 //! cargo build --release -p p11ha-tests --bin p11ha-bench && target/release/p11ha-bench
 //! ```
 //!
-//! Three configurations are measured, each in its own child process (this program run again
-//! with `--child`), because a PKCS#11 library is a per-process singleton:
+//! Throughput: five configurations are measured, each in its own child process (this program run
+//! again with `--child`), because a PKCS#11 library is a per-process singleton:
 //!
 //! - `direct`: SoftHSM itself, on the first of three identical tokens (the baseline);
 //! - `wld1`: libp11ha.so in WLD mode, virtual slot 0 made of one SoftHSM token;
-//! - `wld3`: libp11ha.so in WLD mode, virtual slot 0 made of three SoftHSM tokens.
+//! - `wld3`: libp11ha.so in WLD mode, virtual slot 0 made of three SoftHSM tokens;
+//! - `ha1`: libp11ha.so in HA mode (every session journalled), one SoftHSM token;
+//! - `ha3`: libp11ha.so in HA mode, three SoftHSM tokens.
 //!
 //! Each configuration is measured with one and with two application threads (each thread its
 //! own session) for: ECDSA P-256 sign (CKM_ECDSA over a 32-byte digest), RSA-2048 sign
-//! (CKM_SHA256_RSA_PKCS, single-part), SHA-256 and AES-256-CBC over 1 MiB fed in chunks through
-//! multi-part calls, and C_GetSessionInfo. The three children stay alive for the whole run and the
-//! parent asks them for one measurement at a time, so that the three numbers of a table row are
-//! taken next to each other in time; the whole set is repeated `--rounds` times with the order
-//! of the configurations rotated, and the best round is reported (noise from other processes on
-//! the machine can only slow a measurement down).
+//! (CKM_SHA256_RSA_PKCS, single-part), SHA-256 and AES-256-CBC over 1 MiB and over 64 KiB fed in
+//! chunks through multi-part calls, and C_GetSessionInfo. HA mode journals the Update data of an
+//! operation up to a limit (64 KiB by default): the 64 KiB inputs are copied into the journal in
+//! full, the 1 MiB ones pass the limit (the operation goes on, marked not recoverable), so the two
+//! sizes show the cost of journalling and of not journalling. The five children stay alive for the
+//! whole run and the parent asks them for one measurement at a time, so that the numbers of a table
+//! row are taken next to each other in time; the whole set is repeated `--rounds` times with the
+//! order of the configurations rotated, and the best round is reported (noise from other processes
+//! on the machine can only slow a measurement down).
+//!
+//! Failover latency: then a sixth child, `ha3-failover` (HA mode over three tokens, with fault
+//! injection), measures alone how long the call that meets a member failure takes to return
+//! successfully from another member: (a) one session whose member fails at its ECDSA C_Sign,
+//! `--failovers` times; (b) 100 sessions on one member that goes down, the first call on each
+//! afterwards, `--mass-rounds` times, once with an ECDSA signature pending and a session object
+//! to re-create, once with a digest in progress over 4 KiB. Each time the same call without a
+//! failure is timed too, on the same sessions, for comparison.
+//!
+//! With the defaults the whole run takes about 2.5 minutes on a 2-core VM (throughput 2.3 minutes,
+//! failover 7 s, the rest making tokens and validating).
 //!
 //! Nothing about speed is asserted. Correctness is: every configuration signs and verifies
-//! (and rejects a tampered signature) before it is measured, its SHA-256 digest, AES-CBC
-//! ciphertext and (deterministic) RSA signature must agree with the other configurations, and
+//! (and rejects a tampered signature) before it is measured, its SHA-256 digests, AES-CBC
+//! ciphertexts and (deterministic) RSA signature must agree with the other configurations, and
 //! every timed operation checks its own result cheaply (digest, RSA signature, last AES block),
-//! so that a broken forwarder cannot post a fast wrong number.
+//! so that a broken forwarder cannot post a fast wrong number. Every signature made across a
+//! failover is verified (C_Verify on another session), every digest compared, and every session
+//! must have moved to another member.
 //!
-//! The benchmark only uses the public PKCS#11 API, through the `cryptoki` crate's safe wrappers.
-//! Those query output lengths before producing output: one signature is C_SignInit + 2 C_Sign,
-//! one 1 MiB encryption is C_EncryptInit + 2 C_EncryptUpdate per chunk + 2 C_EncryptFinal.
+//! The throughput measurements only use the public PKCS#11 API, through the `cryptoki` crate's
+//! safe wrappers. Those query output lengths before producing output: one signature is
+//! C_SignInit + 2 C_Sign, one 1 MiB encryption is C_EncryptInit + 2 C_EncryptUpdate per chunk +
+//! 2 C_EncryptFinal. The failover measurements time single calls through the raw function list
+//! (one C_Sign or C_DigestFinal with an output buffer) and use p11ha's extension functions
+//! (P11HA_InjectFault, P11HA_GetSessionMember, P11HA_GetMemberInfo).
 
 use std::collections::BTreeMap;
+use std::ffi::{CString, c_char};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
 use std::path::{Path, PathBuf};
@@ -46,12 +69,16 @@ use cryptoki::object::{Attribute, ObjectClass, ObjectHandle};
 use cryptoki::session::{Session, SessionState, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
+use cryptoki_sys::{CK_FUNCTION_LIST, CK_MECHANISM, CK_RV, CK_SESSION_HANDLE, CK_ULONG, CKM_ECDSA};
+use p11ha_tests::MemberInfo;
 
 const DEFAULT_SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 const TOKEN_LABEL: &str = "TokName";
 const USER_PIN: &str = "1234";
-/// Size of the input of the SHA-256 and AES-CBC measurements.
+/// Size of the large input of the SHA-256 and AES-CBC measurements (past HA's journal limit).
 const INPUT_LEN: usize = 1 << 20;
+/// Size of the small input: HA's default journal limit, so HA copies every byte of it.
+const SMALL_LEN: usize = 64 * 1024;
 /// The message signed by the RSA measurement (CKM_SHA256_RSA_PKCS hashes it).
 const RSA_MESSAGE: &[u8] = b"p11ha-bench: RSA-2048 PKCS#1 v1.5 SHA-256 message";
 /// The AES-CBC initialisation vector.
@@ -83,11 +110,21 @@ enum Op {
     Rsa,
     Sha256,
     AesCbc,
+    Sha256Small,
+    AesCbcSmall,
     SessionInfo,
 }
 
 impl Op {
-    const ALL: [Op; 5] = [Op::Ecdsa, Op::Rsa, Op::Sha256, Op::AesCbc, Op::SessionInfo];
+    const ALL: [Op; 7] = [
+        Op::Ecdsa,
+        Op::Rsa,
+        Op::Sha256,
+        Op::AesCbc,
+        Op::Sha256Small,
+        Op::AesCbcSmall,
+        Op::SessionInfo,
+    ];
 
     /// Name on the command line and in the child protocol.
     fn key(self) -> &'static str {
@@ -96,6 +133,8 @@ impl Op {
             Op::Rsa => "rsa",
             Op::Sha256 => "sha256",
             Op::AesCbc => "aes",
+            Op::Sha256Small => "sha256-64k",
+            Op::AesCbcSmall => "aes-64k",
             Op::SessionInfo => "info",
         }
     }
@@ -109,8 +148,10 @@ impl Op {
         match self {
             Op::Ecdsa => "ECDSA P-256 sign/s",
             Op::Rsa => "RSA-2048 sign/s",
-            Op::Sha256 => "SHA-256 MB/s",
-            Op::AesCbc => "AES-256-CBC MB/s",
+            Op::Sha256 => "SHA-256 MB/s, 1 MiB",
+            Op::AesCbc => "AES-256-CBC MB/s, 1 MiB",
+            Op::Sha256Small => "SHA-256 MB/s, 64 KiB",
+            Op::AesCbcSmall => "AES-256-CBC MB/s, 64 KiB",
             Op::SessionInfo => "C_GetSessionInfo calls/s",
         }
     }
@@ -122,6 +163,8 @@ impl Op {
             Op::Rsa => "rsa2048_sha256_sign_per_s",
             Op::Sha256 => "sha256_mb_per_s",
             Op::AesCbc => "aes256_cbc_encrypt_mb_per_s",
+            Op::Sha256Small => "sha256_64k_mb_per_s",
+            Op::AesCbcSmall => "aes256_cbc_encrypt_64k_mb_per_s",
             Op::SessionInfo => "get_session_info_calls_per_s",
         }
     }
@@ -139,6 +182,7 @@ impl Op {
     fn units(self) -> f64 {
         match self {
             Op::Sha256 | Op::AesCbc => INPUT_LEN as f64 / 1e6,
+            Op::Sha256Small | Op::AesCbcSmall => SMALL_LEN as f64 / 1e6,
             _ => 1.0,
         }
     }
@@ -173,6 +217,23 @@ struct Work {
     rsa_sig: Vec<u8>,
     /// The last AES-CBC ciphertext block of `input` (it depends on every input block).
     aes_last: Vec<u8>,
+    /// The same two for the first SMALL_LEN bytes of `input`.
+    small_digest: Vec<u8>,
+    small_aes_last: Vec<u8>,
+}
+
+impl Work {
+    fn small(&self) -> &[u8] {
+        &self.input[..SMALL_LEN]
+    }
+}
+
+/// What the failover child measures (`--latency`).
+#[derive(Clone, Copy, Debug)]
+struct LatencyOptions {
+    failovers: usize,
+    mass_rounds: usize,
+    mass_sessions: usize,
 }
 
 fn child_main(args: &[String]) -> ExitCode {
@@ -196,6 +257,7 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
     let mut lib = None;
     let mut slot = None;
     let mut chunk = None;
+    let mut latency = None;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
@@ -203,6 +265,20 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
             "--lib" => lib = Some(val()?),
             "--slot" => slot = Some(val()?.parse::<u64>().map_err(|e| e.to_string())?),
             "--chunk" => chunk = Some(val()?.parse::<usize>().map_err(|e| e.to_string())?),
+            "--latency" => {
+                let v: Vec<usize> = val()?
+                    .split(',')
+                    .map(|x| x.parse::<usize>().map_err(|e| e.to_string()))
+                    .collect::<Result<_, _>>()?;
+                let [failovers, mass_rounds, mass_sessions] = v[..] else {
+                    return Err("--latency takes FAILOVERS,ROUNDS,SESSIONS".into());
+                };
+                latency = Some(LatencyOptions {
+                    failovers,
+                    mass_rounds,
+                    mass_sessions,
+                });
+            }
             _ => return Err(format!("child {name}: unknown argument {a}")),
         }
     }
@@ -270,15 +346,46 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
         digest: Vec::new(),
         rsa_sig: Vec::new(),
         aes_last: Vec::new(),
+        small_digest: Vec::new(),
+        small_aes_last: Vec::new(),
+    };
+    // In HA mode the journal's fate shows in the HA log: nothing for the 64 KiB operations
+    // (journalled in full), one "not recoverable" line once the 1 MiB ones pass the limit.
+    let ha_log = std::env::var_os("ET_PTKC_HA_LOG_FILE").map(PathBuf::from);
+    let not_recoverable = |log: &Path| {
+        std::fs::read_to_string(log)
+            .unwrap_or_default()
+            .lines()
+            .filter(|l| l.contains("not recoverable"))
+            .count()
     };
 
     // Validation on the control session: this sets the expected values.
-    work.digest = digest_all(&control, &work).map_err(|e| format!("SHA-256: {e}"))?;
+    work.small_digest =
+        digest_all(&control, work.small(), chunk).map_err(|e| format!("SHA-256 of 64 KiB: {e}"))?;
+    kv(out, "sha256_64k", &hex(&work.small_digest))?;
+    let small_ct = encrypt_all(&control, &work, work.small())
+        .map_err(|e| format!("AES-CBC of 64 KiB: {e}"))?;
+    if small_ct.len() != SMALL_LEN {
+        return Err(format!(
+            "AES-CBC of {SMALL_LEN} bytes gave {} bytes",
+            small_ct.len()
+        ));
+    }
+    work.small_aes_last = small_ct[SMALL_LEN - 16..].to_vec();
+    kv(
+        out,
+        "aes_cbc_64k_fnv64",
+        &format!("{:016x}", fnv64(&small_ct)),
+    )?;
+    let small_lines = ha_log.as_deref().map(not_recoverable);
+    work.digest = digest_all(&control, &work.input, chunk).map_err(|e| format!("SHA-256: {e}"))?;
     if work.digest.len() != 32 {
         return Err(format!("SHA-256 digest has {} bytes", work.digest.len()));
     }
     kv(out, "sha256", &hex(&work.digest))?;
-    let ciphertext = encrypt_all(&control, &work).map_err(|e| format!("AES-CBC: {e}"))?;
+    let ciphertext =
+        encrypt_all(&control, &work, &work.input).map_err(|e| format!("AES-CBC: {e}"))?;
     if ciphertext.len() != INPUT_LEN {
         return Err(format!(
             "AES-CBC of {INPUT_LEN} bytes gave {} bytes",
@@ -306,8 +413,52 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
         &format!("{:016x}", fnv64(&work.rsa_sig)),
     )?;
     let mut warnings = Vec::new();
+    if let (Some(log), Some(small_lines)) = (&ha_log, small_lines) {
+        let large_lines = not_recoverable(log);
+        let j = format!(
+            "64 KiB operations: {}; 1 MiB operations: {}",
+            if small_lines == 0 {
+                "journalled in full (no 'not recoverable' line in the HA log)".to_string()
+            } else {
+                format!("{small_lines} 'not recoverable' line(s) in the HA log (UNEXPECTED)")
+            },
+            if large_lines > small_lines {
+                "past the journal limit ('Session potentially not recoverable' logged)".to_string()
+            } else {
+                "no 'not recoverable' line in the HA log (UNEXPECTED)".to_string()
+            }
+        );
+        if small_lines != 0 || large_lines == small_lines {
+            warnings.push(format!("HA journal: {j}"));
+        }
+        kv(out, "journal", &j)?;
+    }
     check_signatures(&control, &work, &mut warnings)
         .map_err(|e| format!("control session: {e}"))?;
+    if let Some(lat) = latency {
+        let mut results = Vec::new();
+        let r = failover_child(&ctx, slot, &work, &lib, lat, &mut results);
+        for (k, v) in results {
+            kv(out, &k, &v)?;
+        }
+        for w in &warnings {
+            kv(out, "warning", w)?;
+        }
+        r?;
+        writeln!(out, "@ready").map_err(|e| e.to_string())?;
+        out.flush().map_err(|e| e.to_string())?;
+        // Wait for "quit".
+        for line in std::io::stdin().lock().lines() {
+            if line.map_err(|e| e.to_string())?.trim() == "quit" {
+                break;
+            }
+        }
+        let _ = control.logout();
+        drop(control);
+        ctx.finalize().map_err(|e| format!("C_Finalize: {e}"))?;
+        writeln!(out, "@bye").map_err(|e| e.to_string())?;
+        return out.flush().map_err(|e| e.to_string());
+    }
 
     // The measurement sessions, validated one by one (in WLD mode with several members they
     // may live on different members).
@@ -459,18 +610,18 @@ fn check_tampered(
     }
 }
 
-fn digest_all(s: &Session, w: &Work) -> cryptoki::error::Result<Vec<u8>> {
+fn digest_all(s: &Session, data: &[u8], chunk: usize) -> cryptoki::error::Result<Vec<u8>> {
     s.digest_init(&Mechanism::Sha256)?;
-    for c in w.input.chunks(w.chunk) {
+    for c in data.chunks(chunk) {
         s.digest_update(c)?;
     }
     s.digest_final()
 }
 
-fn encrypt_all(s: &Session, w: &Work) -> cryptoki::error::Result<Vec<u8>> {
+fn encrypt_all(s: &Session, w: &Work, data: &[u8]) -> cryptoki::error::Result<Vec<u8>> {
     s.encrypt_init(&Mechanism::AesCbc(AES_IV), w.keys.aes)?;
-    let mut out = Vec::with_capacity(w.input.len());
-    for c in w.input.chunks(w.chunk) {
+    let mut out = Vec::with_capacity(data.len());
+    for c in data.chunks(w.chunk) {
         out.extend_from_slice(&s.encrypt_update(c)?);
     }
     out.extend_from_slice(&s.encrypt_final()?);
@@ -497,18 +648,26 @@ fn run_once(op: Op, s: &Session, w: &Work) -> Result<(), String> {
                 return Err("RSA signature differs from the expected one".into());
             }
         }
-        Op::Sha256 => {
-            let d = digest_all(s, w).map_err(|e| format!("SHA-256: {e}"))?;
-            if d != w.digest {
+        Op::Sha256 | Op::Sha256Small => {
+            let (data, expected) = match op {
+                Op::Sha256 => (&w.input[..], &w.digest),
+                _ => (w.small(), &w.small_digest),
+            };
+            let d = digest_all(s, data, w.chunk).map_err(|e| format!("SHA-256: {e}"))?;
+            if d != *expected {
                 return Err("SHA-256 digest differs from the expected one".into());
             }
         }
-        Op::AesCbc => {
+        Op::AesCbc | Op::AesCbcSmall => {
+            let (data, expected) = match op {
+                Op::AesCbc => (&w.input[..], &w.aes_last),
+                _ => (w.small(), &w.small_aes_last),
+            };
             s.encrypt_init(&Mechanism::AesCbc(AES_IV), k.aes)
                 .map_err(|e| format!("C_EncryptInit: {e}"))?;
             let mut total = 0;
             let mut last = Vec::new();
-            for c in w.input.chunks(w.chunk) {
+            for c in data.chunks(w.chunk) {
                 let part = s
                     .encrypt_update(c)
                     .map_err(|e| format!("C_EncryptUpdate: {e}"))?;
@@ -524,10 +683,7 @@ fn run_once(op: Op, s: &Session, w: &Work) -> Result<(), String> {
             if fin.len() >= 16 {
                 last = fin;
             }
-            if total != w.input.len()
-                || last.len() < 16
-                || last[last.len() - 16..] != w.aes_last[..]
-            {
+            if total != data.len() || last.len() < 16 || last[last.len() - 16..] != expected[..] {
                 return Err("AES-CBC ciphertext differs from the expected one".into());
             }
         }
@@ -611,6 +767,565 @@ fn measure(
     Ok((rate, ops, longest))
 }
 
+// ---------------------------------------------------------------------------------------------
+// Failover latency: HA mode over three members with fault injection (child with `--latency`)
+// ---------------------------------------------------------------------------------------------
+
+/// The 4 KiB digested by the sessions of the digest variant of setup (b).
+const MASS_DIGEST_LEN: usize = 4096;
+/// The value of the session object each session of the sign variant of setup (b) makes.
+const MASS_OBJECT_LEN: usize = 2048;
+
+/// Untimed signatures before each round of setup (a).
+const WARM_SIGNATURES: usize = 3;
+
+/// A raw call's return value as a result.
+fn ck(rv: CK_RV, what: &str) -> Result<(), String> {
+    match cryptoki::error::Rv::from(rv) {
+        cryptoki::error::Rv::Ok => Ok(()),
+        cryptoki::error::Rv::Error(e) => Err(format!("{what}: {e} (0x{rv:x})")),
+    }
+}
+
+type GetFunctionList = unsafe extern "C" fn(*mut *mut CK_FUNCTION_LIST) -> CK_RV;
+type InjectFault = unsafe extern "C" fn(CK_ULONG, *const c_char) -> CK_RV;
+type GetMemberInfo = unsafe extern "C" fn(CK_ULONG, *mut MemberInfo) -> CK_RV;
+type GetSessionMember = unsafe extern "C" fn(CK_SESSION_HANDLE, *mut CK_ULONG) -> CK_RV;
+
+/// libp11ha.so's raw function list (to time single calls) and its extension functions.
+struct HaApi {
+    f: &'static CK_FUNCTION_LIST,
+    inject: InjectFault,
+    member_info: GetMemberInfo,
+    session_member: GetSessionMember,
+}
+
+impl HaApi {
+    fn load(lib: &str) -> Result<HaApi, String> {
+        let path = CString::new(lib).map_err(|e| e.to_string())?;
+        // SAFETY: dlopen of the library the cryptoki context has loaded already (the same,
+        // reference-counted handle). It is never dlclosed, so it stays loaded for the life of
+        // the process and the function list is 'static.
+        let h = unsafe { libc::dlopen(path.as_ptr(), libc::RTLD_NOW | libc::RTLD_LOCAL) };
+        if h.is_null() {
+            return Err(format!("dlopen {lib} failed"));
+        }
+        let sym = |name: &str| -> Result<*mut libc::c_void, String> {
+            let n = CString::new(name).map_err(|e| e.to_string())?;
+            // SAFETY: h is a live handle and n is NUL-terminated.
+            let p = unsafe { libc::dlsym(h, n.as_ptr()) };
+            if p.is_null() {
+                Err(format!("{lib} does not export {name}"))
+            } else {
+                Ok(p)
+            }
+        };
+        // SAFETY (the transmutes): each symbol is a function of the C signature it is given
+        // here, as PKCS#11 and p11ha's README define them.
+        let get_list = unsafe {
+            std::mem::transmute::<*mut libc::c_void, GetFunctionList>(sym("C_GetFunctionList")?)
+        };
+        let inject = unsafe {
+            std::mem::transmute::<*mut libc::c_void, InjectFault>(sym("P11HA_InjectFault")?)
+        };
+        let member_info = unsafe {
+            std::mem::transmute::<*mut libc::c_void, GetMemberInfo>(sym("P11HA_GetMemberInfo")?)
+        };
+        let session_member = unsafe {
+            std::mem::transmute::<*mut libc::c_void, GetSessionMember>(sym(
+                "P11HA_GetSessionMember",
+            )?)
+        };
+        let mut list = std::ptr::null_mut();
+        // SAFETY: C_GetFunctionList writes a pointer to the library's static list.
+        ck(unsafe { get_list(&mut list) }, "C_GetFunctionList")?;
+        // SAFETY: the list is static in the library, which stays loaded (see above).
+        let f = unsafe { list.as_ref() }.ok_or("C_GetFunctionList gave NULL")?;
+        Ok(HaApi {
+            f,
+            inject,
+            member_info,
+            session_member,
+        })
+    }
+
+    fn inject(&self, member: usize, command: &str) -> Result<(), String> {
+        let c = CString::new(command).map_err(|e| e.to_string())?;
+        // SAFETY: a NUL-terminated command.
+        let rv = unsafe { (self.inject)(member as CK_ULONG, c.as_ptr()) };
+        ck(rv, &format!("P11HA_InjectFault({member}, {command:?})"))
+    }
+
+    fn member(&self, index: usize) -> Result<MemberInfo, String> {
+        let mut info = MemberInfo::default();
+        // SAFETY: info is a valid out pointer of P11HA_MEMBER_INFO's layout.
+        let rv = unsafe { (self.member_info)(index as CK_ULONG, &mut info) };
+        ck(rv, &format!("P11HA_GetMemberInfo({index})")).map(|()| info)
+    }
+
+    fn member_count(&self) -> usize {
+        (0..64).take_while(|&i| self.member(i).is_ok()).count()
+    }
+
+    fn session_member(&self, s: &Session) -> Result<usize, String> {
+        let mut index: CK_ULONG = 0;
+        // SAFETY: index is a valid out pointer.
+        let rv = unsafe { (self.session_member)(s.handle(), &mut index) };
+        ck(rv, "P11HA_GetSessionMember").map(|()| index as usize)
+    }
+
+    /// Every one of `n` members in service.
+    fn require_all_up(&self, n: usize) -> Result<(), String> {
+        for i in 0..n {
+            if self.member(i)?.up == 0 {
+                return Err(format!(
+                    "member {i} is not in service at the start of a round"
+                ));
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits (at most 10 s) until member `m` is in service again; how long that took.
+    fn wait_up(&self, m: usize) -> Result<Duration, String> {
+        let t = Instant::now();
+        loop {
+            if self.member(m)?.up != 0 {
+                return Ok(t.elapsed());
+            }
+            if t.elapsed() > Duration::from_secs(10) {
+                return Err(format!("member {m} not back in service 10 s after heal"));
+            }
+            std::thread::sleep(Duration::from_micros(500));
+        }
+    }
+
+    /// C_SignInit(CKM_ECDSA, key).
+    fn sign_init(&self, s: &Session, key: ObjectHandle) -> Result<(), String> {
+        let f = self.f.C_SignInit.ok_or("no C_SignInit")?;
+        let mut mech = CK_MECHANISM {
+            mechanism: CKM_ECDSA,
+            pParameter: std::ptr::null_mut(),
+            ulParameterLen: 0,
+        };
+        // SAFETY: a valid mechanism; handles are checked by the library.
+        ck(
+            unsafe { f(s.handle(), &mut mech, key.handle()) },
+            "C_SignInit",
+        )
+    }
+
+    /// One C_Sign with an output buffer (no length query), timed.
+    fn sign(&self, s: &Session, data: &[u8]) -> (Result<Vec<u8>, String>, Duration) {
+        let Some(f) = self.f.C_Sign else {
+            return (Err("no C_Sign".into()), Duration::ZERO);
+        };
+        let mut out = [0u8; 128];
+        let mut len = out.len() as CK_ULONG;
+        let t = Instant::now();
+        // SAFETY: data and out are valid for the lengths given; C_Sign does not write data.
+        let rv = unsafe {
+            f(
+                s.handle(),
+                data.as_ptr() as *mut u8,
+                data.len() as CK_ULONG,
+                out.as_mut_ptr(),
+                &mut len,
+            )
+        };
+        let dt = t.elapsed();
+        let r = ck(rv, "C_Sign").map(|()| out[..(len as usize).min(out.len())].to_vec());
+        (r, dt)
+    }
+
+    /// One C_DigestFinal with an output buffer, timed.
+    fn digest_final(&self, s: &Session) -> (Result<Vec<u8>, String>, Duration) {
+        let Some(f) = self.f.C_DigestFinal else {
+            return (Err("no C_DigestFinal".into()), Duration::ZERO);
+        };
+        let mut out = [0u8; 64];
+        let mut len = out.len() as CK_ULONG;
+        let t = Instant::now();
+        // SAFETY: out is valid for len bytes.
+        let rv = unsafe { f(s.handle(), out.as_mut_ptr(), &mut len) };
+        let dt = t.elapsed();
+        let r = ck(rv, "C_DigestFinal").map(|()| out[..(len as usize).min(out.len())].to_vec());
+        (r, dt)
+    }
+}
+
+/// Median, 90th percentile (nearest rank), worst and the worst's position (from 1) of `v`.
+fn stats(v: &[f64]) -> Option<(f64, f64, f64, usize)> {
+    if v.is_empty() {
+        return None;
+    }
+    let mut s = v.to_vec();
+    s.sort_by(f64::total_cmp);
+    let n = s.len();
+    let median = if n % 2 == 1 {
+        s[n / 2]
+    } else {
+        (s[n / 2 - 1] + s[n / 2]) / 2.0
+    };
+    let p90 = s[((n as f64 * 0.9).ceil() as usize).clamp(1, n) - 1];
+    let (at, max) =
+        v.iter().copied().enumerate().fold(
+            (0, f64::MIN),
+            |(ai, am), (i, x)| if x > am { (i, x) } else { (ai, am) },
+        );
+    Some((median, p90, max, at + 1))
+}
+
+/// Key=value results of the failover child.
+type Kv = Vec<(String, String)>;
+
+fn push_stats(kv: &mut Kv, prefix: &str, unit: &str, v: &[f64]) {
+    kv.push((format!("{prefix}.n"), v.len().to_string()));
+    if let Some((median, p90, max, at)) = stats(v) {
+        let d = if unit == "us" { 0 } else { 1 };
+        kv.push((format!("{prefix}.median_{unit}"), format!("{median:.d$}")));
+        kv.push((format!("{prefix}.p90_{unit}"), format!("{p90:.d$}")));
+        kv.push((format!("{prefix}.max_{unit}"), format!("{max:.d$}")));
+        kv.push((format!("{prefix}.max_at"), at.to_string()));
+    }
+}
+
+fn us(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e6
+}
+
+fn ms(d: Duration) -> f64 {
+    d.as_secs_f64() * 1e3
+}
+
+fn verify_ecdsa(verifier: &Session, w: &Work, sig: &[u8]) -> Result<(), String> {
+    if sig.len() != 64 {
+        return Err(format!("ECDSA P-256 signature has {} bytes", sig.len()));
+    }
+    verifier
+        .verify(&Mechanism::Ecdsa, w.keys.ec_pub, &w.digest, sig)
+        .map_err(|e| format!("the signature does not verify: {e}"))
+}
+
+/// The failover measurements; results go to `kv` as they come, so that an error keeps what was
+/// measured before it.
+fn failover_child(
+    ctx: &Pkcs11,
+    slot: Slot,
+    w: &Work,
+    lib: &str,
+    o: LatencyOptions,
+    kv: &mut Kv,
+) -> Result<(), String> {
+    let ha = HaApi::load(lib)?;
+    let members = ha.member_count();
+    kv.push(("members".into(), members.to_string()));
+    if members != 3 {
+        return Err(format!("{members} members, expected 3"));
+    }
+    // Signatures are verified on a session of their own (whichever member serves it).
+    let verifier = ctx
+        .open_rw_session(slot)
+        .map_err(|e| format!("C_OpenSession: {e}"))?;
+    let started = Instant::now();
+    single_failovers(ctx, slot, &ha, &verifier, w, o.failovers, kv)
+        .map_err(|e| format!("setup (a): {e}"))?;
+    kv.push((
+        "single.seconds".into(),
+        format!("{:.1}", started.elapsed().as_secs_f64()),
+    ));
+    for kind in [Mass::Sign, Mass::Digest] {
+        let started = Instant::now();
+        mass_failovers(ctx, slot, &ha, &verifier, w, o, kind, kv)
+            .map_err(|e| format!("setup (b), {}: {e}", kind.key()))?;
+        kv.push((
+            format!("{}.seconds", kind.key()),
+            format!("{:.1}", started.elapsed().as_secs_f64()),
+        ));
+    }
+    drop(verifier);
+
+    // The HA log: one failure and one recovery line per failover round, nothing else expected.
+    if let Some(log) = std::env::var_os("ET_PTKC_HA_LOG_FILE") {
+        let text = std::fs::read_to_string(&log).unwrap_or_default();
+        let expected = o.failovers + 2 * o.mass_rounds;
+        let failures = text
+            .lines()
+            .filter(|l| l.contains("HSM Failure detected"))
+            .count();
+        let recovered = text.lines().filter(|l| l.contains("HSM recovered")).count();
+        kv.push(("halog.expected".into(), expected.to_string()));
+        kv.push(("halog.failures".into(), failures.to_string()));
+        kv.push(("halog.recovered".into(), recovered.to_string()));
+        for line in halog_other_lines(&text) {
+            kv.push(("halog.other".into(), line));
+        }
+        if failures != expected || recovered != expected {
+            return Err(format!(
+                "the HA log has {failures} failure and {recovered} recovery lines, \
+                 expected {expected} of each"
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The HA log's lines other than failures and recoveries, without timestamp and process,
+/// counted: "N x <severity>: <text>".
+fn halog_other_lines(text: &str) -> Vec<String> {
+    let mut seen: BTreeMap<String, usize> = BTreeMap::new();
+    for line in text.lines() {
+        if line.contains("HSM Failure detected") || line.contains("HSM recovered") {
+            continue;
+        }
+        let msg = line.find("] ").map_or(line, |i| &line[i + 2..]);
+        *seen.entry(msg.to_string()).or_default() += 1;
+    }
+    seen.into_iter()
+        .map(|(m, n)| format!("{n} x {m}"))
+        .collect()
+}
+
+/// Setup (a): one session; its member fails at the ECDSA C_Sign (after C_SignInit, so the
+/// journal holds the sign operation). Each round also times the same call without a failure.
+fn single_failovers(
+    ctx: &Pkcs11,
+    slot: Slot,
+    ha: &HaApi,
+    verifier: &Session,
+    w: &Work,
+    n: usize,
+    kv: &mut Kv,
+) -> Result<(), String> {
+    let s = ctx
+        .open_rw_session(slot)
+        .map_err(|e| format!("C_OpenSession: {e}"))?;
+    let key = w.keys.ec_priv;
+    let (mut base, mut fail, mut back) = (Vec::new(), Vec::new(), Vec::new());
+    let mut used = [false; 64];
+    for i in 1..=n {
+        let round = |e: String| format!("failover {i}: {e}");
+        ha.require_all_up(3).map_err(round)?;
+        // After the wait for the member's return the caches are cold: a few untimed signatures
+        // first, so that the call without failure and the failover start alike.
+        for _ in 0..WARM_SIGNATURES {
+            ha.sign_init(&s, key).map_err(round)?;
+            ha.sign(&s, &w.digest).0.map_err(round)?;
+        }
+        ha.sign_init(&s, key).map_err(round)?;
+        let (sig, dt) = ha.sign(&s, &w.digest);
+        let sig = sig.map_err(|e| round(format!("without failure: {e}")))?;
+        verify_ecdsa(verifier, w, &sig).map_err(|e| round(format!("without failure: {e}")))?;
+        base.push(us(dt));
+
+        let m = ha.session_member(&s).map_err(round)?;
+        used[m] = true;
+        ha.sign_init(&s, key).map_err(round)?;
+        ha.inject(m, "on:op_single:1").map_err(round)?;
+        let (sig, dt) = ha.sign(&s, &w.digest);
+        let sig = sig.map_err(|e| round(format!("the call that met member {m}'s failure: {e}")))?;
+        fail.push(us(dt));
+        let after = ha.session_member(&s).map_err(round)?;
+        if after == m {
+            return Err(round(format!("the session is still on member {m}")));
+        }
+        if ha.member(m).map_err(round)?.up != 0 {
+            return Err(round(format!("member {m} is still in service")));
+        }
+        verify_ecdsa(verifier, w, &sig)
+            .map_err(|e| round(format!("signature made across the failover: {e}")))?;
+        ha.inject(m, "heal").map_err(round)?;
+        back.push(ms(ha.wait_up(m).map_err(round)?));
+    }
+    kv.push((
+        "single.members_failed".into(),
+        used.iter().filter(|&&u| u).count().to_string(),
+    ));
+    push_stats(kv, "single.base", "us", &base);
+    push_stats(kv, "single.failover", "us", &fail);
+    push_stats(kv, "single.back_after_heal", "ms", &back);
+    Ok(())
+}
+
+/// Setup (b)'s two variants: what the sessions hold when their member goes down, and the call
+/// timed afterwards.
+#[derive(Clone, Copy)]
+enum Mass {
+    /// An ECDSA key used, a 2 KiB session object made, C_SignInit(CKM_ECDSA) done; then C_Sign.
+    Sign,
+    /// C_DigestInit(SHA-256) and 4 KiB of C_DigestUpdate done; then C_DigestFinal.
+    Digest,
+}
+
+impl Mass {
+    fn key(self) -> &'static str {
+        match self {
+            Mass::Sign => "mass_sign",
+            Mass::Digest => "mass_digest",
+        }
+    }
+}
+
+/// Setup (b): sessions are opened until `mass_sessions` of them are on one member; each does
+/// some work, then that member goes down, and the first call on each of them is timed.
+#[allow(clippy::too_many_arguments)]
+fn mass_failovers(
+    ctx: &Pkcs11,
+    slot: Slot,
+    ha: &HaApi,
+    verifier: &Session,
+    w: &Work,
+    o: LatencyOptions,
+    kind: Mass,
+    kv: &mut Kv,
+) -> Result<(), String> {
+    let n = o.mass_sessions;
+    let key = w.keys.ec_priv;
+    let data = &w.input[..MASS_DIGEST_LEN];
+    let expected_digest = digest_all(verifier, data, MASS_DIGEST_LEN)
+        .map_err(|e| format!("SHA-256 of the 4 KiB: {e}"))?;
+    let object_value = w.input[..MASS_OBJECT_LEN].to_vec();
+    let (mut base, mut fail, mut first, mut total, mut back) =
+        (Vec::new(), Vec::new(), Vec::new(), Vec::new(), Vec::new());
+    let mut opened = Vec::new();
+    for round in 1..=o.mass_rounds {
+        let at = |e: String| format!("round {round}: {e}");
+        ha.require_all_up(3).map_err(at)?;
+        // Open sessions until n of them are on one member (new sessions go to the member with
+        // the fewest, so about 3n are opened).
+        let mut sessions: Vec<(Session, usize)> = Vec::new();
+        let mut per_member = [0usize; 64];
+        let target = loop {
+            if sessions.len() > 4 * n + 16 {
+                return Err(at(format!(
+                    "no member got {n} of {} sessions",
+                    sessions.len()
+                )));
+            }
+            let s = ctx
+                .open_rw_session(slot)
+                .map_err(|e| at(format!("C_OpenSession #{}: {e}", sessions.len() + 1)))?;
+            let m = ha.session_member(&s).map_err(at)?;
+            per_member[m] += 1;
+            sessions.push((s, m));
+            if per_member[m] == n {
+                break m;
+            }
+        };
+        opened.push(sessions.len() as f64);
+        let group: Vec<&Session> = sessions
+            .iter()
+            .filter(|(_, m)| *m == target)
+            .map(|(s, _)| s)
+            .collect();
+        // The work before the failure, and the same call without a failure.
+        let mut objects = Vec::new();
+        for (i, s) in group.iter().enumerate() {
+            let at = |e: String| at(format!("session {}: {e}", i + 1));
+            match kind {
+                Mass::Sign => {
+                    let sig = s
+                        .sign(&Mechanism::Ecdsa, key, &w.digest)
+                        .map_err(|e| at(format!("ECDSA sign: {e}")))?;
+                    verify_ecdsa(verifier, w, &sig).map_err(at)?;
+                    let obj = s
+                        .create_object(&[
+                            Attribute::Class(ObjectClass::DATA),
+                            Attribute::Token(false),
+                            Attribute::Label(b"p11ha-bench".to_vec()),
+                            Attribute::Value(object_value.clone()),
+                        ])
+                        .map_err(|e| at(format!("C_CreateObject: {e}")))?;
+                    objects.push(obj);
+                    ha.sign_init(s, key).map_err(at)?;
+                    let (sig, dt) = ha.sign(s, &w.digest);
+                    let sig = sig.map_err(at)?;
+                    verify_ecdsa(verifier, w, &sig).map_err(at)?;
+                    base.push(us(dt));
+                    ha.sign_init(s, key).map_err(at)?;
+                }
+                Mass::Digest => {
+                    let start = |s: &Session| {
+                        s.digest_init(&Mechanism::Sha256)
+                            .and_then(|()| s.digest_update(data))
+                            .map_err(|e| at(format!("C_DigestInit/C_DigestUpdate: {e}")))
+                    };
+                    start(s)?;
+                    let (d, dt) = ha.digest_final(s);
+                    if d.map_err(at)? != expected_digest {
+                        return Err(at("wrong digest without a failure".into()));
+                    }
+                    base.push(us(dt));
+                    start(s)?;
+                }
+            }
+        }
+        // The member goes down; the first call on each session meets it.
+        ha.inject(target, "down").map_err(at)?;
+        let t0 = Instant::now();
+        let mut outs = Vec::with_capacity(n);
+        for (i, s) in group.iter().enumerate() {
+            let (r, dt) = match kind {
+                Mass::Sign => ha.sign(s, &w.digest),
+                Mass::Digest => ha.digest_final(s),
+            };
+            let out = r.map_err(|e| {
+                at(format!(
+                    "session {}, first call after the failure: {e}",
+                    i + 1
+                ))
+            })?;
+            outs.push(out);
+            fail.push(us(dt));
+            if i == 0 {
+                first.push(us(dt));
+            }
+        }
+        total.push(ms(t0.elapsed()));
+        // Validation (not timed).
+        for (i, (s, out)) in group.iter().zip(&outs).enumerate() {
+            let at = |e: String| at(format!("session {}: {e}", i + 1));
+            if ha.session_member(s).map_err(at)? == target {
+                return Err(at(format!("still on member {target}")));
+            }
+            match kind {
+                Mass::Sign => {
+                    verify_ecdsa(verifier, w, out)
+                        .map_err(|e| at(format!("signature made across the failover: {e}")))?;
+                    let value = s
+                        .get_attributes(objects[i], &[cryptoki::object::AttributeType::Value])
+                        .map_err(|e| at(format!("session object after the failover: {e}")))?;
+                    if !matches!(value.as_slice(), [Attribute::Value(v)] if *v == object_value) {
+                        return Err(at("the session object's value changed".into()));
+                    }
+                }
+                Mass::Digest => {
+                    if *out != expected_digest {
+                        return Err(at("wrong digest across the failover".into()));
+                    }
+                }
+            }
+        }
+        if ha.member(target).map_err(at)?.up != 0 {
+            return Err(at(format!("member {target} is still in service")));
+        }
+        ha.inject(target, "heal").map_err(at)?;
+        back.push(ms(ha.wait_up(target).map_err(at)?));
+        drop(group);
+        drop(sessions);
+    }
+    let k = kind.key();
+    push_stats(kv, &format!("{k}.base"), "us", &base);
+    push_stats(kv, &format!("{k}.failover"), "us", &fail);
+    push_stats(kv, &format!("{k}.first_call"), "us", &first);
+    push_stats(kv, &format!("{k}.total"), "ms", &total);
+    push_stats(kv, &format!("{k}.back_after_heal"), "ms", &back);
+    if let Some((median, ..)) = stats(&opened) {
+        kv.push((format!("{k}.sessions_opened"), format!("{median:.0}")));
+    }
+    Ok(())
+}
+
 /// 1 MiB of deterministic, incompressible-looking bytes (xorshift64*).
 fn test_input() -> Vec<u8> {
     let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
@@ -656,23 +1371,36 @@ struct Options {
     softhsm: PathBuf,
     ops: Vec<Op>,
     keep: bool,
+    throughput: bool,
+    latency: bool,
+    failovers: usize,
+    mass_rounds: usize,
+    mass_sessions: usize,
+    recover_ms: u64,
 }
 
 const USAGE: &str = "\
 usage: p11ha-bench [options]
-  --seconds S    duration of each measurement, per configuration (default 2)
+  --seconds S    duration of each measurement, per configuration (default 1.5)
   --slices N     the measurement is cut into N slices, configurations taking turns (default 10)
   --warmup S     warm-up of each measurement, per thread (default 0.25)
   --rounds N     repetitions of the whole set; the best is reported (default 1)
   --chunk BYTES  C_DigestUpdate/C_EncryptUpdate chunk, multiple of 16 (default 16384)
   --lib PATH     libp11ha.so (default <repo>/target/release/libp11ha.so)
   --softhsm PATH SoftHSM module (default /usr/lib/softhsm/libsofthsm2.so)
-  --ops LIST     comma-separated subset of ecdsa,rsa,sha256,aes,info (default all)
+  --ops LIST     comma-separated subset of ecdsa,rsa,sha256,aes,sha256-64k,aes-64k,info
+                 (default all)
+  --failovers N  failovers of one session, setup (a) (default 200)
+  --mass-rounds N  failovers of a member holding many sessions, setup (b), per variant (default 3)
+  --mass-sessions N  sessions on that member (default 100)
+  --recover-ms MS  P11HA_HA_RECOVER_DELAY_MS of the failover configuration (default 20)
+  --no-throughput  only the failover measurements
+  --no-failover  only the throughput measurements
   --keep         keep the scratch token directories";
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
-        seconds: 2.0,
+        seconds: 1.5,
         warmup: 0.25,
         rounds: 1,
         slices: 10,
@@ -681,6 +1409,12 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         softhsm: PathBuf::from(DEFAULT_SOFTHSM),
         ops: Op::ALL.to_vec(),
         keep: false,
+        throughput: true,
+        latency: true,
+        failovers: 200,
+        mass_rounds: 3,
+        mass_sessions: 100,
+        recover_ms: 20,
     };
     let mut it = args.iter();
     while let Some(a) = it.next() {
@@ -704,6 +1438,12 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
                     .collect::<Result<_, _>>()?;
             }
             "--keep" => o.keep = true,
+            "--failovers" => o.failovers = num(val()?)? as usize,
+            "--mass-rounds" => o.mass_rounds = num(val()?)? as usize,
+            "--mass-sessions" => o.mass_sessions = num(val()?)? as usize,
+            "--recover-ms" => o.recover_ms = num(val()?)? as u64,
+            "--no-throughput" => o.throughput = false,
+            "--no-failover" => o.latency = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
                 std::process::exit(0);
@@ -717,6 +1457,15 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     }
     if o.rounds == 0 || o.slices == 0 || o.ops.is_empty() {
         return Err("--rounds, --slices and --ops must not be empty".into());
+    }
+    if o.mass_sessions == 0 || o.mass_sessions > 500 {
+        return Err("--mass-sessions must be between 1 and 500".into());
+    }
+    if o.recover_ms == 0 {
+        return Err("--recover-ms must be at least 1 (0 turns recovery off)".into());
+    }
+    if !o.throughput && !o.latency {
+        return Err("--no-throughput and --no-failover leave nothing to measure".into());
     }
     if o.chunk == 0 || !o.chunk.is_multiple_of(16) || o.chunk > INPUT_LEN {
         return Err(format!(
@@ -742,6 +1491,18 @@ fn repo_root() -> Result<PathBuf, String> {
         .ok_or_else(|| "cannot find the repository (scripts/mktokens.sh)".to_string())
 }
 
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Kind {
+    /// SoftHSM itself.
+    Direct,
+    /// libp11ha.so in WLD mode.
+    Wld,
+    /// libp11ha.so in HA mode.
+    Ha,
+    /// libp11ha.so in HA mode with fault injection: the failover measurements.
+    Failover,
+}
+
 #[derive(Clone)]
 struct Config {
     name: &'static str,
@@ -749,7 +1510,14 @@ struct Config {
     /// The directory holding softhsm2.conf.
     dir: PathBuf,
     slot: u64,
-    wld: bool,
+    kind: Kind,
+}
+
+impl Config {
+    /// The HA log of an HA-mode configuration (in its token directory).
+    fn ha_log(&self) -> Option<PathBuf> {
+        matches!(self.kind, Kind::Ha | Kind::Failover).then(|| self.dir.join("ha.log"))
+    }
 }
 
 /// Removes the scratch directory on every exit path.
@@ -790,15 +1558,11 @@ fn write_conf(dir: &Path) -> Result<(), String> {
 }
 
 /// Creates three identical tokens with scripts/mktokens.sh (the direct baseline uses the first
-/// one), then two clones: all three tokens for wld3, and the first token alone for wld1. Cloning
-/// rather than running mktokens.sh again keeps the key material identical in every
-/// configuration (mktokens.sh generates new keys each time), so that outputs can be compared,
-/// and gives each child process its own token files.
-fn make_tokens(
-    root: &Path,
-    scratch: &Path,
-    softhsm: &Path,
-) -> Result<(PathBuf, u64, PathBuf, PathBuf), String> {
+/// one); [`Tokens::clone_for`] then copies them for the other configurations (all three tokens,
+/// or the first alone). Cloning rather than running mktokens.sh again keeps the key material
+/// identical in every configuration (mktokens.sh generates new keys each time), so that outputs
+/// can be compared, and gives each child process its own token files.
+fn make_tokens(root: &Path, scratch: &Path, softhsm: &Path) -> Result<Tokens, String> {
     let base = scratch.join("direct");
     run(Command::new("bash")
         .arg(root.join("scripts/mktokens.sh"))
@@ -837,23 +1601,45 @@ fn make_tokens(
             first_dir = Some(path);
         }
     }
-    let first_dir = first_dir.ok_or(format!("no token directory for serial {serial}"))?;
+    let first = first_dir.ok_or(format!("no token directory for serial {serial}"))?;
+    Ok(Tokens {
+        scratch: scratch.to_path_buf(),
+        base,
+        slot,
+        first,
+    })
+}
 
-    let wld3 = scratch.join("wld3");
-    std::fs::create_dir_all(&wld3).map_err(|e| e.to_string())?;
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(base.join("tokens"))
-        .arg(&wld3))?;
-    write_conf(&wld3)?;
-    let wld1 = scratch.join("wld1");
-    std::fs::create_dir_all(wld1.join("tokens")).map_err(|e| e.to_string())?;
-    run(Command::new("cp")
-        .arg("-a")
-        .arg(&first_dir)
-        .arg(wld1.join("tokens")))?;
-    write_conf(&wld1)?;
-    Ok((base, slot, wld1, wld3))
+/// The tokens made by [`make_tokens`].
+struct Tokens {
+    scratch: PathBuf,
+    /// The directory of the three tokens (the direct baseline uses the first).
+    base: PathBuf,
+    /// SoftHSM's slot id of the first token.
+    slot: u64,
+    /// The first token's own directory.
+    first: PathBuf,
+}
+
+impl Tokens {
+    /// A copy, in `<scratch>/<name>`, of all three tokens or of the first one alone.
+    fn clone_for(&self, name: &str, all: bool) -> Result<PathBuf, String> {
+        let dir = self.scratch.join(name);
+        std::fs::create_dir_all(dir.join("tokens")).map_err(|e| e.to_string())?;
+        if all {
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(self.base.join("tokens"))
+                .arg(&dir))?;
+        } else {
+            run(Command::new("cp")
+                .arg("-a")
+                .arg(&self.first)
+                .arg(dir.join("tokens")))?;
+        }
+        write_conf(&dir)?;
+        Ok(dir)
+    }
 }
 
 struct ChildProc {
@@ -867,7 +1653,7 @@ struct ChildProc {
 }
 
 impl ChildProc {
-    fn spawn(cfg: &Config, chunk: usize, softhsm: &Path) -> Result<ChildProc, String> {
+    fn spawn(cfg: &Config, o: &Options) -> Result<ChildProc, String> {
         let exe = std::env::current_exe().map_err(|e| e.to_string())?;
         let mut cmd = Command::new(exe);
         cmd.arg("--child")
@@ -877,7 +1663,7 @@ impl ChildProc {
             .arg("--slot")
             .arg(cfg.slot.to_string())
             .arg("--chunk")
-            .arg(chunk.to_string())
+            .arg(o.chunk.to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -893,10 +1679,28 @@ impl ChildProc {
             }
         }
         cmd.env("SOFTHSM2_CONF", cfg.dir.join("softhsm2.conf"));
-        if cfg.wld {
-            cmd.env("P11HA_MODULES", softhsm)
-                .env("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD")
+        let mode = match cfg.kind {
+            Kind::Direct => None,
+            Kind::Wld => Some("WLD"),
+            Kind::Ha | Kind::Failover => Some("HA"),
+        };
+        if let Some(mode) = mode {
+            cmd.env("P11HA_MODULES", &o.softhsm)
+                .env("ET_PTKC_GENERAL_LIBRARY_MODE", mode)
                 .env("ET_PTKC_WLD_SLOT_0", TOKEN_LABEL);
+        }
+        if let Some(log) = cfg.ha_log() {
+            cmd.env("ET_PTKC_HA_LOG_FILE", log)
+                .env("ET_PTKC_HA_LOG_NAME", "p11ha-bench");
+        }
+        if cfg.kind == Kind::Failover {
+            cmd.env("P11HA_FAULT_INJECTION", "YES")
+                .env("P11HA_HA_RECOVER_DELAY_MS", o.recover_ms.to_string())
+                .arg("--latency")
+                .arg(format!(
+                    "{},{},{}",
+                    o.failovers, o.mass_rounds, o.mass_sessions
+                ));
         }
         let mut child = cmd
             .spawn()
@@ -953,7 +1757,11 @@ impl ChildProc {
             }
         };
         if let Err(e) = r {
-            self.failed = Some(format!("start-up failed: {e}"));
+            // The failover child measures during its start-up.
+            self.failed = Some(match self.cfg.kind {
+                Kind::Failover => e,
+                _ => format!("start-up failed: {e}"),
+            });
         }
     }
 
@@ -974,7 +1782,7 @@ impl ChildProc {
         }
     }
 
-    fn quit(mut self) {
+    fn quit(&mut self) {
         let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
         let end = Instant::now() + Duration::from_secs(10);
         loop {
@@ -1103,41 +1911,59 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     };
     std::fs::create_dir_all(&scratch.dir).map_err(|e| format!("{}: {e}", scratch.dir.display()))?;
     eprintln!("creating tokens in {} ...", scratch.dir.display());
-    let (base, slot, wld1, wld3) = make_tokens(&root, &scratch.dir, &o.softhsm)?;
-    let configs = [
-        Config {
+    let tokens = make_tokens(&root, &scratch.dir, &o.softhsm)?;
+    let mut configs = Vec::new();
+    if o.throughput {
+        configs.push(Config {
             name: "direct",
             lib: o.softhsm.clone(),
-            dir: base,
-            slot,
-            wld: false,
-        },
-        Config {
-            name: "wld1",
+            dir: tokens.base.clone(),
+            slot: tokens.slot,
+            kind: Kind::Direct,
+        });
+        for (name, kind, all) in [
+            ("wld1", Kind::Wld, false),
+            ("wld3", Kind::Wld, true),
+            ("ha1", Kind::Ha, false),
+            ("ha3", Kind::Ha, true),
+        ] {
+            configs.push(Config {
+                name,
+                lib: lib.clone(),
+                dir: tokens.clone_for(name, all)?,
+                slot: 0,
+                kind,
+            });
+        }
+    }
+    let failover_cfg = if o.latency {
+        Some(Config {
+            name: "ha3-failover",
             lib: lib.clone(),
-            dir: wld1,
+            dir: tokens.clone_for("ha3-failover", true)?,
             slot: 0,
-            wld: true,
-        },
-        Config {
-            name: "wld3",
-            lib: lib.clone(),
-            dir: wld3,
-            slot: 0,
-            wld: true,
-        },
-    ];
+            kind: Kind::Failover,
+        })
+    } else {
+        None
+    };
 
     // Start all children, then collect their validation reports.
     let mut children = Vec::new();
     for c in &configs {
-        children.push(ChildProc::spawn(c, o.chunk, &o.softhsm)?);
+        children.push(ChildProc::spawn(c, &o)?);
     }
     for c in &mut children {
         c.wait_ready();
     }
     // Outputs must agree with the reference (the first configuration that started).
-    let check_keys = ["sha256", "aes_cbc_fnv64", "rsa_sig_fnv64"];
+    let check_keys = [
+        "sha256",
+        "aes_cbc_fnv64",
+        "sha256_64k",
+        "aes_cbc_64k_fnv64",
+        "rsa_sig_fnv64",
+    ];
     let reference: Option<Vec<String>> = children.iter().find(|c| c.failed.is_none()).map(|c| {
         check_keys
             .iter()
@@ -1181,7 +2007,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     let slice = o.seconds / o.slices as f64;
     // One unrecorded pass, so that the first configuration measured does not pay for a cold
     // machine; errors show up again in the measurements.
-    eprintln!("warm-up pass ...");
+    if n_cfg > 0 {
+        eprintln!("warm-up pass ...");
+    }
     for c in children.iter_mut().filter(|c| c.failed.is_none()) {
         for &op in &o.ops {
             let _ = c.measure(op, MAX_THREADS, WARMUP_PASS_SECONDS, 0.0);
@@ -1194,7 +2022,11 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         .chain(children.iter().map(|c| c.child.id()))
         .collect();
     let mut foreign_cpu: Vec<f64> = Vec::new();
+    let throughput_started = Instant::now();
     for round in 0..o.rounds {
+        if n_cfg == 0 {
+            break;
+        }
         for (oi, &op) in o.ops.iter().enumerate() {
             for (ti, &threads) in THREADS.iter().enumerate() {
                 done += 1;
@@ -1238,7 +2070,7 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
                     turn += 1;
                 }
                 let mut line = format!(
-                    "[{done:>2}/{total}] round {} {:<6} {threads} thr",
+                    "[{done:>2}/{total}] round {} {:<10} {threads} thr",
                     round + 1,
                     op.key()
                 );
@@ -1260,6 +2092,32 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             }
         }
     }
+    let throughput_seconds = throughput_started.elapsed().as_secs_f64();
+    // The throughput children are done: they leave the machine to the failover child.
+    for c in &mut children {
+        c.quit();
+    }
+
+    // Failover latency, alone on the machine.
+    let failover_started = Instant::now();
+    let failover = match &failover_cfg {
+        Some(cfg) => {
+            eprintln!(
+                "failover measurements ({} single failovers, {} x 2 rounds of {} sessions) ...",
+                o.failovers, o.mass_rounds, o.mass_sessions
+            );
+            let mut c = ChildProc::spawn(cfg, &o)?;
+            c.wait_ready();
+            c.quit();
+            match &c.failed {
+                Some(why) => eprintln!("{}: FAILED: {why}", c.cfg.name),
+                None => eprintln!("{}: done", c.cfg.name),
+            }
+            Some(c)
+        }
+        None => None,
+    };
+    let failover_seconds = failover_started.elapsed().as_secs_f64();
     let elapsed = started.elapsed().as_secs_f64();
 
     // Report.
@@ -1270,43 +2128,16 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
-    println!("p11ha-bench: SoftHSM directly vs libp11ha.so in WLD mode ({cpus} CPUs)");
-    for c in &children {
+    println!("p11ha-bench: SoftHSM directly vs libp11ha.so in WLD and HA mode ({cpus} CPUs)");
+    for c in children.iter().chain(&failover) {
         println!(
-            "  {:<6} {} | {} | {}",
+            "  {:<12} {} | {} | {}",
             c.cfg.name,
             c.cfg.lib.display(),
             c.get("library").unwrap_or("?"),
             c.get("token").unwrap_or("?")
         );
     }
-    println!(
-        "method: one child process per configuration (SoftHSM or libp11ha.so loaded once per\n\
-         \x20 process), all alive at once, measured one at a time. For every (operation, threads)\n\
-         \x20 each configuration runs {} s in total, cut into {} slices of {:.2} s; the configurations\n\
-         \x20 take turns slice by slice (order rotating), so that a slow spell of the machine hits all\n\
-         \x20 of them alike. In a slice the threads warm up ({} s before the first slice, {} s before\n\
-         \x20 the others), start together at a barrier and count completed operations; rate = sum over\n\
-         \x20 threads of count / elapsed, averaged over the slices. {} round(s), best reported; one\n\
-         \x20 unrecorded {WARMUP_PASS_SECONDS} s pass per operation and configuration before all that.\n\
-         \x20 Each thread has its own session, opened after one C_Login on a control session; every\n\
-         \x20 timed operation checks its result. ECDSA: CKM_ECDSA over a 32-byte digest; RSA:\n\
-         \x20 CKM_SHA256_RSA_PKCS over {} bytes, single-part C_Sign; SHA-256 and AES-256-CBC: 1 MiB\n\
-         \x20 ({INPUT_LEN} bytes) as {} C_DigestUpdate / C_EncryptUpdate chunks of {} bytes, MB = 10^6\n\
-         \x20 bytes; C_GetSessionInfo in batches of {}. The cryptoki crate queries output lengths:\n\
-         \x20 one signature = C_SignInit + 2 C_Sign, one chunk = 2 C_EncryptUpdate.",
-        o.seconds,
-        o.slices,
-        o.seconds / o.slices as f64,
-        o.warmup,
-        o.warmup.min(SLICE_WARMUP_SECONDS),
-        o.rounds,
-        RSA_MESSAGE.len(),
-        INPUT_LEN.div_ceil(o.chunk),
-        o.chunk,
-        Op::SessionInfo.batch()
-    );
-    println!();
     let cell = |oi: usize, ti: usize, ci: usize| -> String {
         if let Some(v) = best(&results[oi][ti][ci]) {
             format!("{v:.0}")
@@ -1319,20 +2150,66 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     let ratio = |oi: usize, ti: usize, ci: usize| -> Option<f64> {
         Some(best(&results[oi][ti][ci])? / best(&results[oi][ti][0])?)
     };
-    for (oi, &op) in o.ops.iter().enumerate() {
-        for (ti, &threads) in THREADS.iter().enumerate() {
-            let mut row = format!(
-                "{:<25} {threads} thr   {} {:>8}",
-                op.title(),
-                children[0].cfg.name,
-                cell(oi, ti, 0)
-            );
-            for (ci, c) in children.iter().enumerate().skip(1) {
-                let r = ratio(oi, ti, ci).map_or("  - ".into(), |r| format!("{r:.2}"));
-                let _ = write!(row, "   {} {:>8} ({r})", c.cfg.name, cell(oi, ti, ci));
-            }
-            println!("{row}");
+    if n_cfg > 0 {
+        println!(
+            "method (throughput): one child process per configuration (SoftHSM or libp11ha.so\n\
+             \x20 loaded once per process), all alive at once, measured one at a time. For every\n\
+             \x20 (operation, threads) each configuration runs {} s in total, cut into {} slices of\n\
+             \x20 {:.2} s; the configurations take turns slice by slice (order rotating), so that a\n\
+             \x20 slow spell of the machine hits all of them alike. In a slice the threads warm up ({} s\n\
+             \x20 before the first slice, {} s before the others), start together at a barrier and\n\
+             \x20 count completed operations; rate = sum over threads of count / elapsed, averaged over\n\
+             \x20 the slices. {} round(s), best reported; one unrecorded {WARMUP_PASS_SECONDS} s pass per\n\
+             \x20 operation and configuration before all that. Each thread has its own session, opened\n\
+             \x20 after one C_Login on a control session; every timed operation checks its result.\n\
+             \x20 ECDSA: CKM_ECDSA over a 32-byte digest; RSA: CKM_SHA256_RSA_PKCS over {} bytes,\n\
+             \x20 single-part C_Sign; SHA-256 and AES-256-CBC: 1 MiB ({INPUT_LEN} bytes) as {}\n\
+             \x20 C_DigestUpdate / C_EncryptUpdate chunks of {} bytes, and 64 KiB ({SMALL_LEN} bytes) as\n\
+             \x20 {} chunks, MB = 10^6 bytes; C_GetSessionInfo in batches of {}. The cryptoki crate\n\
+             \x20 queries output lengths: one signature = C_SignInit + 2 C_Sign, one chunk = 2\n\
+             \x20 C_EncryptUpdate.\n\
+             \x20 ha1/ha3: HA mode (no fault injection), which journals every session: mechanism and key\n\
+             \x20 at Init, and a copy of the Update data up to {SMALL_LEN} bytes per operation (the\n\
+             \x20 default limit). The 64 KiB inputs stay within it, so every byte is copied into the\n\
+             \x20 journal; the 1 MiB inputs pass it at chunk {}, after which nothing more is copied\n\
+             \x20 and the operation is marked not recoverable (it goes on; HA logs it once).",
+            o.seconds,
+            o.slices,
+            o.seconds / o.slices as f64,
+            o.warmup,
+            o.warmup.min(SLICE_WARMUP_SECONDS),
+            o.rounds,
+            RSA_MESSAGE.len(),
+            INPUT_LEN.div_ceil(o.chunk),
+            o.chunk,
+            SMALL_LEN.div_ceil(o.chunk),
+            Op::SessionInfo.batch(),
+            SMALL_LEN / o.chunk + 1
+        );
+        println!();
+        let mut header = format!(
+            "{:<26}{:>4} {:>10}",
+            "operation", "thr", children[0].cfg.name
+        );
+        for c in children.iter().skip(1) {
+            let _ = write!(header, " {:>16}", c.cfg.name);
         }
+        println!("{header}");
+        for (oi, &op) in o.ops.iter().enumerate() {
+            for (ti, &threads) in THREADS.iter().enumerate() {
+                let mut row = format!("{:<26}{threads:>4} {:>10}", op.title(), cell(oi, ti, 0));
+                for ci in 1..n_cfg {
+                    let r = ratio(oi, ti, ci).map_or("  -  ".into(), |r| format!("{r:.2}"));
+                    let _ = write!(row, " {:>16}", format!("{} ({r})", cell(oi, ti, ci)));
+                }
+                println!("{row}");
+            }
+        }
+        println!("(ratios: against direct, in the same run)");
+    }
+    if let Some(f) = &failover {
+        println!();
+        print_failover(f, &o);
     }
     println!();
     println!("validation:");
@@ -1341,19 +2218,60 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             Some(why) => format!("FAILED: {why}"),
             None => "ok (signatures verify, tampered ones rejected; outputs agree)".into(),
         };
+        let short = |k: &str| {
+            c.get(k)
+                .map_or("?".into(), |s| s.chars().take(16).collect::<String>())
+        };
         println!(
-            "  {:<6} sha256(1 MiB) {}  aes-cbc fnv64 {}  rsa-sig fnv64 {}  {status}",
+            "  {:<6} sha256 {} / {} (1 MiB / 64 KiB)  aes-cbc fnv64 {} / {}  rsa-sig fnv64 {}  {status}",
             c.cfg.name,
-            c.get("sha256")
-                .map_or("?".into(), |s| s.chars().take(16).collect::<String>()),
-            c.get("aes_cbc_fnv64").unwrap_or("?"),
-            c.get("rsa_sig_fnv64").unwrap_or("?"),
+            short("sha256"),
+            short("sha256_64k"),
+            short("aes_cbc_fnv64"),
+            short("aes_cbc_64k_fnv64"),
+            short("rsa_sig_fnv64"),
         );
+        if let Some(j) = c.get("journal") {
+            println!("         HA journal: {j}");
+        }
         for w in c.kv.get("warning").into_iter().flatten() {
             println!("         warning: {w}");
         }
+        if let Some(log) = c.cfg.ha_log() {
+            let text = std::fs::read_to_string(&log).unwrap_or_default();
+            let lines = halog_other_lines(&text);
+            println!(
+                "         HA log ({} line(s)){}",
+                text.lines().count(),
+                if lines.is_empty() { "" } else { ":" }
+            );
+            for l in lines {
+                println!("           {l}");
+            }
+        }
     }
-    let mut all_ok = children.iter().all(|c| c.failed.is_none());
+    if let Some(f) = &failover {
+        let status = match &f.failed {
+            Some(why) => format!("FAILED: {why}"),
+            None => "ok (every signature made across a failover verifies, every digest and \
+                     session object is intact, every session moved to another member)"
+                .into(),
+        };
+        println!("  {} {status}", f.cfg.name);
+        println!(
+            "         HA log: {} failure and {} recovery line(s), {} expected",
+            f.get("halog.failures").unwrap_or("?"),
+            f.get("halog.recovered").unwrap_or("?"),
+            f.get("halog.expected").unwrap_or("?")
+        );
+        for l in f.kv.get("halog.other").into_iter().flatten() {
+            println!("           other: {l}");
+        }
+        for w in f.kv.get("warning").into_iter().flatten() {
+            println!("         warning: {w}");
+        }
+    }
+    let mut all_ok = children.iter().chain(&failover).all(|c| c.failed.is_none());
     if !errors.is_empty() {
         all_ok = false;
         println!("errors:");
@@ -1371,14 +2289,17 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     let noisy = foreign_cpu.iter().filter(|&&f| f > 0.10).count();
     if !foreign_cpu.is_empty() {
         println!(
-            "other processes took {:.0}% of the CPUs on average during the measurements \
+            "other processes took {:.0}% of the CPUs on average during the throughput measurements \
              (at most {:.0}%; {noisy} of {} measurements above 10%)",
             foreign_mean * 100.0,
             foreign_max * 100.0,
             foreign_cpu.len()
         );
     }
-    println!("run time: {elapsed:.0} s");
+    println!(
+        "run time: {elapsed:.0} s (throughput {throughput_seconds:.0} s, failover \
+         {failover_seconds:.0} s, the rest setup and validation)"
+    );
 
     println!();
     println!("# p11ha-bench results (key=value; rates are the best of the rounds)");
@@ -1389,12 +2310,17 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     println!("bench.rounds={}", o.rounds);
     println!("bench.estimator=best_of_rounds");
     println!("bench.input_bytes={INPUT_LEN}");
+    println!("bench.small_input_bytes={SMALL_LEN}");
     println!("bench.chunk_bytes={}", o.chunk);
     println!("bench.mb=1000000");
     println!("bench.run_seconds={elapsed:.0}");
-    println!("bench.foreign_cpu_mean_pct={:.0}", foreign_mean * 100.0);
-    println!("bench.foreign_cpu_max_pct={:.0}", foreign_max * 100.0);
-    for c in &children {
+    println!("bench.throughput_seconds={throughput_seconds:.0}");
+    println!("bench.failover_seconds={failover_seconds:.0}");
+    if !foreign_cpu.is_empty() {
+        println!("bench.foreign_cpu_mean_pct={:.0}", foreign_mean * 100.0);
+        println!("bench.foreign_cpu_max_pct={:.0}", foreign_max * 100.0);
+    }
+    for c in children.iter().chain(&failover) {
         println!("lib.{}={}", c.cfg.name, c.cfg.lib.display());
     }
     for (oi, &op) in o.ops.iter().enumerate() {
@@ -1405,7 +2331,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
                     Some(v) => println!("{key}={v:.0}"),
                     None => println!("{key}=error"),
                 }
-                if let Some(r) = ratio(oi, ti, ci).filter(|_| ci > 0) {
+                if ci > 0
+                    && let Some(r) = ratio(oi, ti, ci)
+                {
                     println!("{key}_ratio={r:.3}");
                 }
                 let rounds: Vec<String> = results[oi][ti][ci]
@@ -1418,28 +2346,160 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             }
         }
     }
+    if let Some(f) = &failover {
+        println!("failover.recover_delay_ms={}", o.recover_ms);
+        println!("failover.mass_sessions={}", o.mass_sessions);
+        for (k, vs) in &f.kv {
+            let failover_key = ["single.", "mass_sign.", "mass_digest.", "halog.", "members"]
+                .iter()
+                .any(|p| k.starts_with(p));
+            if failover_key && k != "halog.other" {
+                for v in vs {
+                    println!("failover.{k}={v}");
+                }
+            }
+        }
+        println!("failover.ok={}", f.failed.is_none());
+    }
     for c in &children {
-        println!(
-            "check.{}.sha256={}",
-            c.cfg.name,
-            c.get("sha256").unwrap_or("?")
-        );
-        println!(
-            "check.{}.aes_cbc_fnv64={}",
-            c.cfg.name,
-            c.get("aes_cbc_fnv64").unwrap_or("?")
-        );
-        println!(
-            "check.{}.rsa_sig_fnv64={}",
-            c.cfg.name,
-            c.get("rsa_sig_fnv64").unwrap_or("?")
-        );
+        for k in check_keys {
+            println!("check.{}.{k}={}", c.cfg.name, c.get(k).unwrap_or("?"));
+        }
         println!("check.{}.ok={}", c.cfg.name, c.failed.is_none());
     }
 
-    for c in children {
-        c.quit();
-    }
     drop(scratch);
     Ok(all_ok)
+}
+
+/// The failover section of the report, from the failover child's key=value lines.
+fn print_failover(f: &ChildProc, o: &Options) {
+    let line = |prefix: &str, unit: &str| -> String {
+        let g = |k: &str| f.get(&format!("{prefix}.{k}")).map(str::to_string);
+        match (
+            g(&format!("median_{unit}")),
+            g(&format!("p90_{unit}")),
+            g(&format!("max_{unit}")),
+            g("max_at"),
+            g("n"),
+        ) {
+            (Some(m), Some(p), Some(x), Some(at), Some(n)) => {
+                format!("median {m} {unit}, p90 {p} {unit}, worst {x} {unit} (#{at} of {n})")
+            }
+            _ => "not measured".into(),
+        }
+    };
+    let diff = |a: &str, b: &str| -> String {
+        let g = |p: &str| {
+            f.get(&format!("{p}.median_us"))
+                .and_then(|v| v.parse::<f64>().ok())
+        };
+        match (g(a), g(b)) {
+            (Some(x), Some(y)) => format!("{:.0} us", x - y),
+            _ => "?".into(),
+        }
+    };
+    println!(
+        "failover latency: libp11ha.so in HA mode over 3 SoftHSM members (fault injection on,\n\
+         \x20 P11HA_HA_RECOVER_DELAY_MS={}), in its own process after the throughput measurements.\n\
+         \x20 Time of one raw call, from its start to its successful return; the call that meets the\n\
+         \x20 failure fails over inside: a session opened on the member in service with the fewest\n\
+         \x20 sessions, login (held there by p11ha's anchor session), the journal replayed, the call\n\
+         \x20 made again. After each failover the failed member is healed and its return to service\n\
+         \x20 awaited (P11HA_GetMemberInfo), so every round starts with 3 members. Validated: each\n\
+         \x20 session moved (P11HA_GetSessionMember), each signature verifies (C_Verify on another\n\
+         \x20 session), each digest and session object is intact, the member is out of service.",
+        o.recover_ms
+    );
+    if o.failovers == 0 {
+        println!("  (a) not run (--failovers 0)");
+    } else {
+        print_single(f, &line, &diff);
+    }
+    if o.mass_rounds == 0 {
+        println!("  (b) not run (--mass-rounds 0)");
+    } else {
+        print_mass(f, o, &line, &diff);
+    }
+}
+
+fn print_single(
+    f: &ChildProc,
+    line: &dyn Fn(&str, &str) -> String,
+    diff: &dyn Fn(&str, &str) -> String,
+) {
+    println!(
+        "  (a) one session, its member fails at the ECDSA C_Sign (CKM_ECDSA, 32-byte digest) after\n\
+         \x20     C_SignInit (P11HA_InjectFault(member, \"on:op_single:1\")). The session usually moves to\n\
+         \x20     the member that came back last (it has the fewest sessions), where p11ha has forgotten\n\
+         \x20     the key's handle: the failover includes finding the key again by its identity."
+    );
+    println!(
+        "      without failure (same session, same call) {}",
+        line("single.base", "us")
+    );
+    println!(
+        "      failover                                   {}",
+        line("single.failover", "us")
+    );
+    println!(
+        "      failover cost (difference of the medians) {}; members failed in turn: {}",
+        diff("single.failover", "single.base"),
+        f.get("single.members_failed").unwrap_or("?")
+    );
+    println!(
+        "      member back in service after heal           {}",
+        line("single.back_after_heal", "ms")
+    );
+}
+
+fn print_mass(
+    f: &ChildProc,
+    o: &Options,
+    line: &dyn Fn(&str, &str) -> String,
+    diff: &dyn Fn(&str, &str) -> String,
+) {
+    println!(
+        "  (b) {} sessions on one member (about {} opened so that {} land on it), which goes down\n\
+         \x20     (\"down\"): the first call on each of them afterwards, one after another, {} round(s)",
+        o.mass_sessions,
+        f.get("mass_sign.sessions_opened").unwrap_or("?"),
+        o.mass_sessions,
+        o.mass_rounds
+    );
+    for (k, what) in [
+        (
+            "mass_sign",
+            "ECDSA C_Sign; each session had signed once, made a 2 KiB session object\n\
+             \x20     (re-created by the replay) and called C_SignInit (CKM_ECDSA)",
+        ),
+        (
+            "mass_digest",
+            "C_DigestFinal; each session had C_DigestInit (SHA-256) and 4 KiB of\n\
+             \x20     C_DigestUpdate in progress (replayed)",
+        ),
+    ] {
+        println!("    {what}:");
+        println!(
+            "      without failure (same sessions, same call) {}",
+            line(&format!("{k}.base"), "us")
+        );
+        println!(
+            "      failover, per call                          {}",
+            line(&format!("{k}.failover"), "us")
+        );
+        println!(
+            "      of which the first call (meets the failure) {}",
+            line(&format!("{k}.first_call"), "us")
+        );
+        println!(
+            "      failover cost (difference of the medians) {}",
+            diff(&format!("{k}.failover"), &format!("{k}.base"))
+        );
+        println!(
+            "      all {} served again (first call start to last return) {}",
+            o.mass_sessions,
+            line(&format!("{k}.total"), "ms")
+        );
+    }
 }
