@@ -39,7 +39,7 @@ use crate::event::Event;
 use crate::handles::{
     self, Identity, IndexSlot, MAX_IDENTITY_BYTES, ObjectEntry, ObjectKind, ObjectTable,
 };
-use crate::journal::{self, Journal, Lost, OpRecord, Recipe, RecipeKind};
+use crate::journal::{self, Journal, Lost, NewRecipe, OpRecord, Recipe, RecipeKind};
 use crate::port::{
     Attr, AttrOut, Clock, DualOp, Events, Mechanism, MechanismInfo, Member, Op, Param, Platform,
     SessionInfo, SlotInfo, TokenInfo, Version,
@@ -1884,25 +1884,11 @@ impl<P: Platform> Engine<P> {
     }
 
     /// HA mode: journals how session object(s) were made.
-    #[allow(clippy::too_many_arguments)]
-    fn journal_object(
-        &self,
-        s: &mut Session<P::Journal>,
-        kind: RecipeKind,
-        object: u64,
-        object2: u64,
-        source: u64,
-        mechanism: Option<&Mechanism<'_>>,
-        wrapped: &[u8],
-        template: &[Attr<'_>],
-        template2: &[Attr<'_>],
-    ) {
-        if !self.ha || !self.is_session_object(object) {
+    fn journal_object(&self, s: &mut Session<P::Journal>, new: NewRecipe<'_>) {
+        if !self.ha || !self.is_session_object(new.object) {
             return;
         }
-        if !s.journal.recipe(
-            kind, object, object2, source, mechanism, wrapped, template, template2,
-        ) {
+        if !s.journal.recipe(&new) {
             self.lose(Some(lost::OBJECT_NOT_JOURNALLED));
         }
     }
@@ -1924,7 +1910,7 @@ impl<P: Platform> Engine<P> {
             |m, s, index| {
                 let real = m.create_object(s.real, template)?;
                 let h = self.adopt_new(s, index, real)?;
-                self.journal_object(s, RecipeKind::Create, h, 0, 0, None, &[], template, &[]);
+                self.journal_object(s, NewRecipe::new(RecipeKind::Create, h, template));
                 Ok(h)
             },
             |_, _| {},
@@ -1947,7 +1933,13 @@ impl<P: Platform> Engine<P> {
                         self.objects.write().set_root(h, root);
                     }
                 }
-                self.journal_object(s, RecipeKind::Copy, h, 0, object, None, &[], template, &[]);
+                self.journal_object(
+                    s,
+                    NewRecipe {
+                        source: object,
+                        ..NewRecipe::new(RecipeKind::Copy, h, template)
+                    },
+                );
                 Ok(h)
             },
             |_, _| {},
@@ -2040,14 +2032,7 @@ impl<P: Platform> Engine<P> {
                 m.set_attributes(s.real, real, template)?;
                 self.journal_object(
                     s,
-                    RecipeKind::SetAttributes,
-                    object,
-                    0,
-                    0,
-                    None,
-                    &[],
-                    template,
-                    &[],
+                    NewRecipe::new(RecipeKind::SetAttributes, object, template),
                 );
                 Ok((s.slot, s.member, self.token_identity(object)))
             },
@@ -2378,14 +2363,10 @@ impl<P: Platform> Engine<P> {
                 }
                 self.journal_object(
                     s,
-                    RecipeKind::GenerateKey,
-                    h,
-                    0,
-                    0,
-                    Some(mechanism),
-                    &[],
-                    template,
-                    &[],
+                    NewRecipe {
+                        mechanism: Some(mechanism),
+                        ..NewRecipe::new(RecipeKind::GenerateKey, h, template)
+                    },
                 );
                 Ok(h)
             },
@@ -2432,14 +2413,12 @@ impl<P: Platform> Engine<P> {
                 }
                 self.journal_object(
                     s,
-                    RecipeKind::GenerateKeyPair,
-                    public_v,
-                    private_v,
-                    0,
-                    Some(mechanism),
-                    &[],
-                    public_template,
-                    private_template,
+                    NewRecipe {
+                        object2: private_v,
+                        mechanism: Some(mechanism),
+                        template2: private_template,
+                        ..NewRecipe::new(RecipeKind::GenerateKeyPair, public_v, public_template)
+                    },
                 );
                 Ok((public_v, private_v))
             },
@@ -2493,14 +2472,12 @@ impl<P: Platform> Engine<P> {
                 let h = self.adopt_new(s, index, real)?;
                 self.journal_object(
                     s,
-                    RecipeKind::Unwrap,
-                    h,
-                    0,
-                    unwrapping_key,
-                    Some(mechanism),
-                    wrapped,
-                    template,
-                    &[],
+                    NewRecipe {
+                        source: unwrapping_key,
+                        mechanism: Some(mechanism),
+                        wrapped,
+                        ..NewRecipe::new(RecipeKind::Unwrap, h, template)
+                    },
                 );
                 Ok(h)
             },
@@ -2527,14 +2504,11 @@ impl<P: Platform> Engine<P> {
                 let h = self.adopt_new(s, index, real)?;
                 self.journal_object(
                     s,
-                    RecipeKind::Derive,
-                    h,
-                    0,
-                    base_key,
-                    Some(mechanism),
-                    &[],
-                    template,
-                    &[],
+                    NewRecipe {
+                        source: base_key,
+                        mechanism: Some(mechanism),
+                        ..NewRecipe::new(RecipeKind::Derive, h, template)
+                    },
                 );
                 Ok(h)
             },

@@ -120,6 +120,44 @@ impl RecipeKind {
     }
 }
 
+/// How a session object was made, as the engine hands it to the journal.
+#[derive(Clone, Copy, Debug)]
+pub struct NewRecipe<'a> {
+    /// What made the object.
+    pub kind: RecipeKind,
+    /// The object's virtual handle (the public key of a pair).
+    pub object: u64,
+    /// The private key of a pair, or 0.
+    pub object2: u64,
+    /// The source, base or unwrapping key (virtual), or 0.
+    pub source: u64,
+    /// The mechanism, where there is one.
+    pub mechanism: Option<&'a Mechanism<'a>>,
+    /// The wrapped key of an unwrap.
+    pub wrapped: &'a [u8],
+    /// The (first) template.
+    pub template: &'a [Attr<'a>],
+    /// The private key's template of a pair.
+    pub template2: &'a [Attr<'a>],
+}
+
+impl<'a> NewRecipe<'a> {
+    /// A recipe of `kind` for `object` from `template`; the other fields
+    /// empty, to be filled with struct update syntax.
+    pub fn new(kind: RecipeKind, object: u64, template: &'a [Attr<'a>]) -> Self {
+        NewRecipe {
+            kind,
+            object,
+            object2: 0,
+            source: 0,
+            mechanism: None,
+            wrapped: &[],
+            template,
+            template2: &[],
+        }
+    }
+}
+
 /// A decoded recipe, borrowing the journal.
 #[derive(Debug)]
 pub struct Recipe<'a> {
@@ -379,18 +417,17 @@ where
 
     /// Records how a session object was made. `false` if the recipe does not
     /// fit or cannot be copied (the object would be lost in a failover).
-    #[allow(clippy::too_many_arguments)]
-    pub fn recipe(
-        &mut self,
-        kind: RecipeKind,
-        object: u64,
-        object2: u64,
-        source: u64,
-        mechanism: Option<&Mechanism<'_>>,
-        wrapped: &[u8],
-        template: &[Attr<'_>],
-        template2: &[Attr<'_>],
-    ) -> bool {
+    pub fn recipe(&mut self, new: &NewRecipe<'_>) -> bool {
+        let NewRecipe {
+            kind,
+            object,
+            object2,
+            source,
+            mechanism,
+            wrapped,
+            template,
+            template2,
+        } = *new;
         let r = self.region(0);
         let start = r.start + self.recipes_len;
         let mut w = Writer::new(&mut self.buf[start..r.end]);
@@ -815,27 +852,17 @@ mod tests {
             ty: 0x1080,
             param: Param::None,
         };
-        assert!(j.recipe(RecipeKind::Create, 1, 0, 0, None, &[], &t, &[]));
-        assert!(j.recipe(
-            RecipeKind::GenerateKey,
-            2,
-            0,
-            0,
-            Some(&keygen),
-            &[],
-            &t,
-            &[]
-        ));
-        assert!(j.recipe(
-            RecipeKind::Unwrap,
-            3,
-            0,
-            2,
-            Some(&keygen),
-            b"wrapped",
-            &t,
-            &[]
-        ));
+        assert!(j.recipe(&NewRecipe::new(RecipeKind::Create, 1, &t)));
+        assert!(j.recipe(&NewRecipe {
+            mechanism: Some(&keygen),
+            ..NewRecipe::new(RecipeKind::GenerateKey, 2, &t)
+        }));
+        assert!(j.recipe(&NewRecipe {
+            source: 2,
+            mechanism: Some(&keygen),
+            wrapped: b"wrapped",
+            ..NewRecipe::new(RecipeKind::Unwrap, 3, &t)
+        }));
         let kinds: heapless::Vec<(RecipeKind, u64), 4> =
             j.recipes().map(|r| (r.kind, r.object)).collect();
         assert_eq!(
@@ -859,7 +886,7 @@ mod tests {
             ty: attr::VALUE,
             value: &big,
         }];
-        assert!(!j.recipe(RecipeKind::Create, 4, 0, 0, None, &[], &t, &[]));
+        assert!(!j.recipe(&NewRecipe::new(RecipeKind::Create, 4, &t)));
         assert_eq!(j.recipes().count(), 2);
     }
 
@@ -873,6 +900,6 @@ mod tests {
             param: Param::Flat(&[1]),
         };
         assert_eq!(j.op_begin(Op::Sign, &m, 1), Some(PARAMETER_NOT_COPYABLE));
-        assert!(!j.recipe(RecipeKind::Create, 1, 0, 0, None, &[], &[], &[]));
+        assert!(!j.recipe(&NewRecipe::new(RecipeKind::Create, 1, &[])));
     }
 }

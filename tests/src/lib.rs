@@ -161,6 +161,20 @@ fn copy_dir(from: &Path, to: &Path) {
     }
 }
 
+/// Puts the configuration of `libp11ha.so` in this process's environment,
+/// where its `C_Initialize` reads it: SoftHSM over `tokens` as the module,
+/// and `config` (KEY=VALUE items) on top. Call it before the library is
+/// initialised, while no other thread reads the environment.
+pub fn configure(tokens: &Tokens, config: &[(&str, &str)]) {
+    let conf = tokens.conf().display().to_string();
+    let base = [("SOFTHSM2_CONF", conf.as_str()), ("P11HA_MODULES", SOFTHSM)];
+    for (k, v) in base.iter().chain(config) {
+        // SAFETY: the caller calls this before the library under test
+        // exists, while no other thread of the process reads the environment.
+        unsafe { std::env::set_var(k, v) };
+    }
+}
+
 /// `libp11ha.so` configured and initialised for this process.
 pub struct Library {
     /// The library, through the `cryptoki` crate.
@@ -178,20 +192,7 @@ impl Library {
         static LIB: OnceLock<Library> = OnceLock::new();
         LIB.get_or_init(|| {
             let tokens = tokens(n);
-            let mut env = vec![
-                (
-                    "SOFTHSM2_CONF".to_owned(),
-                    tokens.conf().display().to_string(),
-                ),
-                ("P11HA_MODULES".to_owned(), SOFTHSM.to_owned()),
-            ];
-            env.extend(config.iter().map(|(k, v)| (k.to_string(), v.to_string())));
-            for (k, v) in &env {
-                // SAFETY: set once, inside OnceLock initialisation, before the
-                // library under test exists; no other thread of this process
-                // reads the environment concurrently at this point.
-                unsafe { std::env::set_var(k, v) };
-            }
+            configure(&tokens, config);
             let pkcs11 = Pkcs11::new(lib_path()).expect("load libp11ha.so");
             pkcs11
                 .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))

@@ -12,15 +12,14 @@ use p11ha_tests::*;
 
 fn setup_env() -> Tokens {
     let t = tokens(3);
-    for (k, v) in [
-        ("SOFTHSM2_CONF", t.conf().display().to_string()),
-        ("P11HA_MODULES", SOFTHSM.to_owned()),
-        ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD".to_owned()),
-        ("ET_PTKC_WLD_SLOT_0", LABEL.to_owned()),
-    ] {
-        // SAFETY: single-threaded at this point of the only test.
-        unsafe { std::env::set_var(k, v) };
-    }
+    // Single-threaded at this point of the only test: configure is safe here.
+    configure(
+        &t,
+        &[
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+            ("ET_PTKC_WLD_SLOT_0", LABEL),
+        ],
+    );
     t
 }
 

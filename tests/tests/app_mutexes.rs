@@ -63,15 +63,14 @@ unsafe extern "C" fn unlock(m: *mut c_void) -> CK_RV {
 #[test]
 fn application_mutex_callbacks_are_used_and_released() {
     let t = tokens(2);
-    for (k, v) in [
-        ("SOFTHSM2_CONF", t.conf().display().to_string()),
-        ("P11HA_MODULES", SOFTHSM.to_owned()),
-        ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD".to_owned()),
-        ("ET_PTKC_WLD_SLOT_0", LABEL.to_owned()),
-    ] {
-        // SAFETY: the only test of this process, before any thread.
-        unsafe { std::env::set_var(k, v) };
-    }
+    // The only test of this process, before any thread: configure is safe here.
+    configure(
+        &t,
+        &[
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+            ("ET_PTKC_WLD_SLOT_0", LABEL),
+        ],
+    );
     let f = raw();
     let mut args = CK_C_INITIALIZE_ARGS {
         CreateMutex: Some(create),
