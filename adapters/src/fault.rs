@@ -347,49 +347,7 @@ impl<M: Member> Member for Faulty<M> {
         self.inner.slot_id()
     }
 
-    faulty! {
-        fn slot_info(&self) -> Result<SlotInfo> = SlotInfo;
-        fn token_info(&self) -> Result<TokenInfo> = TokenInfo;
-        fn mechanism_list(&self, out: Option<&mut [u64]>) -> Result<usize> = MechanismList;
-        fn mechanism_info(&self, mechanism: u64) -> Result<MechanismInfo> = MechanismInfo;
-        fn init_token(&self, so_pin: Option<&[u8]>, label: &[u8; 32]) -> Result<()> = InitToken;
-        fn open_session(&self, flags: u64) -> Result<u64> = OpenSession;
-        fn close_session(&self, session: u64) -> Result<()> = CloseSession;
-        fn session_info(&self, session: u64) -> Result<SessionInfo> = SessionInfo;
-        fn init_pin(&self, session: u64, pin: Option<&[u8]>) -> Result<()> = InitPin;
-        fn set_pin(&self, session: u64, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<()> = SetPin;
-        fn operation_state(&self, session: u64, out: Option<&mut [u8]>) -> Result<usize> = OperationState;
-        fn set_operation_state(&self, session: u64, state: &[u8], encryption_key: u64, authentication_key: u64) -> Result<()> = SetOperationState;
-        fn login(&self, session: u64, user: u64, pin: Option<&[u8]>) -> Result<()> = Login;
-        fn logout(&self, session: u64) -> Result<()> = Logout;
-        fn create_object(&self, session: u64, template: &[Attr<'_>]) -> Result<u64> = CreateObject;
-        fn copy_object(&self, session: u64, object: u64, template: &[Attr<'_>]) -> Result<u64> = CopyObject;
-        fn destroy_object(&self, session: u64, object: u64) -> Result<()> = DestroyObject;
-        fn object_size(&self, session: u64, object: u64) -> Result<u64> = ObjectSize;
-        fn get_attributes(&self, session: u64, object: u64, template: &mut [AttrOut<'_>]) -> Result<()> = GetAttributes;
-        fn set_attributes(&self, session: u64, object: u64, template: &[Attr<'_>]) -> Result<()> = SetAttributes;
-        fn find_init(&self, session: u64, template: &[Attr<'_>]) -> Result<()> = FindInit;
-        fn find(&self, session: u64, out: &mut [u64]) -> Result<usize> = Find;
-        fn find_final(&self, session: u64) -> Result<()> = FindFinal;
-        fn op_init(&self, session: u64, op: Op, mechanism: &Mechanism<'_>, key: u64) -> Result<()> = OpInit;
-        fn op_single(&self, session: u64, op: Op, input: &[u8], out: Option<&mut [u8]>) -> Result<usize> = OpSingle;
-        fn op_update(&self, session: u64, op: Op, input: &[u8], out: Option<&mut [u8]>) -> Result<usize> = OpUpdate;
-        fn op_final(&self, session: u64, op: Op, out: Option<&mut [u8]>) -> Result<usize> = OpFinal;
-        fn verify(&self, session: u64, data: &[u8], signature: &[u8]) -> Result<()> = Verify;
-        fn verify_final(&self, session: u64, signature: &[u8]) -> Result<()> = VerifyFinal;
-        fn digest_key(&self, session: u64, key: u64) -> Result<()> = DigestKey;
-        fn dual_update(&self, session: u64, op: DualOp, input: &[u8], out: Option<&mut [u8]>) -> Result<usize> = DualUpdate;
-        fn generate_key(&self, session: u64, mechanism: &Mechanism<'_>, template: &[Attr<'_>]) -> Result<u64> = GenerateKey;
-        fn generate_key_pair(&self, session: u64, mechanism: &Mechanism<'_>, public_template: &[Attr<'_>], private_template: &[Attr<'_>]) -> Result<(u64, u64)> = GenerateKeyPair;
-        fn wrap_key(&self, session: u64, mechanism: &Mechanism<'_>, wrapping_key: u64, key: u64, out: Option<&mut [u8]>) -> Result<usize> = WrapKey;
-        fn unwrap_key(&self, session: u64, mechanism: &Mechanism<'_>, unwrapping_key: u64, wrapped: &[u8], template: &[Attr<'_>]) -> Result<u64> = UnwrapKey;
-        fn derive_key(&self, session: u64, mechanism: &Mechanism<'_>, base_key: u64, template: &[Attr<'_>]) -> Result<u64> = DeriveKey;
-        fn seed_random(&self, session: u64, seed: &[u8]) -> Result<()> = SeedRandom;
-        fn generate_random(&self, session: u64, out: &mut [u8]) -> Result<()> = GenerateRandom;
-        fn function_status(&self, session: u64) -> Result<()> = FunctionStatus;
-        fn cancel_function(&self, session: u64) -> Result<()> = CancelFunction;
-        fn close_all_sessions(&self) -> Result<()> = CloseAllSessions;
-    }
+    p11ha_core::member_calls!(faulty);
 
     fn reconnect(&self) -> Result<()> {
         self.inner.reconnect()
