@@ -15,8 +15,16 @@ use crate::event::Event;
 pub const MAX_WLD_SLOTS: usize = 16;
 /// How many `P11HA_MODULES` paths are kept.
 pub const MAX_MODULES: usize = 8;
-/// The longest module path, in bytes.
+/// The longest module path or server address, in bytes.
 pub const MAX_PATH: usize = 256;
+/// How many `ET_HSM_NETCLIENT_SERVERLIST` addresses are kept.
+pub const MAX_SERVERS: usize = 16;
+/// The default `P11HA_CONNECT_TIMEOUT_MS`.
+pub const CONNECT_TIMEOUT_MS: u32 = 3_000;
+/// The default `P11HA_CALL_TIMEOUT_MS`.
+pub const CALL_TIMEOUT_MS: u32 = 20_000;
+/// The longest deadline accepted (one hour).
+const MAX_TIMEOUT_MS: u64 = 3_600_000;
 
 /// `ET_PTKC_GENERAL_LIBRARY_MODE`.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -71,6 +79,16 @@ pub struct Config {
     pub wld_slots: Vec<WldSlot, MAX_WLD_SLOTS>,
     /// `P11HA_MODULES`: PKCS#11 modules whose slots are members.
     pub modules: Vec<String<MAX_PATH>, MAX_MODULES>,
+    /// `ET_HSM_NETCLIENT_SERVERLIST`: remote members, as p11-kit writes
+    /// addresses (`unix:path=...`, `tcp:host=...,port=...`). The platform
+    /// parses them: this module only splits the list.
+    pub servers: Vec<String<MAX_PATH>, MAX_SERVERS>,
+    /// `P11HA_CONNECT_TIMEOUT_MS`: how long connecting to a remote member
+    /// may take.
+    pub connect_timeout_ms: u32,
+    /// `P11HA_CALL_TIMEOUT_MS`: how long one call to a remote member
+    /// (request and reply) may take before the member is declared failed.
+    pub call_timeout_ms: u32,
     /// `P11HA_FAULT_INJECTION=YES`: the platform lets tests make members
     /// fail on command (never set it in production).
     pub fault_injection: bool,
@@ -98,6 +116,9 @@ impl Default for Config {
             mode: Mode::Normal,
             wld_slots: Vec::new(),
             modules: Vec::new(),
+            servers: Vec::new(),
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            call_timeout_ms: CALL_TIMEOUT_MS,
             fault_injection: false,
             recover_delay_minutes: 1,
             recover_delay_ms: None,
@@ -115,6 +136,9 @@ pub type Report<'r> = &'r mut dyn FnMut(&Event<'_>);
 const MODE: &str = "ET_PTKC_GENERAL_LIBRARY_MODE";
 const WLD_SLOT: &str = "ET_PTKC_WLD_SLOT_";
 const MODULES: &str = "P11HA_MODULES";
+const SERVERS: &str = "ET_HSM_NETCLIENT_SERVERLIST";
+const CONNECT_TIMEOUT: &str = "P11HA_CONNECT_TIMEOUT_MS";
+const CALL_TIMEOUT: &str = "P11HA_CALL_TIMEOUT_MS";
 const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
 const RECOVER_DELAY: &str = "ET_PTKC_HA_RECOVER_DELAY";
 const RECOVER_DELAY_MS: &str = "P11HA_HA_RECOVER_DELAY_MS";
@@ -156,6 +180,22 @@ impl Config {
             self.apply_wld_slot(key, n, value, report);
         } else if key == MODULES {
             self.apply_modules(key, value, report);
+        } else if key == SERVERS {
+            self.apply_servers(key, value, report);
+        } else if key == CONNECT_TIMEOUT || key == CALL_TIMEOUT {
+            let (field, default) = if key == CONNECT_TIMEOUT {
+                (&mut self.connect_timeout_ms, "3000 ms")
+            } else {
+                (&mut self.call_timeout_ms, "20000 ms")
+            };
+            match parse_decimal(value).filter(|&ms| (1..=MAX_TIMEOUT_MS).contains(&ms)) {
+                Some(ms) => *field = ms as u32,
+                None => report(&Event::BadConfig {
+                    key,
+                    problem: "not a number of milliseconds from 1 to 3600000",
+                    fallback: default,
+                }),
+            }
         } else if key == FAULT_INJECTION {
             self.fault_injection = match yes_no(value) {
                 Some(v) => v,
@@ -283,6 +323,28 @@ impl Config {
                     key,
                     problem: "more than 8 modules",
                     fallback: "the modules after the eighth are not loaded",
+                });
+                return;
+            }
+        }
+    }
+
+    fn apply_servers(&mut self, key: &str, value: &str, report: Report<'_>) {
+        self.servers.clear();
+        for address in value.split_ascii_whitespace() {
+            let Ok(address) = String::try_from(address) else {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "an address is longer than 256 bytes",
+                    fallback: "that server is not a member",
+                });
+                continue;
+            };
+            if self.servers.push(address).is_err() {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "more than 16 servers",
+                    fallback: "the servers after the sixteenth are not members",
                 });
                 return;
             }
@@ -439,6 +501,39 @@ mod tests {
         assert_eq!(reports, 0);
         assert_eq!(cfg.modules.len(), 2);
         assert_eq!(cfg.modules[1], "/b.so");
+    }
+
+    #[test]
+    fn servers_and_deadlines() {
+        let (cfg, reports) = parse(&[]);
+        assert_eq!(reports, 0);
+        assert!(cfg.servers.is_empty());
+        assert_eq!(
+            (cfg.connect_timeout_ms, cfg.call_timeout_ms),
+            (3_000, 20_000)
+        );
+        let (cfg, reports) = parse(&[
+            (
+                SERVERS,
+                " unix:path=/run/a.sock\ttcp:host=hsm2,port=2345  unix:path=/run/c.sock ",
+            ),
+            (CONNECT_TIMEOUT, "500"),
+            (CALL_TIMEOUT, "2500"),
+        ]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.servers.len(), 3);
+        assert_eq!(cfg.servers[1], "tcp:host=hsm2,port=2345");
+        assert_eq!((cfg.connect_timeout_ms, cfg.call_timeout_ms), (500, 2_500));
+        let (cfg, reports) = parse(&[
+            (CONNECT_TIMEOUT, "0"),
+            (CALL_TIMEOUT, "3600001"),
+            (CALL_TIMEOUT, "soon"),
+        ]);
+        assert_eq!(reports, 3);
+        assert_eq!(
+            (cfg.connect_timeout_ms, cfg.call_timeout_ms),
+            (3_000, 20_000)
+        );
     }
 
     #[test]

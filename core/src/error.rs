@@ -36,6 +36,16 @@ pub enum TransportError {
     Protocol,
 }
 
+impl core::fmt::Display for TransportError {
+    fn fmt(&self, f: &mut core::fmt::Formatter<'_>) -> core::fmt::Result {
+        f.write_str(match self {
+            TransportError::Disconnected => "the connection is lost or was refused",
+            TransportError::TimedOut => "no answer before the deadline",
+            TransportError::Protocol => "the answer is not the PKCS#11 RPC protocol",
+        })
+    }
+}
+
 impl Error {
     /// The `CK_RV` the application sees for this error.
     pub fn rv(self) -> Rv {
