@@ -1,5 +1,5 @@
-//! The Linux host platform: members are module slots (behind an inert
-//! fault plan that tests can arm), journals are chunks of one lazily
+//! The Linux host platform: members are module slots or remote tokens
+//! (behind an inert fault plan that tests can arm), journals are chunks of one lazily
 //! committed arena, storage is boxed
 //! slices allocated once at `C_Initialize`, locks are futexes or the
 //! application's own mutex callbacks, events go to stderr.
@@ -9,8 +9,11 @@ use std::io::Write;
 use std::sync::atomic::{AtomicU32, Ordering};
 
 use cryptoki_sys::*;
+use p11ha_adapters::either::Either;
 use p11ha_adapters::fault::Faulty;
 use p11ha_adapters::module::ModuleMember;
+use p11ha_adapters::net::NetConnector;
+use p11ha_adapters::rpc::RpcMember;
 use p11ha_core::event::{Event, Severity};
 use p11ha_core::port::{Clock, Events, Platform, RawLock};
 
@@ -20,15 +23,18 @@ use crate::halog::HaLog;
 pub struct Host;
 
 impl Platform for Host {
-    /// Module slots behind a fault plan, which stays unarmed (one relaxed
-    /// load per call) unless `P11HA_FAULT_INJECTION=YES`.
-    type Member = Faulty<ModuleMember>;
+    /// Module slots or remote tokens behind a fault plan, which stays
+    /// unarmed (one relaxed load per call) unless `P11HA_FAULT_INJECTION=YES`.
+    type Member = Faulty<Either<ModuleMember, Remote>>;
     type Lock = HostLock;
     type Events = HostEvents;
     type Clock = HostClock;
     type Journal = ArenaChunk;
     type Store<T: Send + Sync + 'static> = Box<[T]>;
 }
+
+/// A token of a `p11-kit server`, over its own connection and buffer.
+pub type Remote = RpcMember<NetConnector, HostLock, Box<[u8]>>;
 
 /// Monotonic milliseconds since the library was initialised.
 pub struct HostClock(std::time::Instant);

@@ -11,20 +11,25 @@ use std::collections::HashSet;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
 use std::sync::{Arc, Condvar, Mutex};
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cryptoki_sys::*;
+use p11ha_adapters::either::Either;
+use p11ha_adapters::fault::Faulty;
 use p11ha_adapters::module::Module;
+use p11ha_adapters::net::{Address, NetConnector};
+use p11ha_adapters::rpc::RpcMember;
 use p11ha_core::ck::{Rv, flags};
 use p11ha_core::config::{Config, Mode};
 use p11ha_core::engine::{MemberSlot, SessionSlot, SlotSlot, Storage};
 use p11ha_core::event::{Event, Severity};
 use p11ha_core::handles::{IndexSlot, ObjectEntry};
 use p11ha_core::journal::Journal;
+use p11ha_core::port::Events;
 use p11ha_core::{Engine, Error, Result};
 
 use crate::halog::HaLog;
-use crate::host::{AppMutexes, Arena, Host, HostClock, HostEvents, Locking, report};
+use crate::host::{AppMutexes, Arena, Host, HostClock, HostEvents, Locking, Remote, report};
 
 /// Capacities of the host build, fixed at build time. Memory is allocated
 /// once, at `C_Initialize`.
@@ -33,10 +38,16 @@ pub mod capacity {
     pub const SESSIONS: usize = 2048;
     /// Virtual objects (WLD and HA mode).
     pub const OBJECTS: usize = 4096;
-    /// Members (slots of modules).
+    /// Members (slots of modules, tokens of servers).
     pub const MEMBERS: usize = p11ha_core::engine::MAX_MEMBERS;
     /// Virtual slots.
     pub const SLOTS: usize = 64;
+    /// The buffer of each remote member's connection: the largest request
+    /// or reply (data of one call up to 1 MiB, plus room for the rest).
+    pub const RPC_BUFFER: usize = (1 << 20) + 64 * 1024;
+    /// How often a server that could not be reached is tried again, at
+    /// the most (when the application lists slots).
+    pub const SERVER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
     /// The largest configuration file read, in bytes.
     pub const CONFIG_FILE: u64 = 1 << 20;
     /// HA mode: the most Update data kept per operation (the data length
@@ -54,9 +65,28 @@ pub struct Runtime {
     pub engine: Engine<Host>,
     _arena: Arena,
     modules: Vec<Arc<Module>>,
-    /// (module index, slot id) pairs already taken as members.
-    taken: Mutex<HashSet<(usize, u64)>>,
+    /// What is a member already, and the servers not reached yet.
+    taken: Mutex<Taken>,
+    /// Locks for remote members' connections.
+    locking: Locking,
     recovery: Recovery,
+}
+
+/// What [`Runtime::rescan`] has made members.
+struct Taken {
+    /// (module index, slot id) pairs.
+    modules: HashSet<(usize, u64)>,
+    /// `ET_HSM_NETCLIENT_SERVERLIST`, in its order.
+    servers: Vec<Server>,
+}
+
+/// A configured server.
+struct Server {
+    connector: NetConnector,
+    /// Its tokens are members.
+    joined: bool,
+    /// The last attempt to reach it.
+    tried: Option<Instant>,
 }
 
 /// How failed members are brought back (HA mode).
@@ -274,10 +304,29 @@ pub fn initialize(args: InitArgs) -> Result<()> {
             }),
         }
     }
-    if config.modules.is_empty() {
+    let mut servers = Vec::new();
+    for (i, text) in config.servers.iter().enumerate() {
+        match text.parse::<Address>() {
+            Ok(address) => servers.push(Server {
+                connector: NetConnector::new(
+                    address,
+                    Duration::from_millis(config.connect_timeout_ms.into()),
+                    Duration::from_millis(config.call_timeout_ms.into()),
+                ),
+                joined: false,
+                tried: None,
+            }),
+            Err(e) => report(&Event::BadConfig {
+                key: "ET_HSM_NETCLIENT_SERVERLIST",
+                problem: &format!("server {i}: {e}"),
+                fallback: "that server is not a member",
+            }),
+        }
+    }
+    if config.modules.is_empty() && config.servers.is_empty() {
         report(&Event::BadConfig {
             key: "P11HA_MODULES",
-            problem: "no PKCS#11 module is configured",
+            problem: "no PKCS#11 module and no server is configured",
             fallback: "there are no slots",
         });
     }
@@ -314,7 +363,11 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         engine,
         _arena: arena,
         modules,
-        taken: Mutex::new(HashSet::new()),
+        taken: Mutex::new(Taken {
+            modules: HashSet::new(),
+            servers,
+        }),
+        locking: args.locking,
         recovery,
     });
     runtime.rescan();
@@ -435,7 +488,6 @@ impl Runtime {
             return;
         }
         if hold {
-            use p11ha_core::port::Events;
             self.engine.events().event(&Event::HsmDead);
         }
         self.engine.recover(now);
@@ -444,25 +496,37 @@ impl Runtime {
         gate.cv.notify_all();
     }
 
-    /// Offers the engine every slot of every module not taken yet (new
-    /// tokens, or slots that appeared since the last look).
+    /// Offers the engine the tokens of the servers not reached yet (each
+    /// tried at most every [`capacity::SERVER_RETRY`]), in the order of
+    /// `ET_HSM_NETCLIENT_SERVERLIST`, then every slot of every module not
+    /// taken yet (new tokens, or slots that appeared since the last look).
     pub fn rescan(&self) {
         let mut taken = self.taken.lock().unwrap_or_else(|e| e.into_inner());
+        for (i, server) in taken.servers.iter_mut().enumerate() {
+            if server.joined
+                || server
+                    .tried
+                    .is_some_and(|t| t.elapsed() < capacity::SERVER_RETRY)
+            {
+                continue;
+            }
+            server.tried = Some(Instant::now());
+            server.joined = self.join(i, &server.connector);
+        }
         for (mi, module) in self.modules.iter().enumerate() {
             let Ok(slots) = module.slots(false) else {
                 continue;
             };
             for slot in slots {
-                if taken.contains(&(mi, slot)) {
+                if taken.modules.contains(&(mi, slot)) {
                     continue;
                 }
                 let Ok(member) = module.member(slot) else {
                     continue;
                 };
-                let member = p11ha_adapters::fault::Faulty::new(member);
-                match self.engine.add_member(member) {
+                match self.engine.add_member(Faulty::new(Either::A(member))) {
                     Ok(Some(_)) => {
-                        taken.insert((mi, slot));
+                        taken.modules.insert((mi, slot));
                     }
                     Ok(None) => {}
                     Err(e) => {
@@ -479,6 +543,63 @@ impl Runtime {
                     }
                 }
             }
+        }
+    }
+
+    /// Connects to server `i` once per token it serves (each connection is
+    /// its own application on the server) and offers each to the engine.
+    /// Whether the server was reached.
+    fn join(&self, i: usize, connector: &NetConnector) -> bool {
+        let connect = |index: usize| -> Result<(Remote, usize)> {
+            let lock = self.locking.make().ok_or(Error::Rv(Rv::CANT_LOCK))?;
+            let buf = vec![0u8; capacity::RPC_BUFFER].into_boxed_slice();
+            RpcMember::connect(connector.clone(), lock, buf, index)
+        };
+        let unreachable = |index: usize, e: Error| {
+            let problem = match e {
+                Error::Transport(t) => {
+                    format!("server {i} ({}), token {index}: {t}", connector.address())
+                }
+                e => format!(
+                    "server {i} ({}), token {index}: the server answered {}",
+                    connector.address(),
+                    e.rv()
+                ),
+            };
+            self.engine.events().event(&Event::BadConfig {
+                key: "ET_HSM_NETCLIENT_SERVERLIST",
+                problem: &problem,
+                fallback: "tried again when the application lists slots",
+            });
+        };
+        let (first, tokens) = match connect(0) {
+            Ok(m) => m,
+            Err(e) => {
+                unreachable(0, e);
+                return false;
+            }
+        };
+        self.add_remote(first);
+        for index in 1..tokens {
+            match connect(index) {
+                Ok((member, _)) => self.add_remote(member),
+                Err(e) => unreachable(index, e),
+            }
+        }
+        true
+    }
+
+    fn add_remote(&self, member: Remote) {
+        if let Err(e) = self.engine.add_member(Faulty::new(Either::B(member))) {
+            report(&Event::BadConfig {
+                key: "ET_HSM_NETCLIENT_SERVERLIST",
+                problem: if e.rv() == Rv::HOST_MEMORY {
+                    "more tokens than p11ha's member or slot table holds"
+                } else {
+                    "a token could not be added"
+                },
+                fallback: "that token is not a member",
+            });
         }
     }
 
