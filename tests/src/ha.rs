@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use cryptoki::session::Session;
 use cryptoki_sys::{CK_RV, CK_ULONG};
 
-use crate::{LABEL, Library, member_info, session_member, symbol};
+use crate::{LABEL, Library, Tokens, configure, member_info, session_member, symbol, tokens};
 
 /// The HA log of this process's library.
 pub fn log_path() -> PathBuf {
@@ -19,11 +19,17 @@ pub fn log_path() -> PathBuf {
 /// recovering failed members `recover_ms` after their failure, with `extra`
 /// configuration on top. The log goes to [`log_path`], named `p11ha-test`.
 pub fn start(n: usize, recover_ms: u64, extra: &[(&str, &str)]) -> &'static Library {
-    static FRESH: std::sync::Once = std::sync::Once::new();
+    Library::start_with(|| {
+        let tokens = tokens(n);
+        configure_ha(&tokens, recover_ms, extra);
+        tokens
+    })
+}
+
+/// The configuration of [`start`], put in the environment for `tokens`.
+pub fn configure_ha(tokens: &Tokens, recover_ms: u64, extra: &[(&str, &str)]) {
     let log = log_path();
-    FRESH.call_once(|| {
-        let _ = std::fs::remove_file(&log);
-    });
+    let _ = std::fs::remove_file(&log);
     let log = log.display().to_string();
     let recover = recover_ms.to_string();
     let mut config = vec![
@@ -35,7 +41,7 @@ pub fn start(n: usize, recover_ms: u64, extra: &[(&str, &str)]) -> &'static Libr
         ("P11HA_HA_RECOVER_DELAY_MS", recover.as_str()),
     ];
     config.extend_from_slice(extra);
-    Library::start(n, &config)
+    configure(tokens, &config);
 }
 
 /// Arms member `index`'s fault plan (see `P11HA_InjectFault`).

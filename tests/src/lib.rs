@@ -25,6 +25,7 @@ use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_ULONG};
 
 pub mod ha;
+pub mod remote;
 
 /// The user PIN of every test token.
 pub const USER_PIN: &str = "1234";
@@ -189,10 +190,19 @@ impl Library {
     /// `C_Initialize`. Once per process: later calls return the same
     /// library, whatever they ask for.
     pub fn start(n: usize, config: &[(&str, &str)]) -> &'static Library {
-        static LIB: OnceLock<Library> = OnceLock::new();
-        LIB.get_or_init(|| {
+        Self::start_with(|| {
             let tokens = tokens(n);
             configure(&tokens, config);
+            tokens
+        })
+    }
+
+    /// As [`Library::start`], with the tokens made and the environment
+    /// configured by `setup`.
+    pub fn start_with(setup: impl FnOnce() -> Tokens) -> &'static Library {
+        static LIB: OnceLock<Library> = OnceLock::new();
+        LIB.get_or_init(|| {
+            let tokens = setup();
             let pkcs11 = Pkcs11::new(lib_path()).expect("load libp11ha.so");
             pkcs11
                 .initialize(CInitializeArgs::new(CInitializeFlags::OS_LOCKING_OK))

@@ -1,0 +1,297 @@
+//! HA mode over remote members: three real `p11-kit server` processes,
+//! each serving its own copy of the same SoftHSM token on a Unix socket,
+//! reached through p11ha's own RPC client (no module is loaded). Servers
+//! are killed with SIGKILL (the whole process group: the server and the
+//! `p11-kit-remote` it forked for p11ha's connection) in the middle of
+//! what the application is doing; the application must see no error and
+//! the right output. Member `i` is server `i` (servers join in the order of
+//! `ET_HSM_NETCLIENT_SERVERLIST`, one token each).
+//!
+//! The tests share one library and run one at a time; each starts with
+//! every server running and every member in service (failed members are
+//! reconnected 200 ms after they fail).
+
+use std::collections::BTreeSet;
+use std::sync::{Mutex, MutexGuard};
+
+use cryptoki::error::{Error, RvError};
+use cryptoki::mechanism::Mechanism;
+use cryptoki::object::ObjectClass;
+use cryptoki::session::{Session, UserType};
+use cryptoki::types::AuthPin;
+use p11ha_tests::ha::{failure_line, log_lines, members, recovered_line, wait_for};
+use p11ha_tests::remote::{self, with_server};
+use p11ha_tests::*;
+
+fn lib() -> &'static Library {
+    remote::start(3, 200, &[])
+}
+
+/// Every server running and every member back in service.
+fn restore_all() {
+    for i in 0..3 {
+        with_server(i, |s| s.start());
+    }
+    wait_for("every member back", || {
+        (0..members()).all(|i| member_info(i).is_some_and(|m| m.up == 1))
+    });
+}
+
+fn serial() -> MutexGuard<'static, ()> {
+    static M: Mutex<()> = Mutex::new(());
+    let g = M.lock().unwrap_or_else(|e| e.into_inner());
+    lib();
+    restore_all();
+    g
+}
+
+/// kill -9 of the server behind `s`'s member; that member.
+fn kill_server_of(s: &Session) -> usize {
+    let m = session_member(s);
+    with_server(m, |server| server.kill());
+    m
+}
+
+fn pattern(n: usize) -> Vec<u8> {
+    (0..n).map(|i| (i * 13 + i / 5) as u8).collect()
+}
+
+fn moved(s: &Session, from: usize) {
+    assert_ne!(session_member(s), from, "the session failed over");
+    assert!(
+        log_lines().contains(&failure_line(from)),
+        "the HA log has {}: {:#?}",
+        failure_line(from),
+        log_lines()
+    );
+}
+
+#[test]
+fn members_are_the_servers_in_list_order() {
+    let _g = serial();
+    assert_eq!(members(), 3);
+    for i in 0..3 {
+        let info = member_info(i).unwrap();
+        assert_eq!((info.slot, info.up), (0, 1), "member {i}");
+    }
+    // Sessions spread over the three servers.
+    let l = lib();
+    let sessions: Vec<_> = (0..3).map(|_| l.session()).collect();
+    let on: BTreeSet<_> = sessions.iter().map(session_member).collect();
+    assert_eq!(on.len(), 3);
+}
+
+#[test]
+fn a_multipart_digest_survives_its_server_killed() {
+    let _g = serial();
+    let s = lib().user_session();
+    let data = pattern(30_000);
+    s.digest_init(&Mechanism::Sha256).unwrap();
+    s.digest_update(&data[..10_000]).unwrap();
+    let m = kill_server_of(&s);
+    s.digest_update(&data[10_000..20_000]).unwrap();
+    s.digest_update(&data[20_000..]).unwrap();
+    assert_eq!(s.digest_final().unwrap(), sha256(&data));
+    moved(&s, m);
+}
+
+#[test]
+fn a_multipart_aes_cbc_encryption_survives_its_server_killed() {
+    let _g = serial();
+    let l = lib();
+    let s = l.user_session();
+    let key = find_one(&s, ObjectClass::SECRET_KEY, "aes-key");
+    let iv = [9u8; 16];
+    let data = pattern(4096);
+    let key_hex = std::fs::read_to_string(l.tokens.keys.join("aes.hex")).unwrap();
+    let iv_hex: String = iv.iter().map(|b| format!("{b:02x}")).collect();
+    let reference = openssl(
+        &[
+            "enc",
+            "-aes-256-cbc",
+            "-nopad",
+            "-K",
+            key_hex.trim(),
+            "-iv",
+            &iv_hex,
+        ],
+        &data,
+    );
+    for kill_after in 0..3 {
+        restore_all();
+        s.encrypt_init(&Mechanism::AesCbc(iv), key).unwrap();
+        let mut out = Vec::new();
+        let mut m = None;
+        for (i, part) in data.chunks(1024).enumerate() {
+            if i == kill_after + 1 {
+                m = Some(kill_server_of(&s));
+            }
+            out.extend(s.encrypt_update(part).unwrap());
+        }
+        out.extend(s.encrypt_final().unwrap());
+        assert_eq!(out, reference, "server killed after {kill_after} parts");
+        moved(&s, m.unwrap());
+    }
+}
+
+#[test]
+fn an_ecdsa_sign_loop_survives_its_server_killed() {
+    let _g = serial();
+    let l = lib();
+    let s = l.user_session();
+    let key = find_one(&s, ObjectClass::PRIVATE_KEY, "ec-key");
+    let mut m = None;
+    for i in 0..40u32 {
+        if i == 15 {
+            m = Some(kill_server_of(&s));
+        }
+        let data = format!("message {i}");
+        let signature = s
+            .sign(&Mechanism::Ecdsa, key, &sha256(data.as_bytes()))
+            .unwrap();
+        assert!(
+            openssl_verifies(
+                &l.tokens.keys.join("ec-pub.pem"),
+                data.as_bytes(),
+                &ecdsa_der(&signature)
+            ),
+            "signature {i} verifies"
+        );
+    }
+    moved(&s, m.unwrap());
+}
+
+fn find_batch(s: &Session, n: usize) -> Vec<u64> {
+    let mut out = vec![0; n];
+    let mut count: cryptoki_sys::CK_ULONG = 0;
+    // SAFETY: out has n entries.
+    let rv =
+        unsafe { raw().C_FindObjects.unwrap()(s.handle(), out.as_mut_ptr(), n as _, &mut count) };
+    assert_eq!(rv, 0, "C_FindObjects");
+    out.truncate(count as usize);
+    out
+}
+
+fn find_all(s: &Session, first: Vec<u64>) -> Vec<u64> {
+    let mut got = first;
+    loop {
+        let batch = find_batch(s, 2);
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch);
+    }
+    // SAFETY: a session handle.
+    assert_eq!(unsafe { raw().C_FindObjectsFinal.unwrap()(s.handle()) }, 0);
+    got
+}
+
+fn find_init(s: &Session) {
+    // SAFETY: a NULL template of length 0 is valid.
+    let rv = unsafe { raw().C_FindObjectsInit.unwrap()(s.handle(), std::ptr::null_mut(), 0) };
+    assert_eq!(rv, 0, "C_FindObjectsInit");
+}
+
+#[test]
+fn a_search_survives_its_server_killed() {
+    let _g = serial();
+    let s = lib().user_session();
+    find_init(&s);
+    let reference = find_all(&s, Vec::new());
+    assert_eq!(reference.len(), 5, "five token objects");
+    find_init(&s);
+    let first = find_batch(&s, 2);
+    let m = kill_server_of(&s);
+    let got = find_all(&s, first);
+    let set: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(set.len(), got.len(), "no handle twice");
+    assert_eq!(set, reference.into_iter().collect(), "none skipped");
+    moved(&s, m);
+}
+
+#[test]
+fn a_restarted_server_is_recovered_and_takes_sessions_again() {
+    let _g = serial();
+    let l = lib();
+    let s = l.user_session();
+    let m = kill_server_of(&s);
+    s.get_session_info().expect("the session fails over");
+    assert_eq!(member_info(m).unwrap().up, 0);
+    // While the server is down, recovery attempts fail quietly.
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(member_info(m).unwrap().up, 0, "not back while down");
+    with_server(m, |server| server.start());
+    wait_for("the member reconnected", || member_info(m).unwrap().up == 1);
+    let lines = log_lines();
+    assert!(lines.contains(&recovered_line(m)), "{lines:#?}");
+    // New sessions go to it again, logged in (a new connection, a new
+    // login), and it signs.
+    let sessions: Vec<_> = (0..3).map(|_| l.session()).collect();
+    let on_m: Vec<_> = sessions.iter().filter(|s| session_member(s) == m).collect();
+    // (The least loaded member takes a new session: it, at least once.)
+    assert!(!on_m.is_empty(), "new sessions on it");
+    let key = find_one(on_m[0], ObjectClass::PRIVATE_KEY, "ec-key");
+    let sig = on_m[0]
+        .sign(&Mechanism::Ecdsa, key, &sha256(b"back"))
+        .unwrap();
+    assert_eq!(session_member(on_m[0]), m, "served by the recovered member");
+    assert!(openssl_verifies(
+        &l.tokens.keys.join("ec-pub.pem"),
+        b"back",
+        &ecdsa_der(&sig)
+    ));
+}
+
+fn rv<T: std::fmt::Debug>(r: Result<T, Error>) -> RvError {
+    match r {
+        Err(Error::Pkcs11(rv, _)) => rv,
+        r => panic!("expected a PKCS#11 error, got {r:?}"),
+    }
+}
+
+#[test]
+fn all_servers_down_then_one_back() {
+    let _g = serial();
+    let l = lib();
+    let s = l.user_session();
+    let key = find_one(&s, ObjectClass::PRIVATE_KEY, "ec-key");
+    let slot = l.slot();
+    for i in 0..3 {
+        with_server(i, |server| server.kill());
+    }
+    // Clear errors, at once: the session's call, and a new session.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        rv(s.sign(&Mechanism::Ecdsa, key, &sha256(b"x"))),
+        RvError::DeviceError
+    );
+    assert_eq!(rv(l.pkcs11.open_rw_session(slot)), RvError::TokenNotPresent);
+    // The slot stays, without a token.
+    assert_eq!(l.pkcs11.get_slots_with_token().unwrap().len(), 0);
+    assert_eq!(l.pkcs11.get_all_slots().unwrap(), vec![slot]);
+    assert!(
+        t.elapsed() < std::time::Duration::from_secs(2),
+        "errors come at once, not after a wait: {:?}",
+        t.elapsed()
+    );
+    assert!((0..3).all(|i| member_info(i).unwrap().up == 0));
+    // One server back: service resumes without C_Finalize/C_Initialize.
+    with_server(1, |server| server.start());
+    wait_for("member 1 reconnected", || member_info(1).unwrap().up == 1);
+    // The old session is served again, still logged in, its key handle
+    // still valid.
+    let sig = s.sign(&Mechanism::Ecdsa, key, &sha256(b"y")).unwrap();
+    assert_eq!(session_member(&s), 1);
+    assert!(openssl_verifies(
+        &l.tokens.keys.join("ec-pub.pem"),
+        b"y",
+        &ecdsa_der(&sig)
+    ));
+    // And new sessions open, and log in.
+    let n = l.session();
+    match n.login(UserType::User, Some(&AuthPin::new(USER_PIN.into()))) {
+        Ok(()) | Err(Error::Pkcs11(RvError::UserAlreadyLoggedIn, _)) => {}
+        Err(e) => panic!("login: {e}"),
+    }
+    assert_eq!(session_member(&n), 1);
+}
