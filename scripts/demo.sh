@@ -4,11 +4,13 @@
 # Usage: scripts/demo.sh        (as root, or a user with sudo, from anywhere)
 #
 # Installs what is missing (SoftHSM2, OpenSC, p11-kit, openssl, and Debian's
-# Rust if there is no cargo), builds libp11ha.so, creates three local SoftHSM
-# tokens labelled TokName that hold the same keys, and runs a short
-# application: one virtual slot (WLD mode), sessions spread over the three
-# members, one login, signatures on every member checked by openssl. Then the
-# same through pkcs11-tool.
+# Rust if there is no cargo), builds libp11ha.so, creates three SoftHSM tokens
+# labelled TokName that hold the same keys, serves each from its own
+# `p11-kit server` process, and runs a short application in HA mode: it signs
+# in a loop while the server behind its session is killed (kill -9), every
+# signature checked by openssl; the server is restarted, p11ha reconnects it,
+# and the HA log is shown. Then libp11ha.so under pkcs11-tool (WLD mode, the
+# tokens loaded as a module).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"

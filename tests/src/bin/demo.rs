@@ -1,67 +1,92 @@
 //! The demonstration `scripts/demo.sh` runs: an application that loads
-//! `libp11ha.so` in WLD mode over local SoftHSM tokens, shows the one
-//! virtual slot, spreads sessions over the members, logs in once, and signs
-//! on every member with a key handle found on one of them. The signatures
-//! are checked by openssl against the public key that was provisioned.
+//! `libp11ha.so` in HA mode over three HSMs that are separate `p11-kit
+//! server` processes, each serving its own SoftHSM token (the same keys),
+//! reached over p11ha's own PKCS#11 RPC client. It signs in a loop on one
+//! session; in the middle, the server behind that session is killed with
+//! SIGKILL. Every signature is checked by openssl. Then the server is
+//! started again, p11ha reconnects it, and the HA log is shown.
+
+use std::time::{Duration, Instant};
 
 use cryptoki::mechanism::Mechanism;
 use cryptoki::object::ObjectClass;
-use cryptoki::session::Session;
+use p11ha_tests::ha::{log_lines, log_path};
+use p11ha_tests::remote::{self, with_server};
 use p11ha_tests::*;
 
+const SIGNATURES: u32 = 200;
+const KILL_AT: u32 = 80;
+
 fn main() {
-    let l = Library::start(
-        3,
-        &[
-            ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
-            ("ET_PTKC_WLD_SLOT_0", LABEL),
-        ],
-    );
+    let l = remote::start(3, 2000, &[("ET_PTKC_HA_LOG_NAME", "p11ha-demo")]);
     println!("libp11ha.so: {}", lib_path().display());
-    println!("members: SoftHSM tokens in {}", l.tokens.dir.display());
-    for slot in l.pkcs11.get_all_slots().expect("slots") {
-        let info = l.pkcs11.get_slot_info(slot).expect("slot info");
-        let token = l.pkcs11.get_token_info(slot).expect("token info");
+    println!("mode HA, virtual slot 0 = tokens labelled {LABEL:?}; members:");
+    for i in 0..3 {
+        let m = member_info(i).expect("three members");
+        let address = with_server(i, |s| s.address());
         println!(
-            "slot {}: {} / token {:?} serial {:?}",
-            slot.id(),
-            info.slot_description(),
-            token.label(),
-            token.serial_number()
-        );
-    }
-    let mut index = 0;
-    while let Some(m) = member_info(index) {
-        println!(
-            "  member {index}: SoftHSM slot {:#x}, serves slot {}",
+            "  member {i}: p11-kit server at {address} (its slot {:#x}), serves slot {}",
             m.member_slot, m.slot
         );
-        index += 1;
     }
-    let sessions: Vec<Session> = (0..6).map(|_| l.session()).collect();
-    for (i, s) in sessions.iter().enumerate() {
-        println!(
-            "session {i} (handle {}) is on member {}",
-            s.handle(),
-            session_member(s)
+    let s = l.user_session();
+    let key = find_one(&s, ObjectClass::PRIVATE_KEY, "ec-key");
+    let first = session_member(&s);
+    println!("one session, logged in, on member {first}; signing {SIGNATURES} times (ECDSA P-256)");
+    let mut verified = 0;
+    let mut killed = None;
+    for i in 0..SIGNATURES {
+        if i == KILL_AT {
+            let m = session_member(&s);
+            with_server(m, |server| server.kill());
+            println!("  after {i} signatures: kill -9 of member {m}'s p11-kit server");
+            killed = Some(m);
+        }
+        let data = format!("p11ha demo message {i}");
+        let t = Instant::now();
+        let sig = s
+            .sign(&Mechanism::Ecdsa, key, &sha256(data.as_bytes()))
+            .unwrap_or_else(|e| panic!("signature {i}: {e}"));
+        let took = t.elapsed();
+        let ok = openssl_verifies(
+            &l.tokens.keys.join("ec-pub.pem"),
+            data.as_bytes(),
+            &ecdsa_der(&sig),
         );
+        verified += u32::from(ok);
+        if i == KILL_AT {
+            println!(
+                "  signature {i}: made on member {} in {took:.1?} (failover included), {} by openssl",
+                session_member(&s),
+                if ok { "verified" } else { "NOT verified" }
+            );
+        }
     }
-    let login = l.user_session();
-    let key = find_one(&login, ObjectClass::PRIVATE_KEY, "rsa-key");
-    let data = b"p11ha demo: one key, three HSMs";
-    let mut all_ok = true;
-    for (i, s) in sessions.iter().enumerate().take(3) {
-        let sig = s.sign(&Mechanism::Sha256RsaPkcs, key, data).expect("sign");
-        let ok = openssl_verifies(&l.tokens.keys.join("rsa-pub.pem"), data, &sig);
-        all_ok &= ok;
-        println!(
-            "session {i} on member {}: RSA-2048 SHA-256 signature {} by openssl",
-            session_member(s),
-            if ok { "verified" } else { "NOT verified" }
-        );
+    println!("{verified} of {SIGNATURES} signatures verified by openssl, no error seen");
+    let m = killed.expect("a server was killed");
+    with_server(m, |server| server.start());
+    println!(
+        "member {m}'s server started again; p11ha reconnects it after the recover delay (2 s)"
+    );
+    let t = Instant::now();
+    while member_info(m).is_none_or(|i| i.up == 0) && t.elapsed() < Duration::from_secs(20) {
+        std::thread::sleep(Duration::from_millis(50));
     }
-    if !all_ok {
+    let back = member_info(m).is_some_and(|i| i.up == 1);
+    println!(
+        "member {m} {}",
+        if back {
+            "is back in service"
+        } else {
+            "did NOT come back"
+        }
+    );
+    println!("the HA log ({}):", log_path().display());
+    for line in log_lines() {
+        println!("  {line}");
+    }
+    if verified != SIGNATURES || !back {
         std::process::exit(1);
     }
-    println!("demo: every signature verified");
+    println!("demo: every signature verified, the failed HSM recovered");
 }
