@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # check-nostd.sh - prove that p11ha-core builds for a bare-metal Cortex-M4F target
-# (thumbv7em-none-eabihf) with `core` only: no std, no alloc, no allocator.
+# (thumbv7em-none-eabihf) with `core` only: no std, no alloc, no allocator; and so do the
+# no_std adapters (the fault wrapper and the PKCS#11 RPC client).
 #
 # rustup's toolchains on these machines have only the host target and no rust-src, so this
 # script uses Debian's Rust (rustc-web + cargo-web + rust-web-src, all the same version) with
@@ -11,10 +12,12 @@
 #      Only `core` (+ compiler_builtins) exists for that target, so any `extern crate std` or
 #      `extern crate alloc`, in p11ha-core or in any of its dependencies, fails to compile;
 #   2. builds a throwaway `#![no_std]` staticlib (in a temp dir outside the repo) that depends on
-#      p11ha-core by path and defines only a panic handler, and links the *whole* archive (every
-#      object of every crate, --whole-archive, no gc) into an ELF with ld.lld-22. Undefined
-#      symbols are errors, so this fails if anything in the graph expects an OS, a libc
-#      (malloc, write, ...), an allocator (__rust_alloc ...) or some other runtime symbol.
+#      p11ha-core and p11ha-adapters (features fault, rpc) by path, defines only a panic handler
+#      and one entry point that instantiates the RPC client over a made-up stream (every member
+#      call, through the vtable), and links the *whole* archive (every object of every crate,
+#      --whole-archive, no gc) into an ELF with ld.lld-22. Undefined symbols are errors, so this
+#      fails if anything in the graph expects an OS, a libc (malloc, write, ...), an allocator
+#      (__rust_alloc ...) or some other runtime symbol.
 #
 # Usage: scripts/check-nostd.sh            (from anywhere; exits non-zero on any failure)
 # Env:   P11HA_NOSTD_TARGET_DIR  cargo target dir (default: <repo>/target/nostd)
@@ -129,10 +132,10 @@ say "building $CRATE for $TARGET (core only) into $TARGET_DIR"
 (cd "$ROOT" && "$CARGO_BIN" build --locked -p "$CRATE" "${BUILD_FLAGS[@]}")
 [[ $(sha256sum "$ROOT/Cargo.lock") == "$lock_before" ]] || fail "cargo modified Cargo.lock"
 
-# The adapters' no_std parts (the fault wrapper now; the RPC client later) build there too.
+# The adapters' no_std parts (the fault wrapper, Either, the RPC client) build there too.
 STEP="build p11ha-adapters (no_std features)"
-say "building p11ha-adapters --no-default-features --features fault for $TARGET"
-(cd "$ROOT" && "$CARGO_BIN" build --locked -p p11ha-adapters --no-default-features --features fault \
+say "building p11ha-adapters --no-default-features --features fault,rpc for $TARGET"
+(cd "$ROOT" && "$CARGO_BIN" build --locked -p p11ha-adapters --no-default-features --features fault,rpc \
     "${BUILD_FLAGS[@]}")
 
 OUT=$TARGET_DIR/$TARGET/release
@@ -143,7 +146,8 @@ if compgen -G "$OUT/deps/libstd-*.rlib" >/dev/null || compgen -G "$OUT/deps/liba
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 3. Link probe: a no_std staticlib depending on p11ha-core, whole archive linked with ld.lld.
+# 3. Link probe: a no_std staticlib depending on p11ha-core and the no_std adapters (the RPC
+#    client included), whole archive linked with ld.lld.
 # ---------------------------------------------------------------------------------------------
 STEP="link probe"
 PROBE=$(mktemp -d "${TMPDIR:-/tmp}/p11ha-nostd-probe.XXXXXX")
@@ -160,6 +164,8 @@ crate-type = ["staticlib"]
 
 [dependencies]
 p11ha-core = { path = "$ROOT/core" }
+p11ha-adapters = { path = "$ROOT/adapters", default-features = false, features = ["fault", "rpc"] }
+embedded-io = { version = "0.7", default-features = false }
 
 # Its own workspace, whatever the temp dir sits under.
 [workspace]
@@ -172,12 +178,63 @@ cat >"$PROBE/src/lib.rs" <<'EOF'
 #![no_std]
 // No `extern crate alloc`, no #[global_allocator]: if anything in the graph needed an
 // allocator or std, this crate could not be built or linked.
+extern crate p11ha_adapters;
 extern crate p11ha_core;
+
+use p11ha_adapters::rpc::{Connector, RpcMember};
+use p11ha_core::error::TransportError;
+use p11ha_core::port::Member;
+use p11ha_core::sync::SpinLock;
+
+/// A stream a board would give (a UART, a TCP socket of its own stack): here, one whose bytes
+/// the optimiser cannot predict, so that the RPC client is instantiated and linked in full.
+struct Wire;
+
+impl embedded_io::ErrorType for Wire {
+    type Error = embedded_io::ErrorKind;
+}
+
+impl embedded_io::Read for Wire {
+    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
+        for b in buf.iter_mut() {
+            *b = core::hint::black_box(0);
+        }
+        Ok(core::hint::black_box(buf.len()))
+    }
+}
+
+impl embedded_io::Write for Wire {
+    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> Result<(), Self::Error> {
+        Ok(())
+    }
+}
+
+struct Dial;
+
+impl Connector for Dial {
+    type Stream = Wire;
+    fn connect(&self) -> Result<Wire, TransportError> {
+        Ok(Wire)
+    }
+}
 
 /// Entry point for the link check; keeps the archive's objects meaningful to the linker.
 #[unsafe(no_mangle)]
 pub extern "C" fn p11ha_nostd_probe() -> usize {
-    core::hint::black_box(core::mem::size_of::<usize>())
+    static mut BUF: [u8; 4096] = [0; 4096];
+    // SAFETY: the probe is linked, never run; nothing else touches BUF.
+    let buf: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(BUF) };
+    match RpcMember::connect(Dial, SpinLock::new(), buf, 0) {
+        Ok((member, _)) => {
+            // Every method, through the vtable.
+            let member: &dyn Member = core::hint::black_box(&member);
+            member.open_session(6).unwrap_or(0) as usize
+        }
+        Err(e) => core::hint::black_box(e.rv().0) as usize,
+    }
 }
 
 #[panic_handler]
