@@ -6,10 +6,12 @@
 //! `tcp:host=NAME,port=N` (for a server exported over TCP, for example with
 //! `socat`; p11-kit's own client has no TCP).
 //!
-//! The call deadline covers a whole request and its reply: it starts when a
-//! request starts to be written (the client writes only after it has read
-//! the previous reply), and every read and write after that gets the time
-//! that is left. A server that trickles bytes cannot stretch it.
+//! The connect deadline covers connecting and setting up: the version
+//! byte, `C_Initialize`, reading the slots and tokens. After that, the call
+//! deadline covers each request and its reply: it starts when a request
+//! starts to be written (the client writes only after it has read the
+//! previous reply), and every read and write after that gets the time that
+//! is left. A server that trickles bytes cannot stretch either.
 
 use std::fmt;
 use std::io::{self, Read as _, Write as _};
@@ -187,9 +189,14 @@ impl Connector for NetConnector {
         Ok(NetStream {
             inner,
             call_timeout: self.call_timeout,
+            setup: Some(Instant::now() + self.connect_timeout),
             deadline: None,
             reading: true,
         })
+    }
+
+    fn established(&self, stream: &mut NetStream) {
+        stream.setup = None;
     }
 }
 
@@ -209,6 +216,8 @@ enum Inner {
 pub struct NetStream {
     inner: Inner,
     call_timeout: Duration,
+    /// The deadline of setting up, until the connection is established.
+    setup: Option<Instant>,
     deadline: Option<Instant>,
     /// Whether the last operation was a read: the next write starts a call.
     reading: bool,
@@ -246,7 +255,9 @@ impl From<io::Error> for NetError {
 impl NetStream {
     /// The time left before the deadline, applied to the socket.
     fn arm(&mut self, write: bool) -> Result<(), NetError> {
-        if write && self.reading {
+        if let Some(setup) = self.setup {
+            self.deadline = Some(setup);
+        } else if write && self.reading {
             self.deadline = Some(Instant::now() + self.call_timeout);
         }
         self.reading = !write;
@@ -363,6 +374,7 @@ mod tests {
             Duration::from_millis(150),
         );
         let mut s = c.connect().unwrap();
+        c.established(&mut s);
         let (_peer, _) = listener.accept().unwrap();
         use embedded_io::{Read, Write};
         s.write(&[2]).unwrap();
@@ -378,6 +390,37 @@ mod tests {
         assert!(took < Duration::from_secs(5), "{took:?}");
         // Once passed, the deadline stays passed until the next request.
         assert!(s.read(&mut b).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn setting_up_has_the_connect_deadline_as_a_whole() {
+        let dir = std::env::temp_dir().join(format!("p11ha-net-setup-{}", std::process::id()));
+        let _ = std::fs::create_dir_all(&dir);
+        let path = dir.join("silent.sock");
+        let _ = std::fs::remove_file(&path);
+        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        // A long call deadline: only the connect deadline may end this.
+        let c = NetConnector::new(
+            Address::Unix(path.clone()),
+            Duration::from_millis(200),
+            Duration::from_secs(60),
+        );
+        let mut s = c.connect().unwrap();
+        let (_peer, _) = listener.accept().unwrap();
+        use embedded_io::{Read, Write};
+        let start = Instant::now();
+        s.write(&[2]).unwrap();
+        let mut b = [0u8; 1];
+        let e = s.read(&mut b).unwrap_err();
+        assert_eq!(
+            embedded_io::Error::kind(&e),
+            embedded_io::ErrorKind::TimedOut
+        );
+        // A new write does not restart the setup deadline.
+        assert!(s.write(&[0]).is_err() || s.read(&mut b).is_err());
+        let took = start.elapsed();
+        assert!(took < Duration::from_secs(5), "{took:?}");
         let _ = std::fs::remove_dir_all(&dir);
     }
 

@@ -2,7 +2,10 @@
 //! group gets SIGSTOP: the connection stays open, nothing comes back) is
 //! declared failed when the call deadline passes, and the call in flight
 //! fails over: the application gets its answer after about the deadline
-//! (`P11HA_CALL_TIMEOUT_MS=1000` here), not never.
+//! (`P11HA_CALL_TIMEOUT_MS=1000` here), not never. While it stays frozen,
+//! attempts to reconnect it (every 200 ms; each gives up after
+//! `P11HA_CONNECT_TIMEOUT_MS=1000`) run in p11ha's recovery thread and do
+//! not hold the application up.
 
 use std::time::{Duration, Instant};
 
@@ -14,7 +17,14 @@ use p11ha_tests::*;
 
 #[test]
 fn a_frozen_server_fails_over_within_the_call_deadline() {
-    let l = remote::start(3, 200, &[("P11HA_CALL_TIMEOUT_MS", "1000")]);
+    let l = remote::start(
+        3,
+        200,
+        &[
+            ("P11HA_CALL_TIMEOUT_MS", "1000"),
+            ("P11HA_CONNECT_TIMEOUT_MS", "1000"),
+        ],
+    );
     let s = l.user_session();
     let key = find_one(&s, ObjectClass::PRIVATE_KEY, "ec-key");
     let m = session_member(&s);
@@ -39,6 +49,21 @@ fn a_frozen_server_fails_over_within_the_call_deadline() {
         &ecdsa_der(&sig)
     ));
     assert!(log_lines().contains(&failure_line(m)), "{:#?}", log_lines());
+    // Still frozen: recovery attempts come and time out in the background
+    // while the application signs on.
+    let t = Instant::now();
+    let mut slowest = Duration::ZERO;
+    while t.elapsed() < Duration::from_millis(2500) {
+        let c = Instant::now();
+        s.sign(&Mechanism::Ecdsa, key, &sha256(b"meanwhile"))
+            .expect("signs on another member");
+        slowest = slowest.max(c.elapsed());
+    }
+    assert!(
+        slowest < Duration::from_millis(500),
+        "no call waits for a reconnection attempt: slowest {slowest:?}"
+    );
+    assert_eq!(member_info(m).unwrap().up, 0, "not back while frozen");
     // Thawed, the server is reconnected (a new connection: the one that
     // timed out is never read again) and serves.
     with_server(m, |server| server.thaw());

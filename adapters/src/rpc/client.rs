@@ -36,6 +36,11 @@ pub trait Connector: Send + Sync {
     type Stream: Read + Write;
     /// A new connection.
     fn connect(&self) -> core::result::Result<Self::Stream, TransportError>;
+
+    /// Called when the connection is set up (version, `C_Initialize`, the
+    /// slots and tokens read): a deadline for setting up, rather than the
+    /// one for each call, may end here. The default does nothing.
+    fn established(&self, _stream: &mut Self::Stream) {}
 }
 
 fn transport<E: embedded_io::Error>(e: E) -> TransportError {
@@ -460,6 +465,9 @@ fn open<C: Connector, B: core::ops::DerefMut<Target = [u8]>>(
             label: info.label,
             serial: info.serial,
         });
+    }
+    if let Some(stream) = conn.stream.as_mut() {
+        connector.established(stream);
     }
     Ok(tokens)
 }
