@@ -1,13 +1,15 @@
 //! p11ha-bench: how much does going through libp11ha.so cost compared with SoftHSM directly, and
-//! how long does an HA failover take?
+//! p11ha's own RPC client compared with p11-kit's, and how long does an HA failover take?
 //!
 //! ```text
 //! cargo build --release -p p11ha-ffi
 //! cargo build --release -p p11ha-tests --bin p11ha-bench && target/release/p11ha-bench
+//! target/release/p11ha-bench --only remote      # the remote part alone (with direct)
 //! ```
 //!
-//! Throughput: five configurations are measured, each in its own child process (this program run
-//! again with `--child`), because a PKCS#11 library is a per-process singleton:
+//! Throughput: up to eight configurations are measured, each in its own child process (this
+//! program run again with `--child`), because a PKCS#11 library is a per-process singleton. Local
+//! ones (`--only local`):
 //!
 //! - `direct`: SoftHSM itself, on the first of three identical tokens (the baseline);
 //! - `wld1`: libp11ha.so in WLD mode, virtual slot 0 made of one SoftHSM token;
@@ -15,36 +17,65 @@
 //! - `ha1`: libp11ha.so in HA mode (every session journalled), one SoftHSM token;
 //! - `ha3`: libp11ha.so in HA mode, three SoftHSM tokens.
 //!
+//! Remote ones (`--only remote`; `direct` is measured with them, for their ratios to it): three
+//! `p11-kit server` processes, A, B and C, each serve a copy of one of the three tokens (A of
+//! direct's) on a Unix socket, forking a `p11-kit-remote` that loads SoftHSM per connection:
+//!
+//! - `kit`: p11-kit's own client, p11-kit-client.so, against server A (the remote baseline);
+//! - `rpc1`: libp11ha.so in WLD mode, virtual slot 0 made of server A's token, through p11ha's RPC
+//!   client (`P11HA_MODULES` empty, `ET_HSM_NETCLIENT_SERVERLIST` naming A);
+//! - `rpc-ha3`: libp11ha.so in HA mode over servers A, B and C.
+//!
+//! Each server runs in a process group of its own under a shell that kills the group when a pipe
+//! from this program says so or closes, and this program is the subreaper that reaps what is
+//! killed: whether the bench ends well or not, no p11-kit process outlives it.
+//!
 //! Each configuration is measured with one and with two application threads (each thread its
 //! own session) for: ECDSA P-256 sign (CKM_ECDSA over a 32-byte digest), RSA-2048 sign
 //! (CKM_SHA256_RSA_PKCS, single-part), SHA-256 and AES-256-CBC over 1 MiB and over 64 KiB fed in
 //! chunks through multi-part calls, and C_GetSessionInfo. HA mode journals the Update data of an
 //! operation up to a limit (64 KiB by default): the 64 KiB inputs are copied into the journal in
 //! full, the 1 MiB ones pass the limit (the operation goes on, marked not recoverable), so the two
-//! sizes show the cost of journalling and of not journalling. The five children stay alive for the
-//! whole run and the parent asks them for one measurement at a time, so that the numbers of a table
-//! row are taken next to each other in time; the whole set is repeated `--rounds` times with the
-//! order of the configurations rotated, and the best round is reported (noise from other processes
-//! on the machine can only slow a measurement down).
+//! sizes show the cost of journalling and of not journalling. p11-kit-client.so 0.24.1 carries no
+//! mechanism parameter and answers CKR_MECHANISM_INVALID to AES-CBC: `kit` reports that at its
+//! validation and its AES-CBC cells read "n/a (CKR_MECHANISM_INVALID)". The children stay alive
+//! for the whole run and the parent asks them for one measurement at a time, so that the numbers
+//! of a table row are taken next to each other in time; the whole set is repeated `--rounds` times
+//! with the order of the configurations rotated, and the best round is reported (noise from other
+//! processes on the machine can only slow a measurement down). The local configurations are
+//! reported against `direct`; the remote ones against `kit` and against `direct`.
 //!
-//! Failover latency: then a sixth child, `ha3-failover` (HA mode over three tokens, with fault
-//! injection), measures alone how long the call that meets a member failure takes to return
+//! Over the RPC both clients make each PKCS#11 call one round trip (counted with strace: a
+//! signature is 3, a SHA-256 of 1 MiB in 16 KiB chunks 67, an AES-CBC encryption of it 131, a
+//! C_GetSessionInfo 1, for p11-kit-client.so and for p11ha alike); p11-kit-client.so writes a
+//! request in three write(2)s (header, options, body) and reads its reply in two read(2)s, p11ha
+//! in one send and two receives. Each client holds one connection per server and a
+//! p11-kit-remote answers its connection's calls one at a time, so two threads on one server
+//! (`kit`, `rpc1`) take turns: p11-kit-client.so lets the second thread send its request while
+//! the first awaits its reply, p11ha holds the connection for the whole round trip (cheap calls
+//! such as C_GetSessionInfo show it with two threads).
+//!
+//! Failover latency: then one more child, `ha3-failover` (HA mode over three local tokens, with
+//! fault injection), measures alone how long the call that meets a member failure takes to return
 //! successfully from another member: (a) one session whose member fails at its ECDSA C_Sign,
 //! `--failovers` times; (b) 100 sessions on one member that goes down, the first call on each
 //! afterwards, `--mass-rounds` times, once with an ECDSA signature pending and a session object
 //! to re-create, once with a digest in progress over 4 KiB. Each time the same call without a
 //! failure is timed too, on the same sessions, for comparison.
 //!
-//! With the defaults the whole run takes about 2.5 minutes on a 2-core VM (throughput 2.3 minutes,
-//! failover 7 s, the rest making tokens and validating).
+//! With the defaults, on a 2-core VM, the whole run takes about 4 minutes (throughput of the
+//! eight configurations 3.6 minutes, failover 7 s, the rest making tokens, starting servers and
+//! validating); `--only remote` about 1.8 minutes (four configurations), `--only local` about 2.4
+//! minutes (five), `--only failover` about 7 s. The time is set by the schedule, not by speed.
 //!
 //! Nothing about speed is asserted. Correctness is: every configuration signs and verifies
 //! (and rejects a tampered signature) before it is measured, its SHA-256 digests, AES-CBC
-//! ciphertexts and (deterministic) RSA signature must agree with the other configurations, and
-//! every timed operation checks its own result cheaply (digest, RSA signature, last AES block),
-//! so that a broken forwarder cannot post a fast wrong number. Every signature made across a
-//! failover is verified (C_Verify on another session), every digest compared, and every session
-//! must have moved to another member.
+//! ciphertexts and (deterministic) RSA signature must agree with the other configurations (an
+//! output is missing only where its operation is refused as a whole), and every timed operation
+//! checks its own result cheaply (digest, RSA signature, last AES block), so that a broken
+//! forwarder cannot post a fast wrong number. Every signature made across a failover is verified
+//! (C_Verify on another session), every digest compared, and every session must have moved to
+//! another member.
 //!
 //! The throughput measurements only use the public PKCS#11 API, through the `cryptoki` crate's
 //! safe wrappers. Those query output lengths before producing output: one signature is
@@ -57,6 +88,8 @@ use std::collections::BTreeMap;
 use std::ffi::{CString, c_char};
 use std::fmt::Write as _;
 use std::io::{BufRead, BufReader, Write};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
 use std::sync::Barrier;
@@ -73,6 +106,10 @@ use cryptoki_sys::{CK_FUNCTION_LIST, CK_MECHANISM, CK_RV, CK_SESSION_HANDLE, CK_
 use p11ha_tests::MemberInfo;
 
 const DEFAULT_SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
+/// p11-kit's own RPC client module, the remote baseline.
+const DEFAULT_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
+/// The names of the remote servers, in `ET_HSM_NETCLIENT_SERVERLIST` order.
+const SERVER_NAMES: [&str; 3] = ["A", "B", "C"];
 const TOKEN_LABEL: &str = "TokName";
 const USER_PIN: &str = "1234";
 /// Size of the large input of the SHA-256 and AES-CBC measurements (past HA's journal limit).
@@ -263,7 +300,7 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
         let mut val = || it.next().cloned().ok_or(format!("{a} needs a value"));
         match a.as_str() {
             "--lib" => lib = Some(val()?),
-            "--slot" => slot = Some(val()?.parse::<u64>().map_err(|e| e.to_string())?),
+            "--slot" => slot = Some(val()?),
             "--chunk" => chunk = Some(val()?.parse::<usize>().map_err(|e| e.to_string())?),
             "--latency" => {
                 let v: Vec<usize> = val()?
@@ -304,7 +341,22 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
             info.library_version()
         ),
     )?;
-    let slot = Slot::try_from(slot).map_err(|e| e.to_string())?;
+    let slot = if slot == "label" {
+        // p11-kit-client numbers the server's slots itself: the first slot with our token.
+        let slots = ctx
+            .get_slots_with_token()
+            .map_err(|e| format!("C_GetSlotList: {e}"))?;
+        slots
+            .into_iter()
+            .find(|&s| {
+                ctx.get_token_info(s)
+                    .is_ok_and(|t| t.label().trim() == TOKEN_LABEL)
+            })
+            .ok_or(format!("no slot holds a token labelled {TOKEN_LABEL}"))?
+    } else {
+        let id = slot.parse::<u64>().map_err(|e| format!("--slot: {e}"))?;
+        Slot::try_from(id).map_err(|e| e.to_string())?
+    };
     let token = ctx
         .get_token_info(slot)
         .map_err(|e| format!("C_GetTokenInfo(slot {slot}): {e}"))?;
@@ -364,40 +416,58 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
     work.small_digest =
         digest_all(&control, work.small(), chunk).map_err(|e| format!("SHA-256 of 64 KiB: {e}"))?;
     kv(out, "sha256_64k", &hex(&work.small_digest))?;
-    let small_ct = encrypt_all(&control, &work, work.small())
-        .map_err(|e| format!("AES-CBC of 64 KiB: {e}"))?;
-    if small_ct.len() != SMALL_LEN {
-        return Err(format!(
-            "AES-CBC of {SMALL_LEN} bytes gave {} bytes",
-            small_ct.len()
-        ));
+    // Operations the library refuses as a whole are reported ("@kv unsupported.<op>") and never
+    // run: p11-kit-client.so 0.24.1 carries no mechanism parameter, so no AES-CBC (its IV).
+    let mut unsupported: Vec<Op> = Vec::new();
+    match encrypt_all(&control, &work, work.small()) {
+        Ok(small_ct) => {
+            if small_ct.len() != SMALL_LEN {
+                return Err(format!(
+                    "AES-CBC of {SMALL_LEN} bytes gave {} bytes",
+                    small_ct.len()
+                ));
+            }
+            work.small_aes_last = small_ct[SMALL_LEN - 16..].to_vec();
+            kv(
+                out,
+                "aes_cbc_64k_fnv64",
+                &format!("{:016x}", fnv64(&small_ct)),
+            )?;
+        }
+        Err(CkError::Pkcs11(RvError::MechanismInvalid, function)) => {
+            for op in [Op::AesCbc, Op::AesCbcSmall] {
+                unsupported.push(op);
+                kv(
+                    out,
+                    &format!("unsupported.{}", op.key()),
+                    &format!("CKR_MECHANISM_INVALID from {function} (CKM_AES_CBC)"),
+                )?;
+            }
+        }
+        Err(e) => return Err(format!("AES-CBC of 64 KiB: {e}")),
     }
-    work.small_aes_last = small_ct[SMALL_LEN - 16..].to_vec();
-    kv(
-        out,
-        "aes_cbc_64k_fnv64",
-        &format!("{:016x}", fnv64(&small_ct)),
-    )?;
     let small_lines = ha_log.as_deref().map(not_recoverable);
     work.digest = digest_all(&control, &work.input, chunk).map_err(|e| format!("SHA-256: {e}"))?;
     if work.digest.len() != 32 {
         return Err(format!("SHA-256 digest has {} bytes", work.digest.len()));
     }
     kv(out, "sha256", &hex(&work.digest))?;
-    let ciphertext =
-        encrypt_all(&control, &work, &work.input).map_err(|e| format!("AES-CBC: {e}"))?;
-    if ciphertext.len() != INPUT_LEN {
-        return Err(format!(
-            "AES-CBC of {INPUT_LEN} bytes gave {} bytes",
-            ciphertext.len()
-        ));
+    if !unsupported.contains(&Op::AesCbc) {
+        let ciphertext =
+            encrypt_all(&control, &work, &work.input).map_err(|e| format!("AES-CBC: {e}"))?;
+        if ciphertext.len() != INPUT_LEN {
+            return Err(format!(
+                "AES-CBC of {INPUT_LEN} bytes gave {} bytes",
+                ciphertext.len()
+            ));
+        }
+        work.aes_last = ciphertext[INPUT_LEN - 16..].to_vec();
+        kv(
+            out,
+            "aes_cbc_fnv64",
+            &format!("{:016x}", fnv64(&ciphertext)),
+        )?;
     }
-    work.aes_last = ciphertext[INPUT_LEN - 16..].to_vec();
-    kv(
-        out,
-        "aes_cbc_fnv64",
-        &format!("{:016x}", fnv64(&ciphertext)),
-    )?;
     work.rsa_sig = control
         .sign(&Mechanism::Sha256RsaPkcs, work.keys.rsa_priv, RSA_MESSAGE)
         .map_err(|e| format!("RSA sign: {e}"))?;
@@ -469,7 +539,7 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
             .map_err(|e| format!("C_OpenSession #{i}: {e}"))?;
         check_signatures(&s, &work, &mut warnings)
             .map_err(|e| format!("measurement session #{i}: {e}"))?;
-        for op in Op::ALL {
+        for op in Op::ALL.into_iter().filter(|op| !unsupported.contains(op)) {
             run_once(op, &s, &work).map_err(|e| format!("measurement session #{i}: {e}"))?;
         }
         sessions.push(s);
@@ -490,6 +560,9 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
                 let reply = parse_run(op, threads, secs, warm).and_then(|(op, n, secs, warm)| {
                     if n == 0 || n > sessions.len() {
                         return Err(format!("cannot run {n} threads"));
+                    }
+                    if unsupported.contains(&op) {
+                        return Err(format!("{} is not supported here", op.key()));
                     }
                     measure(op, &mut sessions[..n], secs, warm, &work)
                 });
@@ -820,17 +893,20 @@ impl HaApi {
                 Ok(p)
             }
         };
-        // SAFETY (the transmutes): each symbol is a function of the C signature it is given
-        // here, as PKCS#11 and p11ha's README define them.
+        // SAFETY: each symbol is a function of the C signature it is given here, as PKCS#11
+        // and p11ha's README define them.
         let get_list = unsafe {
             std::mem::transmute::<*mut libc::c_void, GetFunctionList>(sym("C_GetFunctionList")?)
         };
+        // SAFETY: as for C_GetFunctionList above.
         let inject = unsafe {
             std::mem::transmute::<*mut libc::c_void, InjectFault>(sym("P11HA_InjectFault")?)
         };
+        // SAFETY: as for C_GetFunctionList above.
         let member_info = unsafe {
             std::mem::transmute::<*mut libc::c_void, GetMemberInfo>(sym("P11HA_GetMemberInfo")?)
         };
+        // SAFETY: as for C_GetFunctionList above.
         let session_member = unsafe {
             std::mem::transmute::<*mut libc::c_void, GetSessionMember>(sym(
                 "P11HA_GetSessionMember",
@@ -1369,9 +1445,13 @@ struct Options {
     chunk: usize,
     lib: Option<PathBuf>,
     softhsm: PathBuf,
+    kit_client: PathBuf,
     ops: Vec<Op>,
     keep: bool,
-    throughput: bool,
+    /// The throughput of the local configurations (wld1, wld3, ha1, ha3).
+    local: bool,
+    /// The throughput of the remote configurations (kit, rpc1, rpc-ha3).
+    remote: bool,
     latency: bool,
     failovers: usize,
     mass_rounds: usize,
@@ -1388,14 +1468,19 @@ usage: p11ha-bench [options]
   --chunk BYTES  C_DigestUpdate/C_EncryptUpdate chunk, multiple of 16 (default 16384)
   --lib PATH     libp11ha.so (default <repo>/target/release/libp11ha.so)
   --softhsm PATH SoftHSM module (default /usr/lib/softhsm/libsofthsm2.so)
+  --kit-client PATH  p11-kit's RPC client module, the remote baseline
+                 (default /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so)
   --ops LIST     comma-separated subset of ecdsa,rsa,sha256,aes,sha256-64k,aes-64k,info
                  (default all)
   --failovers N  failovers of one session, setup (a) (default 200)
   --mass-rounds N  failovers of a member holding many sessions, setup (b), per variant (default 3)
   --mass-sessions N  sessions on that member (default 100)
   --recover-ms MS  P11HA_HA_RECOVER_DELAY_MS of the failover configuration (default 20)
-  --no-throughput  only the failover measurements
-  --no-failover  only the throughput measurements
+  --only LIST    comma-separated subset of local,remote,failover: the parts to run (default
+                 all; direct, the baseline, is measured with local and with remote)
+  --no-throughput  only the failover measurements (= --only failover)
+  --no-remote    no remote configurations (kit, rpc1, rpc-ha3, and their p11-kit servers)
+  --no-failover  no failover measurements
   --keep         keep the scratch token directories";
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
@@ -1407,9 +1492,11 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         chunk: 16 * 1024,
         lib: None,
         softhsm: PathBuf::from(DEFAULT_SOFTHSM),
+        kit_client: PathBuf::from(DEFAULT_KIT_CLIENT),
         ops: Op::ALL.to_vec(),
         keep: false,
-        throughput: true,
+        local: true,
+        remote: true,
         latency: true,
         failovers: 200,
         mass_rounds: 3,
@@ -1431,6 +1518,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--chunk" => o.chunk = num(val()?)? as usize,
             "--lib" => o.lib = Some(PathBuf::from(val()?)),
             "--softhsm" => o.softhsm = PathBuf::from(val()?),
+            "--kit-client" => o.kit_client = PathBuf::from(val()?),
             "--ops" => {
                 o.ops = val()?
                     .split(',')
@@ -1442,7 +1530,19 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--mass-rounds" => o.mass_rounds = num(val()?)? as usize,
             "--mass-sessions" => o.mass_sessions = num(val()?)? as usize,
             "--recover-ms" => o.recover_ms = num(val()?)? as u64,
-            "--no-throughput" => o.throughput = false,
+            "--only" => {
+                (o.local, o.remote, o.latency) = (false, false, false);
+                for part in val()?.split(',') {
+                    match part.trim() {
+                        "local" => o.local = true,
+                        "remote" => o.remote = true,
+                        "failover" => o.latency = true,
+                        p => return Err(format!("--only: unknown part {p}")),
+                    }
+                }
+            }
+            "--no-throughput" => (o.local, o.remote) = (false, false),
+            "--no-remote" => o.remote = false,
             "--no-failover" => o.latency = false,
             "-h" | "--help" => {
                 println!("{USAGE}");
@@ -1464,8 +1564,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     if o.recover_ms == 0 {
         return Err("--recover-ms must be at least 1 (0 turns recovery off)".into());
     }
-    if !o.throughput && !o.latency {
-        return Err("--no-throughput and --no-failover leave nothing to measure".into());
+    if !o.local && !o.remote && !o.latency {
+        return Err("nothing left to measure".into());
     }
     if o.chunk == 0 || !o.chunk.is_multiple_of(16) || o.chunk > INPUT_LEN {
         return Err(format!(
@@ -1501,23 +1601,68 @@ enum Kind {
     Ha,
     /// libp11ha.so in HA mode with fault injection: the failover measurements.
     Failover,
+    /// p11-kit-client.so against one p11-kit server: the remote baseline.
+    Kit,
+    /// libp11ha.so in WLD mode over p11-kit servers (no module).
+    RpcWld,
+    /// libp11ha.so in HA mode over p11-kit servers (no module).
+    RpcHa,
+}
+
+impl Kind {
+    fn is_remote(self) -> bool {
+        matches!(self, Kind::Kit | Kind::RpcWld | Kind::RpcHa)
+    }
 }
 
 #[derive(Clone)]
 struct Config {
     name: &'static str,
     lib: PathBuf,
-    /// The directory holding softhsm2.conf.
+    /// The directory holding softhsm2.conf (local kinds) and the HA log.
     dir: PathBuf,
-    slot: u64,
+    /// The slot id; `None`: the first slot whose token is labelled TOKEN_LABEL.
+    slot: Option<u64>,
     kind: Kind,
+    /// The addresses of the p11-kit servers (`unix:path=...`), remote kinds only.
+    servers: Vec<String>,
 }
 
 impl Config {
-    /// The HA log of an HA-mode configuration (in its token directory).
-    fn ha_log(&self) -> Option<PathBuf> {
-        matches!(self.kind, Kind::Ha | Kind::Failover).then(|| self.dir.join("ha.log"))
+    /// A configuration of libp11ha.so or SoftHSM over the token(s) in `dir`.
+    fn local(name: &'static str, lib: &Path, dir: PathBuf, slot: u64, kind: Kind) -> Config {
+        Config {
+            name,
+            lib: lib.to_path_buf(),
+            dir,
+            slot: Some(slot),
+            kind,
+            servers: Vec::new(),
+        }
     }
+
+    /// The HA log of an HA-mode configuration (in its directory).
+    fn ha_log(&self) -> Option<PathBuf> {
+        matches!(self.kind, Kind::Ha | Kind::Failover | Kind::RpcHa)
+            .then(|| self.dir.join("ha.log"))
+    }
+}
+
+/// The outputs every configuration must agree on, with the operation that makes each.
+const CHECK_KEYS: [(&str, Op); 5] = [
+    ("sha256", Op::Sha256),
+    ("aes_cbc_fnv64", Op::AesCbc),
+    ("sha256_64k", Op::Sha256Small),
+    ("aes_cbc_64k_fnv64", Op::AesCbcSmall),
+    ("rsa_sig_fnv64", Op::Rsa),
+];
+
+/// The operation whose output `key` of [`CHECK_KEYS`] is.
+fn check_op(key: &str) -> Op {
+    CHECK_KEYS
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map_or(Op::Sha256, |(_, op)| *op)
 }
 
 /// Removes the scratch directory on every exit path.
@@ -1624,22 +1769,180 @@ struct Tokens {
 impl Tokens {
     /// A copy, in `<scratch>/<name>`, of all three tokens or of the first one alone.
     fn clone_for(&self, name: &str, all: bool) -> Result<PathBuf, String> {
-        let dir = self.scratch.join(name);
-        std::fs::create_dir_all(dir.join("tokens")).map_err(|e| e.to_string())?;
         if all {
+            let dir = self.scratch.join(name);
+            std::fs::create_dir_all(dir.join("tokens")).map_err(|e| e.to_string())?;
             run(Command::new("cp")
                 .arg("-a")
                 .arg(self.base.join("tokens"))
                 .arg(&dir))?;
+            write_conf(&dir)?;
+            Ok(dir)
         } else {
-            run(Command::new("cp")
-                .arg("-a")
-                .arg(&self.first)
-                .arg(dir.join("tokens")))?;
+            self.clone_one(name, &self.first)
         }
+    }
+
+    /// A copy, in `<scratch>/<name>`, of the one token in directory `token`.
+    fn clone_one(&self, name: &str, token: &Path) -> Result<PathBuf, String> {
+        let dir = self.scratch.join(name);
+        std::fs::create_dir_all(dir.join("tokens")).map_err(|e| e.to_string())?;
+        run(Command::new("cp")
+            .arg("-a")
+            .arg(token)
+            .arg(dir.join("tokens")))?;
         write_conf(&dir)?;
         Ok(dir)
     }
+
+    /// The tokens' own directories: the first token's, then the others' in name order.
+    fn token_dirs(&self) -> Result<Vec<PathBuf>, String> {
+        let mut others = Vec::new();
+        for entry in std::fs::read_dir(self.base.join("tokens")).map_err(|e| e.to_string())? {
+            let path = entry.map_err(|e| e.to_string())?.path();
+            if path.is_dir() && path != self.first {
+                others.push(path);
+            }
+        }
+        others.sort();
+        Ok(std::iter::once(self.first.clone()).chain(others).collect())
+    }
+}
+
+/// Runs `p11-kit server` in the background and kills its whole process group (the server and
+/// the `p11-kit-remote` it forks for each client connection) when stdin, a pipe from this
+/// program, says so or closes: however the bench ends, no server outlives it (the technique of
+/// tests/src/remote.rs).
+const SERVER_WRAPPER: &str = r#"
+p11-kit server -f --provider "$1" -n "$2" "$3" </dev/null >/dev/null 2>>"$4" &
+read -r _
+kill -KILL 0
+"#;
+
+/// One `p11-kit server` serving the one token of a directory on a Unix socket; stopped (with
+/// everything it forked) when dropped.
+struct KitServer {
+    name: &'static str,
+    socket: PathBuf,
+    /// The wrapper shell, leader of the server's process group.
+    wrapper: Child,
+}
+
+impl KitServer {
+    /// Starts the server over the token of `dir` (which holds softhsm2.conf) and waits until it
+    /// listens.
+    fn start(name: &'static str, dir: &Path, softhsm: &Path) -> Result<KitServer, String> {
+        let socket = dir.join("p11-kit.sock");
+        // sockaddr_un.sun_path holds 108 bytes with the NUL.
+        if socket.as_os_str().len() > 100 {
+            return Err(format!(
+                "socket path too long for a Unix socket: {} (set TMPDIR to a shorter directory)",
+                socket.display()
+            ));
+        }
+        let log = dir.join("server.log");
+        // The server and its connection children outlive the wrapper by a moment when the group
+        // is killed; as a subreaper this process inherits them and reaps them in drop(), so that
+        // not even a zombie is left (if this process dies, init inherits and reaps them).
+        // SAFETY: prctl(2) with an option that takes one integer argument; no memory is passed.
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1 as libc::c_ulong) };
+        let wrapper = Command::new("sh")
+            .arg("-c")
+            .arg(SERVER_WRAPPER)
+            .arg("p11ha-bench-server")
+            .arg(softhsm)
+            .arg(&socket)
+            .arg(format!("pkcs11:token={TOKEN_LABEL}"))
+            .arg(&log)
+            .env("SOFTHSM2_CONF", dir.join("softhsm2.conf"))
+            .stdin(Stdio::piped())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .process_group(0)
+            .spawn()
+            .map_err(|e| format!("starting p11-kit server {name}: {e}"))?;
+        // From here on, dropping the server stops it.
+        let mut server = KitServer {
+            name,
+            socket,
+            wrapper,
+        };
+        let t = Instant::now();
+        while UnixStream::connect(&server.socket).is_err() {
+            let exited = matches!(server.wrapper.try_wait(), Ok(Some(_)));
+            if exited || t.elapsed() > Duration::from_secs(10) {
+                return Err(format!(
+                    "p11-kit server {name} on {} did not start (is p11-kit installed? \
+                     scripts/setup-debian.sh): {}",
+                    server.socket.display(),
+                    std::fs::read_to_string(&log).unwrap_or_default().trim()
+                ));
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        Ok(server)
+    }
+
+    /// `unix:path=...`, as P11_KIT_SERVER_ADDRESS and ET_HSM_NETCLIENT_SERVERLIST take it.
+    fn address(&self) -> String {
+        format!("unix:path={}", self.socket.display())
+    }
+
+    /// The id of its process group.
+    fn group(&self) -> u32 {
+        self.wrapper.id()
+    }
+}
+
+impl Drop for KitServer {
+    fn drop(&mut self) {
+        if let Some(stdin) = self.wrapper.stdin.as_mut() {
+            let _ = stdin.write_all(b"stop\n");
+        }
+        let group = libc::pid_t::try_from(self.wrapper.id())
+            .ok()
+            .filter(|&g| g > 0);
+        if let Some(group) = group {
+            // SAFETY: kill(2) of the process group the wrapper leads (process_group(0) made its
+            // pid the group id; it is not reaped yet, so the id is not reused).
+            unsafe { libc::kill(-group, libc::SIGKILL) };
+        }
+        let _ = self.wrapper.wait();
+        // The rest of the group, reparented to this process (see start()): a process is handed
+        // to its new parent before it can be reaped itself, so when no child of the group is
+        // left (ECHILD), none is.
+        if let Some(group) = group {
+            loop {
+                let mut status = 0;
+                // SAFETY: waitpid(2) for any child in the group, with a valid status pointer.
+                let pid = unsafe { libc::waitpid(-group, &mut status, 0) };
+                let interrupted =
+                    std::io::Error::last_os_error().kind() == std::io::ErrorKind::Interrupted;
+                if pid < 0 && !interrupted {
+                    break;
+                }
+            }
+        }
+        let _ = std::fs::remove_file(&self.socket);
+    }
+}
+
+/// The processes in the given process groups (the servers and what they forked), so that their
+/// CPU time counts as ours.
+fn group_processes(groups: &[u32]) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Vec::new();
+    };
+    dir.flatten()
+        .filter_map(|e| {
+            let pid = e.file_name().to_str()?.parse::<u32>().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
+            // fields[0] is field 3 (state); field 5 is the process group.
+            let group = fields.get(2)?.parse::<u32>().ok()?;
+            groups.contains(&group).then_some(pid)
+        })
+        .collect()
 }
 
 struct ChildProc {
@@ -1661,7 +1964,7 @@ impl ChildProc {
             .arg("--lib")
             .arg(&cfg.lib)
             .arg("--slot")
-            .arg(cfg.slot.to_string())
+            .arg(cfg.slot.map_or("label".into(), |s| s.to_string()))
             .arg("--chunk")
             .arg(o.chunk.to_string())
             .stdin(Stdio::piped())
@@ -1674,20 +1977,38 @@ impl ChildProc {
                 || k.starts_with("ET_HSM_")
                 || k.starts_with("P11HA_")
                 || k == "SOFTHSM2_CONF"
+                || k == "P11_KIT_SERVER_ADDRESS"
             {
                 cmd.env_remove(&*k);
             }
         }
-        cmd.env("SOFTHSM2_CONF", cfg.dir.join("softhsm2.conf"));
+        if !cfg.kind.is_remote() {
+            cmd.env("SOFTHSM2_CONF", cfg.dir.join("softhsm2.conf"));
+        }
         let mode = match cfg.kind {
-            Kind::Direct => None,
-            Kind::Wld => Some("WLD"),
-            Kind::Ha | Kind::Failover => Some("HA"),
+            Kind::Direct | Kind::Kit => None,
+            Kind::Wld | Kind::RpcWld => Some("WLD"),
+            Kind::Ha | Kind::Failover | Kind::RpcHa => Some("HA"),
         };
         if let Some(mode) = mode {
-            cmd.env("P11HA_MODULES", &o.softhsm)
+            // Remote members only: no module at all.
+            let modules = if cfg.kind.is_remote() {
+                std::ffi::OsStr::new("")
+            } else {
+                o.softhsm.as_os_str()
+            };
+            cmd.env("P11HA_MODULES", modules)
                 .env("ET_PTKC_GENERAL_LIBRARY_MODE", mode)
                 .env("ET_PTKC_WLD_SLOT_0", TOKEN_LABEL);
+        }
+        match cfg.kind {
+            Kind::Kit => {
+                cmd.env("P11_KIT_SERVER_ADDRESS", cfg.servers.join(" "));
+            }
+            Kind::RpcWld | Kind::RpcHa => {
+                cmd.env("ET_HSM_NETCLIENT_SERVERLIST", cfg.servers.join(" "));
+            }
+            _ => {}
         }
         if let Some(log) = cfg.ha_log() {
             cmd.env("ET_PTKC_HA_LOG_FILE", log)
@@ -1769,6 +2090,11 @@ impl ChildProc {
         self.kv.get(key).and_then(|v| v.first()).map(String::as_str)
     }
 
+    /// Why the library refuses `op` as a whole (it is then not measured).
+    fn unsupported(&self, op: Op) -> Option<&str> {
+        self.get(&format!("unsupported.{}", op.key()))
+    }
+
     fn measure(&mut self, op: Op, threads: usize, secs: f64, warm: f64) -> Result<f64, String> {
         writeln!(self.stdin, "run {} {threads} {secs} {warm}", op.key())
             .and_then(|()| self.stdin.flush())
@@ -1840,7 +2166,10 @@ fn cpu_probe(pids: &[u32]) -> Option<CpuProbe> {
         .sum();
     let mut ours = 0;
     for pid in pids {
-        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        // A process that is gone (a server's connection child, say) no longer counts.
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
         let fields: Vec<&str> = stat[stat.rfind(')')? + 1..].split_whitespace().collect();
         // Fields 14 and 15 (utime, stime); fields[0] is field 3.
         ours += fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
@@ -1913,37 +2242,76 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     eprintln!("creating tokens in {} ...", scratch.dir.display());
     let tokens = make_tokens(&root, &scratch.dir, &o.softhsm)?;
     let mut configs = Vec::new();
-    if o.throughput {
-        configs.push(Config {
-            name: "direct",
-            lib: o.softhsm.clone(),
-            dir: tokens.base.clone(),
-            slot: tokens.slot,
-            kind: Kind::Direct,
-        });
+    if o.local || o.remote {
+        configs.push(Config::local(
+            "direct",
+            &o.softhsm,
+            tokens.base.clone(),
+            tokens.slot,
+            Kind::Direct,
+        ));
+    }
+    if o.local {
         for (name, kind, all) in [
             ("wld1", Kind::Wld, false),
             ("wld3", Kind::Wld, true),
             ("ha1", Kind::Ha, false),
             ("ha3", Kind::Ha, true),
         ] {
+            configs.push(Config::local(
+                name,
+                &lib,
+                tokens.clone_for(name, all)?,
+                0,
+                kind,
+            ));
+        }
+    }
+    // Declared after `scratch`, so dropped (stopped) before it is removed, on every path.
+    let mut servers: Vec<KitServer> = Vec::new();
+    if o.remote {
+        if !o.kit_client.is_file() {
+            return Err(format!(
+                "p11-kit-client.so not found at {} (scripts/setup-debian.sh installs p11-kit; \
+                 --kit-client PATH, or --no-remote)",
+                o.kit_client.display()
+            ));
+        }
+        // Server A serves a copy of the first token (direct's), B and C copies of the others.
+        for (name, token) in SERVER_NAMES.into_iter().zip(tokens.token_dirs()?) {
+            let dir = tokens.clone_one(&format!("server-{name}"), &token)?;
+            servers.push(KitServer::start(name, &dir, &o.softhsm)?);
+        }
+        if servers.len() != SERVER_NAMES.len() {
+            return Err(format!("{} tokens for 3 servers", servers.len()));
+        }
+        let addresses: Vec<String> = servers.iter().map(KitServer::address).collect();
+        for (name, lib, slot, kind, n) in [
+            ("kit", &o.kit_client, None, Kind::Kit, 1),
+            ("rpc1", &lib, Some(0), Kind::RpcWld, 1),
+            ("rpc-ha3", &lib, Some(0), Kind::RpcHa, 3),
+        ] {
+            let dir = scratch.dir.join(name);
+            std::fs::create_dir_all(&dir).map_err(|e| format!("{}: {e}", dir.display()))?;
             configs.push(Config {
                 name,
                 lib: lib.clone(),
-                dir: tokens.clone_for(name, all)?,
-                slot: 0,
+                dir,
+                slot,
                 kind,
+                servers: addresses[..n].to_vec(),
             });
         }
     }
+    let server_list: Vec<(&str, String)> = servers.iter().map(|s| (s.name, s.address())).collect();
     let failover_cfg = if o.latency {
-        Some(Config {
-            name: "ha3-failover",
-            lib: lib.clone(),
-            dir: tokens.clone_for("ha3-failover", true)?,
-            slot: 0,
-            kind: Kind::Failover,
-        })
+        Some(Config::local(
+            "ha3-failover",
+            &lib,
+            tokens.clone_for("ha3-failover", true)?,
+            0,
+            Kind::Failover,
+        ))
     } else {
         None
     };
@@ -1956,37 +2324,40 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     for c in &mut children {
         c.wait_ready();
     }
-    // Outputs must agree with the reference (the first configuration that started).
-    let check_keys = [
-        "sha256",
-        "aes_cbc_fnv64",
-        "sha256_64k",
-        "aes_cbc_64k_fnv64",
-        "rsa_sig_fnv64",
-    ];
-    let reference: Option<Vec<String>> = children.iter().find(|c| c.failed.is_none()).map(|c| {
-        check_keys
-            .iter()
-            .map(|k| c.get(k).unwrap_or("").to_string())
-            .collect()
-    });
-    if let Some(reference) = &reference {
-        for c in &mut children {
-            if c.failed.is_some() {
-                continue;
-            }
-            let bad: Vec<String> = check_keys
+    // Outputs must agree with the reference: for each output, the first configuration that
+    // started and produced it (a configuration may lack one only if it refuses its operation).
+    let check_keys = CHECK_KEYS.map(|(k, _)| k);
+    let references: Vec<Option<String>> = CHECK_KEYS
+        .iter()
+        .map(|(k, _)| {
+            children
                 .iter()
-                .zip(reference)
-                .filter(|(k, r)| c.get(k) != Some(r.as_str()))
-                .map(|(k, r)| format!("{k} {} (expected {r})", c.get(k).unwrap_or("missing")))
-                .collect();
-            if !bad.is_empty() {
-                c.failed = Some(format!(
-                    "output differs from the other configurations: {}",
-                    bad.join(", ")
-                ));
-            }
+                .filter(|c| c.failed.is_none())
+                .find_map(|c| c.get(k).map(str::to_string))
+        })
+        .collect();
+    for c in &mut children {
+        if c.failed.is_some() {
+            continue;
+        }
+        let bad: Vec<String> = CHECK_KEYS
+            .iter()
+            .zip(&references)
+            .filter_map(|((k, op), r)| match (c.get(k), r) {
+                (None, _) if c.unsupported(*op).is_some() => None,
+                (Some(v), Some(r)) if v == r => None,
+                (v, r) => Some(format!(
+                    "{k} {} (expected {})",
+                    v.unwrap_or("missing"),
+                    r.as_deref().unwrap_or("?")
+                )),
+            })
+            .collect();
+        if !bad.is_empty() {
+            c.failed = Some(format!(
+                "output differs from the other configurations: {}",
+                bad.join(", ")
+            ));
         }
     }
     for c in &children {
@@ -1995,6 +2366,10 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             None => eprintln!("{}: validated, ready", c.cfg.name),
         }
     }
+    // The servers' processes, and the connection children they forked for ours: their CPU time
+    // is ours too.
+    let groups: Vec<u32> = servers.iter().map(KitServer::group).collect();
+    let server_pids = group_processes(&groups);
 
     // The schedule: rounds x operations x thread counts; within each, the configurations take
     // turns in short slices (order rotating), so that a slow spell of the machine hits all of
@@ -2012,7 +2387,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     }
     for c in children.iter_mut().filter(|c| c.failed.is_none()) {
         for &op in &o.ops {
-            let _ = c.measure(op, MAX_THREADS, WARMUP_PASS_SECONDS, 0.0);
+            if c.unsupported(op).is_none() {
+                let _ = c.measure(op, MAX_THREADS, WARMUP_PASS_SECONDS, 0.0);
+            }
         }
     }
     let mut done = 0;
@@ -2020,6 +2397,7 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     // Share of the machine's CPU time that other processes took during each measurement.
     let pids: Vec<u32> = std::iter::once(std::process::id())
         .chain(children.iter().map(|c| c.child.id()))
+        .chain(server_pids)
         .collect();
     let mut foreign_cpu: Vec<f64> = Vec::new();
     let throughput_started = Instant::now();
@@ -2043,7 +2421,10 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
                     for k in 0..n_cfg {
                         let ci = (k + turn) % n_cfg;
                         let c = &mut children[ci];
-                        if c.failed.is_some() || errors.contains_key(&(oi, ti, ci)) {
+                        if c.failed.is_some()
+                            || c.unsupported(op).is_some()
+                            || errors.contains_key(&(oi, ti, ci))
+                        {
                             continue;
                         }
                         let before = cpu_probe(&pids);
@@ -2077,6 +2458,8 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
                 for (ci, c) in children.iter().enumerate() {
                     if let Some(e) = errors.get(&(oi, ti, ci)) {
                         let _ = write!(line, "   {} ERROR {e}", c.cfg.name);
+                    } else if c.unsupported(op).is_some() {
+                        let _ = write!(line, "   {} n/a", c.cfg.name);
                     } else if acc[ci].1 > 0.0 {
                         let rate = acc[ci].0 / acc[ci].1;
                         results[oi][ti][ci].push(rate);
@@ -2093,10 +2476,12 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         }
     }
     let throughput_seconds = throughput_started.elapsed().as_secs_f64();
-    // The throughput children are done: they leave the machine to the failover child.
+    // The throughput children are done: they leave the machine to the failover child, and so
+    // do the servers.
     for c in &mut children {
         c.quit();
     }
+    drop(servers);
 
     // Failover latency, alone on the machine.
     let failover_started = Instant::now();
@@ -2128,7 +2513,14 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
-    println!("p11ha-bench: SoftHSM directly vs libp11ha.so in WLD and HA mode ({cpus} CPUs)");
+    println!(
+        "p11ha-bench: SoftHSM directly vs libp11ha.so in WLD and HA mode{} ({cpus} CPUs)",
+        if o.remote {
+            ", and over p11-kit's RPC"
+        } else {
+            ""
+        }
+    );
     for c in children.iter().chain(&failover) {
         println!(
             "  {:<12} {} | {} | {}",
@@ -2137,19 +2529,42 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             c.get("library").unwrap_or("?"),
             c.get("token").unwrap_or("?")
         );
+        if !c.cfg.servers.is_empty() {
+            let names: Vec<&str> = server_list
+                .iter()
+                .filter(|(_, a)| c.cfg.servers.contains(a))
+                .map(|(n, _)| *n)
+                .collect();
+            println!("  {:<12} over p11-kit server(s) {}", "", names.join(", "));
+        }
+    }
+    for (name, address) in &server_list {
+        println!("  server {name}     p11-kit server {address}");
     }
     let cell = |oi: usize, ti: usize, ci: usize| -> String {
         if let Some(v) = best(&results[oi][ti][ci]) {
             format!("{v:.0}")
         } else if errors.contains_key(&(oi, ti, ci)) {
             "ERROR".into()
+        } else if let Some(why) = children[ci].unsupported(o.ops[oi]) {
+            format!("n/a ({})", why.split_whitespace().next().unwrap_or(why))
         } else {
             "n/a".into()
         }
     };
-    let ratio = |oi: usize, ti: usize, ci: usize| -> Option<f64> {
-        Some(best(&results[oi][ti][ci])? / best(&results[oi][ti][0])?)
+    // Against `base` (direct is 0).
+    let ratio_to = |oi: usize, ti: usize, ci: usize, base: usize| -> Option<f64> {
+        Some(best(&results[oi][ti][ci])? / best(&results[oi][ti][base])?)
     };
+    let ratio = |oi: usize, ti: usize, ci: usize| ratio_to(oi, ti, ci, 0);
+    let fmt_ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
+    let kit = children.iter().position(|c| c.cfg.kind == Kind::Kit);
+    let local_cols: Vec<usize> = (0..n_cfg)
+        .filter(|&ci| !children[ci].cfg.kind.is_remote())
+        .collect();
+    let remote_cols: Vec<usize> = (0..n_cfg)
+        .filter(|&ci| ci == 0 || children[ci].cfg.kind.is_remote())
+        .collect();
     if n_cfg > 0 {
         println!(
             "method (throughput): one child process per configuration (SoftHSM or libp11ha.so\n\
@@ -2168,7 +2583,7 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
              \x20 {} chunks, MB = 10^6 bytes; C_GetSessionInfo in batches of {}. The cryptoki crate\n\
              \x20 queries output lengths: one signature = C_SignInit + 2 C_Sign, one chunk = 2\n\
              \x20 C_EncryptUpdate.\n\
-             \x20 ha1/ha3: HA mode (no fault injection), which journals every session: mechanism and key\n\
+             \x20 {}: HA mode (no fault injection), which journals every session: mechanism and key\n\
              \x20 at Init, and a copy of the Update data up to {SMALL_LEN} bytes per operation (the\n\
              \x20 default limit). The 64 KiB inputs stay within it, so every byte is copied into the\n\
              \x20 journal; the 1 MiB inputs pass it at chunk {}, after which nothing more is copied\n\
@@ -2184,28 +2599,80 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             o.chunk,
             SMALL_LEN.div_ceil(o.chunk),
             Op::SessionInfo.batch(),
+            match (o.local, o.remote) {
+                (true, true) => "ha1/ha3/rpc-ha3",
+                (false, true) => "rpc-ha3",
+                _ => "ha1/ha3",
+            },
             SMALL_LEN / o.chunk + 1
         );
+    }
+    if o.local && n_cfg > 0 {
         println!();
         let mut header = format!(
             "{:<26}{:>4} {:>10}",
             "operation", "thr", children[0].cfg.name
         );
-        for c in children.iter().skip(1) {
-            let _ = write!(header, " {:>16}", c.cfg.name);
+        for &ci in &local_cols[1..] {
+            let _ = write!(header, " {:>16}", children[ci].cfg.name);
         }
         println!("{header}");
         for (oi, &op) in o.ops.iter().enumerate() {
             for (ti, &threads) in THREADS.iter().enumerate() {
                 let mut row = format!("{:<26}{threads:>4} {:>10}", op.title(), cell(oi, ti, 0));
-                for ci in 1..n_cfg {
-                    let r = ratio(oi, ti, ci).map_or("  -  ".into(), |r| format!("{r:.2}"));
+                for &ci in &local_cols[1..] {
+                    let r = fmt_ratio(ratio(oi, ti, ci));
                     let _ = write!(row, " {:>16}", format!("{} ({r})", cell(oi, ti, ci)));
                 }
                 println!("{row}");
             }
         }
         println!("(ratios: against direct, in the same run)");
+    }
+    if o.remote && n_cfg > 0 {
+        println!();
+        print_remote_method(&o, &server_list);
+        println!();
+        let mut header = format!(
+            "{:<26}{:>4} {:>10}",
+            "operation", "thr", children[0].cfg.name
+        );
+        for &ci in &remote_cols[1..] {
+            let w = if Some(ci) == kit { 27 } else { 20 };
+            let _ = write!(header, " {:>w$}", children[ci].cfg.name);
+        }
+        println!("{header}");
+        for (oi, &op) in o.ops.iter().enumerate() {
+            for (ti, &threads) in THREADS.iter().enumerate() {
+                let mut row = format!("{:<26}{threads:>4} {:>10}", op.title(), cell(oi, ti, 0));
+                for &ci in &remote_cols[1..] {
+                    let (w, r) = match kit {
+                        Some(k) if k != ci => (
+                            20,
+                            format!(
+                                "{} | {}",
+                                fmt_ratio(ratio_to(oi, ti, ci, k)),
+                                fmt_ratio(ratio(oi, ti, ci))
+                            ),
+                        ),
+                        _ => (27, fmt_ratio(ratio(oi, ti, ci))),
+                    };
+                    let c = cell(oi, ti, ci);
+                    // An unsupported operation has no ratio to show.
+                    let text = if c.starts_with("n/a (") {
+                        c
+                    } else {
+                        format!("{c} ({r})")
+                    };
+                    let _ = write!(row, " {text:>w$}");
+                }
+                println!("{row}");
+            }
+        }
+        println!(
+            "(ratios: kit against direct; rpc1 and rpc-ha3 against kit | against direct; in the same \
+             run)"
+        );
     }
     if let Some(f) = &failover {
         println!();
@@ -2218,12 +2685,13 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             Some(why) => format!("FAILED: {why}"),
             None => "ok (signatures verify, tampered ones rejected; outputs agree)".into(),
         };
-        let short = |k: &str| {
-            c.get(k)
-                .map_or("?".into(), |s| s.chars().take(16).collect::<String>())
+        let short = |k: &str| match c.get(k) {
+            Some(v) => v.chars().take(16).collect::<String>(),
+            None if c.unsupported(check_op(k)).is_some() => "n/a".into(),
+            None => "?".into(),
         };
         println!(
-            "  {:<6} sha256 {} / {} (1 MiB / 64 KiB)  aes-cbc fnv64 {} / {}  rsa-sig fnv64 {}  {status}",
+            "  {:<7} sha256 {} / {} (1 MiB / 64 KiB)  aes-cbc fnv64 {} / {}  rsa-sig fnv64 {}  {status}",
             c.cfg.name,
             short("sha256"),
             short("sha256_64k"),
@@ -2233,6 +2701,11 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         );
         if let Some(j) = c.get("journal") {
             println!("         HA journal: {j}");
+        }
+        for op in Op::ALL {
+            if let Some(why) = c.unsupported(op) {
+                println!("         not measured: {}: {why}", op.title());
+            }
         }
         for w in c.kv.get("warning").into_iter().flatten() {
             println!("         warning: {w}");
@@ -2322,6 +2795,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     }
     for c in children.iter().chain(&failover) {
         println!("lib.{}={}", c.cfg.name, c.cfg.lib.display());
+        if !c.cfg.servers.is_empty() {
+            println!("servers.{}={}", c.cfg.name, c.cfg.servers.join(" "));
+        }
     }
     for (oi, &op) in o.ops.iter().enumerate() {
         for (ti, &threads) in THREADS.iter().enumerate() {
@@ -2329,12 +2805,20 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
                 let key = format!("{}.{threads}thr.{}", op.kv_name(), c.cfg.name);
                 match best(&results[oi][ti][ci]) {
                     Some(v) => println!("{key}={v:.0}"),
+                    None if c.unsupported(op).is_some() => println!("{key}=n/a"),
                     None => println!("{key}=error"),
                 }
                 if ci > 0
                     && let Some(r) = ratio(oi, ti, ci)
                 {
                     println!("{key}_ratio={r:.3}");
+                }
+                if let Some(k) = kit
+                    && k != ci
+                    && c.cfg.kind.is_remote()
+                    && let Some(r) = ratio_to(oi, ti, ci, k)
+                {
+                    println!("{key}_ratio_kit={r:.3}");
                 }
                 let rounds: Vec<String> = results[oi][ti][ci]
                     .iter()
@@ -2363,13 +2847,49 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     }
     for c in &children {
         for k in check_keys {
-            println!("check.{}.{k}={}", c.cfg.name, c.get(k).unwrap_or("?"));
+            let missing = if c.unsupported(check_op(k)).is_some() {
+                "n/a"
+            } else {
+                "?"
+            };
+            println!("check.{}.{k}={}", c.cfg.name, c.get(k).unwrap_or(missing));
         }
         println!("check.{}.ok={}", c.cfg.name, c.failed.is_none());
     }
 
     drop(scratch);
     Ok(all_ok)
+}
+
+/// How the remote configurations are set up, and what one operation costs in round trips.
+fn print_remote_method(o: &Options, servers: &[(&str, String)]) {
+    let chunks = INPUT_LEN.div_ceil(o.chunk);
+    let small_chunks = SMALL_LEN.div_ceil(o.chunk);
+    let names: Vec<&str> = servers.iter().map(|(n, _)| *n).collect();
+    println!(
+        "method (remote): {} `p11-kit server` processes ({}) on Unix sockets, each serving one token\n\
+         \x20 (`pkcs11:token={TOKEN_LABEL}`): A a copy of direct's token, B and C copies of the other\n\
+         \x20 two; each server forks a p11-kit-remote process (which loads SoftHSM) per client\n\
+         \x20 connection. kit: p11-kit-client.so with P11_KIT_SERVER_ADDRESS=A, the remote baseline;\n\
+         \x20 rpc1: libp11ha.so in WLD mode, virtual slot 0 made of A's token, through p11ha's own RPC\n\
+         \x20 client (P11HA_MODULES empty, ET_HSM_NETCLIENT_SERVERLIST=A); rpc-ha3: libp11ha.so in HA\n\
+         \x20 mode over A, B and C. Both clients forward each PKCS#11 call as one round trip, so an\n\
+         \x20 operation takes as many in both: a signature 3 (C_SignInit, C_Sign for the length,\n\
+         \x20 C_Sign), a SHA-256 of 1 MiB {} (Init, {chunks} Updates, 2 Finals) and of 64 KiB {}, an\n\
+         \x20 AES-CBC encryption of 1 MiB {} and of 64 KiB {}, a C_GetSessionInfo 1. Each client holds\n\
+         \x20 one connection per server and a p11-kit-remote answers its connection's calls one at a\n\
+         \x20 time, so two threads on one server take turns (kit, rpc1; p11-kit-client.so lets the\n\
+         \x20 second send its request while the first awaits its reply, p11ha holds the connection\n\
+         \x20 for the whole round trip), while rpc-ha3 gives the two sessions two servers.\n\
+         \x20 p11-kit-client.so 0.24.1 carries no mechanism parameter, hence no AES-CBC\n\
+         \x20 (CKR_MECHANISM_INVALID); p11ha's client carries the IV.",
+        servers.len(),
+        names.join(", "),
+        chunks + 3,
+        small_chunks + 3,
+        2 * chunks + 3,
+        2 * small_chunks + 3,
+    );
 }
 
 /// The failover section of the report, from the failover child's key=value lines.
