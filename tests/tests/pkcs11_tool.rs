@@ -148,7 +148,7 @@ fn a_module_that_cannot_load_is_reported_and_skipped() {
     // pkcs11-tool itself exits non-zero when it finds no slot.
     let (_, out, err) = pkcs11_tool_status(&[("P11HA_MODULES", "")], &["-L"]);
     assert!(
-        err.contains("no PKCS#11 module is configured; there are no slots"),
+        err.contains("no PKCS#11 module and no server is configured; there are no slots"),
         "{err}"
     );
     assert!(
