@@ -295,3 +295,87 @@ fn all_servers_down_then_one_back() {
     }
     assert_eq!(session_member(&n), 1);
 }
+
+/// Length queries that p11ha answers without a round trip (a digest's
+/// length, AES bounds, a signature length learned from the server) leave
+/// the operation exactly as the server has it: still active, and the
+/// output right.
+#[test]
+fn length_queries_answered_locally_keep_the_operation() {
+    let _g = serial();
+    let l = lib();
+    let s = l.user_session();
+    let raw = raw();
+    let h = s.handle();
+    let key = find_one(&s, ObjectClass::PRIVATE_KEY, "ec-key");
+    let digest = sha256(b"length");
+    let mut mech = cryptoki_sys::CK_MECHANISM {
+        mechanism: cryptoki_sys::CKM_ECDSA,
+        pParameter: std::ptr::null_mut(),
+        ulParameterLen: 0,
+    };
+    for round in 0..3 {
+        // SAFETY: valid session, mechanism, key and buffers below.
+        unsafe {
+            assert_eq!(raw.C_SignInit.unwrap()(h, &mut mech, key.handle()), 0);
+            let mut len: cryptoki_sys::CK_ULONG = 0;
+            let rv = raw.C_Sign.unwrap()(
+                h,
+                digest.as_ptr() as *mut _,
+                32,
+                std::ptr::null_mut(),
+                &mut len,
+            );
+            assert_eq!((rv, len), (0, 64), "round {round}: the length");
+            // The operation is still active on the server.
+            assert_eq!(
+                raw.C_SignInit.unwrap()(h, &mut mech, key.handle()),
+                cryptoki_sys::CKR_OPERATION_ACTIVE,
+                "round {round}"
+            );
+            let mut sig = [0u8; 64];
+            let rv =
+                raw.C_Sign.unwrap()(h, digest.as_ptr() as *mut _, 32, sig.as_mut_ptr(), &mut len);
+            assert_eq!((rv, len), (0, 64), "round {round}: the signature");
+            assert!(openssl_verifies(
+                &l.tokens.keys.join("ec-pub.pem"),
+                b"length",
+                &ecdsa_der(&sig)
+            ));
+            // Ended: a length query now is the server's answer.
+            let rv = raw.C_Sign.unwrap()(
+                h,
+                digest.as_ptr() as *mut _,
+                32,
+                std::ptr::null_mut(),
+                &mut len,
+            );
+            assert_eq!(rv, cryptoki_sys::CKR_OPERATION_NOT_INITIALIZED);
+        }
+    }
+    // Single-part digest and AES-CBC-PAD through the cryptoki crate (each a
+    // length query, then the call).
+    let data = pattern(1000);
+    assert_eq!(s.digest(&Mechanism::Sha256, &data).unwrap(), sha256(&data));
+    let aes = find_one(&s, ObjectClass::SECRET_KEY, "aes-key");
+    let key_hex = std::fs::read_to_string(l.tokens.keys.join("aes.hex")).unwrap();
+    for n in [0, 1, 15, 16, 17, 1000] {
+        let ct = s
+            .encrypt(&Mechanism::AesCbcPad([3; 16]), aes, &data[..n])
+            .unwrap();
+        let reference = openssl(
+            &[
+                "enc",
+                "-aes-256-cbc",
+                "-K",
+                key_hex.trim(),
+                "-iv",
+                "03030303030303030303030303030303",
+            ],
+            &data[..n],
+        );
+        assert_eq!(ct, reference, "{n} bytes");
+        let pt = s.decrypt(&Mechanism::AesCbcPad([3; 16]), aes, &ct).unwrap();
+        assert_eq!(pt, &data[..n], "{n} bytes back");
+    }
+}

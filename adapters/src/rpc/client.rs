@@ -27,6 +27,7 @@ use super::codec::{
     AttrClass, HANDSHAKE, NATIVE, Reader, Version, Writer, attr_class, put_mechanism,
     put_native_ulong, put_template,
 };
+use super::lengths::{Lengths, Phase};
 
 /// Opens a byte stream to a server, with whatever deadlines the platform
 /// gives it (a read that takes too long must return an error of kind
@@ -61,6 +62,8 @@ struct Conn<S, B> {
     buf: B,
     version: Version,
     code: u32,
+    /// What the connection knows to answer length queries itself.
+    lengths: Lengths,
 }
 
 impl<S: Read + Write, B: core::ops::DerefMut<Target = [u8]>> Conn<S, B> {
@@ -216,6 +219,7 @@ where
             buf,
             version: Version::V0,
             code: 0x10,
+            lengths: Lengths::default(),
         };
         let tokens = open(&connector, &mut conn)?;
         let n = tokens.len();
@@ -224,7 +228,7 @@ where
             RpcMember {
                 connector,
                 conn: Mutex::new(lock, conn),
-                slot: AtomicU32::new(token.slot as u32),
+                slot: AtomicU32::new(slot32(token.slot)?),
                 index,
                 label: token.label,
                 serial: token.serial,
@@ -318,6 +322,37 @@ where
         )
     }
 
+    /// A length query answered without a round trip, if the connection is
+    /// sure of the answer (see [`super::lengths`]).
+    fn known_length(&self, session: u64, op: Op, phase: Phase, input: usize) -> Option<usize> {
+        self.conn.lock().lengths.answer(session, op, phase, input)
+    }
+
+    /// Notes what a Single or Final call's result says of its operation:
+    /// a result with output ends it, so does any error but a buffer too
+    /// small; lengths the server gave are learned.
+    fn settle(&self, session: u64, op: Op, had_out: bool, r: &Result<usize>) {
+        let lengths = &mut self.conn.lock().lengths;
+        match *r {
+            Ok(n) => {
+                lengths.learned(session, op, n);
+                if had_out {
+                    lengths.end(session, op);
+                }
+            }
+            Err(Error::BufferTooSmall { needed }) => lengths.learned(session, op, needed),
+            Err(_) => lengths.end(session, op),
+        }
+    }
+
+    /// An Update (or another call inside an operation) failed: the
+    /// operation may have ended.
+    fn unsure<T>(&self, session: u64, op: Op, r: &Result<T>) {
+        if matches!(r, Err(e) if !matches!(e, Error::BufferTooSmall { .. })) {
+            self.conn.lock().lengths.end(session, op);
+        }
+    }
+
     /// A call returning one handle, after a session, a mechanism and/or a
     /// template.
     fn make(
@@ -328,6 +363,13 @@ where
     ) -> Result<u64> {
         self.call(id, sig, "u", encode, |r| r.ulong())
     }
+}
+
+/// A server's slot id as the member keeps it. p11-kit numbers slots from
+/// 0x11; an id past 32 bits (which a 32-bit CK_ULONG could not hold
+/// either) is refused as not the protocol.
+fn slot32(slot: u64) -> Result<u32> {
+    u32::try_from(slot).map_err(|_| Error::Transport(TransportError::Protocol))
 }
 
 /// A writer's `None` (the buffer is full) as a CK_RV.
@@ -369,8 +411,12 @@ fn output(r: &mut Reader<'_>, out: Option<&mut [u8]>, capacity: u32) -> Option<R
             let needed = r.u32()? as usize;
             Some(if capacity == 0 {
                 Ok(needed)
-            } else if out.is_some_and(|o| needed > o.len()) || needed > capacity as usize {
+            } else if out.is_none_or(|o| needed > o.len()) {
                 Err(Error::BufferTooSmall { needed })
+            } else if needed > capacity as usize {
+                // The application's buffer is large enough but the
+                // member's is not: retrying cannot help.
+                Err(Error::Rv(Rv::HOST_MEMORY))
             } else {
                 // The server said too small for a buffer that was not.
                 return None;
@@ -381,7 +427,9 @@ fn output(r: &mut Reader<'_>, out: Option<&mut [u8]>, capacity: u32) -> Option<R
 }
 
 /// Reads an `au` reply into `out` (or the count, for a length query).
-fn ulong_list(r: &mut Reader<'_>, out: Option<&mut [u64]>) -> Option<Result<usize>> {
+/// `out` is what was announced; `full` the length of the caller's array,
+/// which may be longer.
+fn ulong_list(r: &mut Reader<'_>, out: Option<&mut [u64]>, full: usize) -> Option<Result<usize>> {
     match r.byte()? {
         1 => {
             let n = r.u32()? as usize;
@@ -398,7 +446,13 @@ fn ulong_list(r: &mut Reader<'_>, out: Option<&mut [u64]>) -> Option<Result<usiz
             let n = r.u32()? as usize;
             Some(match out {
                 None => Ok(n),
-                Some(_) => Err(Error::BufferTooSmall { needed: n }),
+                // An empty array is announced as a length query.
+                Some([]) if n == 0 => Ok(0),
+                Some(_) if n > full => Err(Error::BufferTooSmall { needed: n }),
+                // Fits the caller's array, not what could be announced.
+                Some(o) if n > o.len() => Err(Error::Rv(Rv::HOST_MEMORY)),
+                // "Too small" for an array that was not.
+                Some(_) => return None,
             })
         }
         _ => None,
@@ -420,10 +474,12 @@ fn open<C: Connector, B: core::ops::DerefMut<Target = [u8]>>(
             write_all(&mut stream, &[offer]).and_then(|()| read_exact(&mut stream, &mut answer));
         match exchanged {
             Ok(()) => {
+                // A server answers the lower of the offer and its own
+                // version: anything above the offer is not the protocol.
                 version = Some(match answer[0] {
                     0 => Version::V0,
-                    1 => Version::V1,
-                    2 => Version::V2,
+                    1 if offer >= 1 => Version::V1,
+                    2 if offer >= 2 => Version::V2,
                     _ => return Err(Error::Transport(TransportError::Protocol)),
                 });
                 conn.stream = Some(stream);
@@ -434,6 +490,7 @@ fn open<C: Connector, B: core::ops::DerefMut<Target = [u8]>>(
         }
     }
     conn.version = version.ok_or(Error::Transport(TransportError::Protocol))?;
+    conn.lengths.clear();
     conn.call(
         1,
         "ayyay",
@@ -455,7 +512,7 @@ fn open<C: Connector, B: core::ops::DerefMut<Target = [u8]>>(
             put(w.byte(1))?;
             put(w.u32(capacity))
         },
-        |r| ulong_list(r, Some(&mut slots)),
+        |r| ulong_list(r, Some(&mut slots), capacity as usize),
     )??;
     let mut tokens = heapless::Vec::new();
     for &slot in &slots[..n] {
@@ -549,7 +606,10 @@ where
 
     fn mechanism_list(&self, out: Option<&mut [u64]>) -> Result<usize> {
         let slot = self.slot();
-        let cap = out.as_deref().map_or(0, |o| o.len().min(1024)) as u32;
+        let full = out.as_deref().map_or(0, <[u64]>::len);
+        let cap = full.min(1024);
+        let out = out.map(|o| &mut o[..cap]);
+        let cap = cap as u32;
         self.call(
             7,
             "ufu",
@@ -558,7 +618,7 @@ where
                 put(w.ulong(slot))?;
                 put(w.u32(cap))
             },
-            |r| ulong_list(r, out),
+            |r| ulong_list(r, out, full),
         )?
     }
 
@@ -587,6 +647,7 @@ where
         // A NULL PIN (protected path) cannot travel before the label on
         // 0.24.1 (PKCS11-RPC.md, section 5).
         let pin = so_pin.ok_or(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED))?;
+        self.conn.lock().lengths.clear();
         self.call(
             9,
             "uayz",
@@ -609,11 +670,15 @@ where
     }
 
     fn close_session(&self, session: u64) -> Result<()> {
-        self.simple(11, session)
+        let r = self.simple(11, session);
+        self.conn.lock().lengths.session_closed(session);
+        r
     }
 
     fn close_all_sessions(&self) -> Result<()> {
-        self.simple(12, self.slot())
+        let r = self.simple(12, self.slot());
+        self.conn.lock().lengths.clear();
+        r
     }
 
     fn session_info(&self, session: u64) -> Result<SessionInfo> {
@@ -679,6 +744,8 @@ where
         encryption_key: u64,
         authentication_key: u64,
     ) -> Result<()> {
+        // Whatever operations the session had are replaced.
+        self.conn.lock().lengths.forget(session);
         self.call(
             17,
             "uayuu",
@@ -711,7 +778,9 @@ where
     }
 
     fn logout(&self, session: u64) -> Result<()> {
-        self.simple(19, session)
+        let r = self.simple(19, session);
+        self.conn.lock().lengths.objects_changed();
+        r
     }
 
     fn create_object(&self, session: u64, template: &[Attr<'_>]) -> Result<u64> {
@@ -730,7 +799,7 @@ where
     }
 
     fn destroy_object(&self, session: u64, object: u64) -> Result<()> {
-        self.call(
+        let r = self.call(
             22,
             "uu",
             "",
@@ -739,7 +808,9 @@ where
                 put(w.ulong(object))
             },
             |_| Some(()),
-        )
+        );
+        self.conn.lock().lengths.objects_changed();
+        r
     }
 
     fn object_size(&self, session: u64, object: u64) -> Result<u64> {
@@ -824,7 +895,8 @@ where
             return Ok(0);
         }
         // SoftHSM refuses a NULL array; a capacity of 0 would be one.
-        let cap = out.len().min(1024) as u32;
+        let full = out.len();
+        let cap = full.min(1024) as u32;
         let out = &mut out[..cap as usize];
         self.call(
             27,
@@ -834,7 +906,7 @@ where
                 put(w.ulong(session))?;
                 put(w.u32(cap))
             },
-            |r| ulong_list(r, Some(out)),
+            |r| ulong_list(r, Some(out), full),
         )?
     }
 
@@ -852,7 +924,12 @@ where
             Op::Verify => (48, Some(key)),
             Op::VerifyRecover => (52, Some(key)),
         };
-        self.init(id, session, mechanism, key)
+        self.init(id, session, mechanism, key)?;
+        self.conn
+            .lock()
+            .lengths
+            .begin(session, op, mechanism.ty, key.unwrap_or(0));
+        Ok(())
     }
 
     fn op_single(
@@ -871,7 +948,13 @@ where
             Op::VerifyRecover => 53,
             Op::Verify => return Err(Error::Rv(Rv::FUNCTION_FAILED)),
         };
-        self.data_out(id, session, Some(input), out)
+        let had_out = out.is_some();
+        if !had_out && let Some(n) = self.known_length(session, op, Phase::Single, input.len()) {
+            return Ok(n);
+        }
+        let r = self.data_out(id, session, Some(input), out);
+        self.settle(session, op, had_out, &r);
+        r
     }
 
     fn op_update(
@@ -881,14 +964,22 @@ where
         input: &[u8],
         out: Option<&mut [u8]>,
     ) -> Result<usize> {
-        match op {
+        if out.is_none()
+            && matches!(op, Op::Encrypt | Op::Decrypt)
+            && let Some(n) = self.known_length(session, op, Phase::Update, input.len())
+        {
+            return Ok(n);
+        }
+        let r = match op {
             Op::Encrypt => self.data_out(31, session, Some(input), out),
             Op::Decrypt => self.data_out(35, session, Some(input), out),
             Op::Digest => self.data_in(39, session, input).map(|()| 0),
             Op::Sign => self.data_in(44, session, input).map(|()| 0),
             Op::Verify => self.data_in(50, session, input).map(|()| 0),
             Op::SignRecover | Op::VerifyRecover => Err(Error::Rv(Rv::FUNCTION_FAILED)),
-        }
+        };
+        self.unsure(session, op, &r);
+        r
     }
 
     fn op_final(&self, session: u64, op: Op, out: Option<&mut [u8]>) -> Result<usize> {
@@ -899,10 +990,17 @@ where
             Op::Sign => 45,
             _ => return Err(Error::Rv(Rv::FUNCTION_FAILED)),
         };
-        self.data_out(id, session, None, out)
+        let had_out = out.is_some();
+        if !had_out && let Some(n) = self.known_length(session, op, Phase::Final, 0) {
+            return Ok(n);
+        }
+        let r = self.data_out(id, session, None, out);
+        self.settle(session, op, had_out, &r);
+        r
     }
 
     fn verify(&self, session: u64, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.conn.lock().lengths.end(session, Op::Verify);
         self.call(
             49,
             "uayay",
@@ -917,11 +1015,12 @@ where
     }
 
     fn verify_final(&self, session: u64, signature: &[u8]) -> Result<()> {
+        self.conn.lock().lengths.end(session, Op::Verify);
         self.data_in(51, session, signature)
     }
 
     fn digest_key(&self, session: u64, key: u64) -> Result<()> {
-        self.call(
+        let r = self.call(
             40,
             "uu",
             "",
@@ -930,7 +1029,9 @@ where
                 put(w.ulong(key))
             },
             |_| Some(()),
-        )
+        );
+        self.unsure(session, Op::Digest, &r);
+        r
     }
 
     fn dual_update(
@@ -946,7 +1047,12 @@ where
             DualOp::SignEncrypt => 56,
             DualOp::DecryptVerify => 57,
         };
-        self.data_out(id, session, Some(input), out)
+        let r = self.data_out(id, session, Some(input), out);
+        if r.is_err() {
+            // Which of the two operations ended is the module's business.
+            self.conn.lock().lengths.forget(session);
+        }
+        r
     }
 
     fn generate_key(&self, session: u64, m: &Mechanism<'_>, template: &[Attr<'_>]) -> Result<u64> {
@@ -1044,10 +1150,17 @@ where
         if out.is_empty() {
             return Ok(());
         }
-        let want = out.len();
-        let n = self.data_out(64, session, None, Some(out))?;
-        if n != want {
-            return Err(Error::Transport(TransportError::Protocol));
+        // In pieces that fit the member's buffer; each must come whole.
+        let room = {
+            let conn = self.conn.lock();
+            conn.buf.len().saturating_sub(HEADER + OVERHEAD).max(1)
+        };
+        for piece in out.chunks_mut(room) {
+            let want = piece.len();
+            let n = self.data_out(64, session, None, Some(piece))?;
+            if n != want {
+                return Err(self.conn.lock().broken(TransportError::Protocol));
+            }
         }
         Ok(())
     }
@@ -1070,17 +1183,14 @@ where
             drop(stream);
         }
         let tokens = open(&self.connector, &mut conn)?;
+        // By serial; else (a re-initialised token gets a new serial) the
+        // token at the member's old position, if it kept the label.
         let token = tokens
             .iter()
             .find(|t| t.serial == self.serial && t.label == self.label)
-            .or_else(|| {
-                tokens
-                    .iter()
-                    .filter(|t| t.label == self.label)
-                    .nth(self.index)
-            })
+            .or_else(|| tokens.get(self.index).filter(|t| t.label == self.label))
             .ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))?;
-        self.slot.store(token.slot as u32, Ordering::Release);
+        self.slot.store(slot32(token.slot)?, Ordering::Release);
         Ok(())
     }
 }
@@ -1130,12 +1240,17 @@ fn read_attributes(r: &mut Reader<'_>, t: &mut [AttrOut<'_>]) -> Option<Result<R
             continue;
         }
         let length = r.u32()? as usize;
-        let want = a.buf.is_some();
         let native_len = match attr_class(a.ty) {
             AttrClass::Bool => {
                 let b = r.byte()?;
-                if let Some(buf) = a.buf.as_deref_mut() {
-                    *buf.first_mut()? = b;
+                match a.buf.as_deref_mut() {
+                    Some([]) => {
+                        too_small = true;
+                        a.len = None;
+                        continue;
+                    }
+                    Some([first, ..]) => *first = b,
+                    None => {}
                 }
                 1
             }
@@ -1184,6 +1299,14 @@ fn read_attributes(r: &mut Reader<'_>, t: &mut [AttrOut<'_>]) -> Option<Result<R
                     }
                     // A size query: a placeholder value, the length given.
                     (None, _) => length,
+                    // An empty buffer goes out as a size query (0.24.1
+                    // cannot say "empty, not NULL"), answered with the
+                    // length and no value.
+                    (Some(buf), None) if length > buf.len() => {
+                        too_small = true;
+                        a.len = None;
+                        continue;
+                    }
                     // A buffer was sent but no value came: not the protocol.
                     (Some(_), None) if length != 0 => return None,
                     (Some(_), None) => 0,
@@ -1191,7 +1314,6 @@ fn read_attributes(r: &mut Reader<'_>, t: &mut [AttrOut<'_>]) -> Option<Result<R
             }
             AttrClass::Template => return None,
         };
-        let _ = want;
         a.len = Some(native_len);
     }
     if slots.next().is_some() {

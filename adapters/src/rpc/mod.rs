@@ -9,5 +9,12 @@
 
 mod client;
 pub mod codec;
+pub mod lengths;
+// Test tooling: a scripted stand-in for a server (std), for the client's
+// unit tests and its fuzz target. Not part of any product build.
+#[cfg(any(test, feature = "script"))]
+pub mod script;
+#[cfg(test)]
+mod tests;
 
 pub use client::{Connector, RpcMember, Token};
