@@ -37,4 +37,7 @@ step "the cryptoki crate's published tests, directly and through libp11ha.so"
 step "the core without std: thumbv7em-none-eabihf"
 "$ROOT/scripts/check-nostd.sh"
 
+step "fuzz the RPC client with malformed replies (20 s)"
+"$ROOT/scripts/fuzz.sh" 20
+
 printf '\ntest.sh: all checks passed\n'
