@@ -10,8 +10,10 @@
 #    pkcs11-tool and the raw C ABI, against real SoftHSM2 tokens);
 # 4. runs the cryptoki crate's own published tests against SoftHSM directly
 #    and through libp11ha.so (NORMAL mode), and fails on any difference;
-# 5. builds p11ha-core for thumbv7em-none-eabihf with core only
-#    (scripts/check-nostd.sh: no std, no alloc).
+# 5. builds p11ha-core and the adapters' no_std features (fault, rpc) for
+#    thumbv7em-none-eabihf with core only (scripts/check-nostd.sh: no std, no alloc);
+# 6. fuzzes the RPC client's reply handling for 20 s (scripts/fuzz.sh; installs cargo-fuzz
+#    on first use).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
