@@ -45,11 +45,13 @@
 //! processes on the machine can only slow a measurement down). The local configurations are
 //! reported against `direct`; the remote ones against `kit` and against `direct`.
 //!
-//! Over the RPC both clients make each PKCS#11 call one round trip (counted with strace: a
-//! signature is 3, a SHA-256 of 1 MiB in 16 KiB chunks 67, an AES-CBC encryption of it 131, a
-//! C_GetSessionInfo 1, for p11-kit-client.so and for p11ha alike); p11-kit-client.so writes a
-//! request in three write(2)s (header, options, body) and reads its reply in two read(2)s, p11ha
-//! in one send and two receives. Each client holds one connection per server and a
+//! Over the RPC both clients make each PKCS#11 call one round trip, but p11ha answers the length
+//! queries it can be sure of itself (adapters/src/rpc/lengths.rs). Counted with strace (the
+//! cryptoki crate asks a length before each output): an ECDSA signature is 3 round trips through
+//! p11-kit-client.so and 2 through p11ha (SignInit, Sign; the signature length is learned from
+//! the first), a SHA-256 of 1 MiB in 16 KiB chunks 67 and 66 (DigestFinal's length query), a
+//! C_GetSessionInfo 1 and 1. p11-kit-client.so writes a request in three write(2)s (header,
+//! options, body) and reads its reply in two read(2)s, p11ha in one send and two receives. Each client holds one connection per server and a
 //! p11-kit-remote answers its connection's calls one at a time, so two threads on one server
 //! (`kit`, `rpc1`) take turns: p11-kit-client.so lets the second thread send its request while
 //! the first awaits its reply, p11ha holds the connection for the whole round trip (cheap calls
@@ -2873,10 +2875,12 @@ fn print_remote_method(o: &Options, servers: &[(&str, String)]) {
          \x20 connection. kit: p11-kit-client.so with P11_KIT_SERVER_ADDRESS=A, the remote baseline;\n\
          \x20 rpc1: libp11ha.so in WLD mode, virtual slot 0 made of A's token, through p11ha's own RPC\n\
          \x20 client (P11HA_MODULES empty, ET_HSM_NETCLIENT_SERVERLIST=A); rpc-ha3: libp11ha.so in HA\n\
-         \x20 mode over A, B and C. Both clients forward each PKCS#11 call as one round trip, so an\n\
-         \x20 operation takes as many in both: a signature 3 (C_SignInit, C_Sign for the length,\n\
-         \x20 C_Sign), a SHA-256 of 1 MiB {} (Init, {chunks} Updates, 2 Finals) and of 64 KiB {}, an\n\
-         \x20 AES-CBC encryption of 1 MiB {} and of 64 KiB {}, a C_GetSessionInfo 1. Each client holds\n\
+         \x20 mode over A, B and C. Both clients forward each PKCS#11 call as one round trip; p11ha\n\
+         \x20 answers the length queries it can be sure of itself. Round trips, kit / p11ha: a\n\
+         \x20 signature 3 / 2 (C_SignInit, C_Sign for the length (p11ha: learned from the first\n\
+         \x20 signature), C_Sign), a SHA-256 of 1 MiB {} / {} (Init, {chunks} Updates, Final for the\n\
+         \x20 length, Final) and of 64 KiB {} / {}, an AES-CBC encryption of 1 MiB - / {} (kit would ask\n\
+         \x20 each Update's length: {}) and of 64 KiB - / {}, a C_GetSessionInfo 1 / 1. Each client holds\n\
          \x20 one connection per server and a p11-kit-remote answers its connection's calls one at a\n\
          \x20 time, so two threads on one server take turns (kit, rpc1; p11-kit-client.so lets the\n\
          \x20 second send its request while the first awaits its reply, p11ha holds the connection\n\
@@ -2886,9 +2890,12 @@ fn print_remote_method(o: &Options, servers: &[(&str, String)]) {
         servers.len(),
         names.join(", "),
         chunks + 3,
+        chunks + 2,
         small_chunks + 3,
+        small_chunks + 2,
+        chunks + 2,
         2 * chunks + 3,
-        2 * small_chunks + 3,
+        small_chunks + 2,
     );
 }
 
