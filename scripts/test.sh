@@ -9,7 +9,9 @@
 #    the integration tests load the built library through the cryptoki crate,
 #    pkcs11-tool and the raw C ABI, against real SoftHSM2 tokens);
 # 4. runs the cryptoki crate's own published tests against SoftHSM directly
-#    and through libp11ha.so (NORMAL mode), and fails on any difference;
+#    and through libp11ha.so (NORMAL mode), and fails on any difference; then
+#    the same suite over the RPC protocol, through libp11ha.so and through
+#    p11-kit-client.so, each against a p11-kit server (scripts/cryptoki-remote.sh);
 # 5. builds p11ha-core and the adapters' no_std features (fault, rpc) for
 #    thumbv7em-none-eabihf with core only (scripts/check-nostd.sh: no std, no alloc);
 # 6. fuzzes the RPC client's reply handling for 20 s (scripts/fuzz.sh; installs cargo-fuzz
@@ -35,6 +37,9 @@ TEST_P11HA_LIB="$ROOT/target/release/libp11ha.so" cargo test --workspace --locke
 step "the cryptoki crate's published tests, directly and through libp11ha.so"
 "$ROOT/scripts/cryptoki-compare.sh" "$ROOT/target/release/libp11ha.so" \
     P11HA_MODULES=/usr/lib/softhsm/libsofthsm2.so ET_PTKC_GENERAL_LIBRARY_MODE=NORMAL
+
+step "the cryptoki crate's published tests over the RPC protocol: p11ha and p11-kit-client"
+"$ROOT/scripts/cryptoki-remote.sh" "$ROOT/target/release/libp11ha.so"
 
 step "the core without std: thumbv7em-none-eabihf"
 "$ROOT/scripts/check-nostd.sh"
