@@ -168,6 +168,32 @@ fn split(tokens: &Tokens, n: usize) -> Vec<(PathBuf, PathBuf)> {
         .collect()
 }
 
+/// Starts one server for each of the first `n` of `tokens` (which move
+/// into a token directory per server) and waits until each listens.
+fn serve(tokens: &Tokens, n: usize) -> Vec<Server> {
+    split(tokens, n)
+        .into_iter()
+        .map(|(dir, conf)| {
+            let mut s = Server {
+                socket: dir.join("p11-kit.sock"),
+                conf,
+                child: None,
+            };
+            s.start();
+            s
+        })
+        .collect()
+}
+
+/// `n` servers over `n` fresh identical tokens, without `libp11ha.so`:
+/// for a client of the servers' own (the firmware under QEMU). Server `i`
+/// serves token `i`; dropping a server kills it.
+pub fn standalone(n: usize) -> (Tokens, Vec<Server>) {
+    let tokens = tokens(n);
+    let servers = serve(&tokens, n);
+    (tokens, servers)
+}
+
 /// `n` servers over `n` identical tokens, and `libp11ha.so` in HA mode over
 /// them (no module members), with the settings of [`crate::ha::start`]
 /// and `extra` on top. Once per process.
@@ -188,18 +214,7 @@ pub fn start_mixed(
 ) -> &'static Library {
     Library::start_with(|| {
         let tokens = tokens(servers + module);
-        let running: Vec<Server> = split(&tokens, servers)
-            .into_iter()
-            .map(|(dir, conf)| {
-                let mut s = Server {
-                    socket: dir.join("p11-kit.sock"),
-                    conf,
-                    child: None,
-                };
-                s.start();
-                s
-            })
-            .collect();
+        let running = serve(&tokens, servers);
         let list = running
             .iter()
             .map(Server::address)
