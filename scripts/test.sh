@@ -14,7 +14,9 @@
 #    p11-kit-client.so, each against a p11-kit server (scripts/cryptoki-remote.sh);
 # 5. builds p11ha-core and the adapters' no_std features (fault, rpc) for
 #    thumbv7em-none-eabihf with core only (scripts/check-nostd.sh: no std, no alloc);
-# 6. fuzzes the RPC client's reply handling for 20 s (scripts/fuzz.sh; installs cargo-fuzz
+# 6. builds the firmware (targets/firmware), prints its flash and RAM, and runs it under
+#    QEMU against two p11-kit servers, one killed midway (scripts/firmware.sh);
+# 7. fuzzes the RPC client's reply handling for 20 s (scripts/fuzz.sh; installs cargo-fuzz
 #    on first use).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -43,6 +45,9 @@ step "the cryptoki crate's published tests over the RPC protocol: p11ha and p11-
 
 step "the core without std: thumbv7em-none-eabihf"
 "$ROOT/scripts/check-nostd.sh"
+
+step "the firmware: the core and RPC client on a Cortex-M4 under QEMU, failing over"
+"$ROOT/scripts/firmware.sh"
 
 step "fuzz the RPC client with malformed replies (20 s)"
 "$ROOT/scripts/fuzz.sh" 20
