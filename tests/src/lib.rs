@@ -321,6 +321,32 @@ pub fn session_member_raw(handle: CK_SESSION_HANDLE) -> usize {
     index as usize
 }
 
+/// AES-256-CBC of `data` with the test tokens' AES key (`keys/aes.hex`)
+/// and `iv`, as openssl computes it: the reference for ciphertexts made
+/// through p11ha. `pad`: PKCS#7 padding (CKM_AES_CBC_PAD), else none.
+pub fn openssl_aes_256_cbc(keys: &Path, iv: &[u8], pad: bool, data: &[u8]) -> Vec<u8> {
+    let key_hex = std::fs::read_to_string(keys.join("aes.hex")).expect("keys/aes.hex");
+    let iv_hex: String = iv.iter().map(|b| format!("{b:02x}")).collect();
+    let mut args = vec!["enc", "-aes-256-cbc", "-K", key_hex.trim(), "-iv", &iv_hex];
+    if !pad {
+        args.push("-nopad");
+    }
+    openssl(&args, data)
+}
+
+/// One `C_FindObjects` of at most `n` handles, through the raw function
+/// list (the cryptoki crate only finds everything at once).
+pub fn find_batch(s: &Session, n: usize) -> Vec<u64> {
+    let mut out = vec![0; n];
+    let mut count: CK_ULONG = 0;
+    // SAFETY: out has n entries; count is a valid CK_ULONG.
+    let rv =
+        unsafe { raw().C_FindObjects.unwrap()(s.handle(), out.as_mut_ptr(), n as _, &mut count) };
+    assert_eq!(rv, 0, "C_FindObjects");
+    out.truncate(count as usize);
+    out
+}
+
 /// Runs `openssl` with `args`, feeding `input`; returns stdout, panics with
 /// stderr on failure.
 pub fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {

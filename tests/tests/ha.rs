@@ -325,17 +325,6 @@ fn find_init(s: &Session) {
     assert_eq!(rv, 0, "C_FindObjectsInit");
 }
 
-fn find_batch(s: &Session, n: usize) -> Vec<u64> {
-    let mut out = vec![0; n];
-    let mut count: cryptoki_sys::CK_ULONG = 0;
-    // SAFETY: out has n entries.
-    let rv =
-        unsafe { raw().C_FindObjects.unwrap()(s.handle(), out.as_mut_ptr(), n as _, &mut count) };
-    assert_eq!(rv, 0, "C_FindObjects");
-    out.truncate(count as usize);
-    out
-}
-
 fn find_final(s: &Session) {
     // SAFETY: a session handle.
     assert_eq!(unsafe { raw().C_FindObjectsFinal.unwrap()(s.handle()) }, 0);

@@ -103,20 +103,7 @@ fn a_multipart_aes_cbc_encryption_survives_its_server_killed() {
     let key = find_one(&s, ObjectClass::SECRET_KEY, "aes-key");
     let iv = [9u8; 16];
     let data = pattern(4096);
-    let key_hex = std::fs::read_to_string(l.tokens.keys.join("aes.hex")).unwrap();
-    let iv_hex: String = iv.iter().map(|b| format!("{b:02x}")).collect();
-    let reference = openssl(
-        &[
-            "enc",
-            "-aes-256-cbc",
-            "-nopad",
-            "-K",
-            key_hex.trim(),
-            "-iv",
-            &iv_hex,
-        ],
-        &data,
-    );
+    let reference = openssl_aes_256_cbc(&l.tokens.keys, &iv, false, &data);
     for kill_after in 0..3 {
         restore_all();
         s.encrypt_init(&Mechanism::AesCbc(iv), key).unwrap();
@@ -159,17 +146,6 @@ fn an_ecdsa_sign_loop_survives_its_server_killed() {
         );
     }
     moved(&s, m.unwrap());
-}
-
-fn find_batch(s: &Session, n: usize) -> Vec<u64> {
-    let mut out = vec![0; n];
-    let mut count: cryptoki_sys::CK_ULONG = 0;
-    // SAFETY: out has n entries.
-    let rv =
-        unsafe { raw().C_FindObjects.unwrap()(s.handle(), out.as_mut_ptr(), n as _, &mut count) };
-    assert_eq!(rv, 0, "C_FindObjects");
-    out.truncate(count as usize);
-    out
 }
 
 fn find_all(s: &Session, first: Vec<u64>) -> Vec<u64> {
@@ -358,22 +334,11 @@ fn length_queries_answered_locally_keep_the_operation() {
     let data = pattern(1000);
     assert_eq!(s.digest(&Mechanism::Sha256, &data).unwrap(), sha256(&data));
     let aes = find_one(&s, ObjectClass::SECRET_KEY, "aes-key");
-    let key_hex = std::fs::read_to_string(l.tokens.keys.join("aes.hex")).unwrap();
     for n in [0, 1, 15, 16, 17, 1000] {
         let ct = s
             .encrypt(&Mechanism::AesCbcPad([3; 16]), aes, &data[..n])
             .unwrap();
-        let reference = openssl(
-            &[
-                "enc",
-                "-aes-256-cbc",
-                "-K",
-                key_hex.trim(),
-                "-iv",
-                "03030303030303030303030303030303",
-            ],
-            &data[..n],
-        );
+        let reference = openssl_aes_256_cbc(&l.tokens.keys, &[3; 16], true, &data[..n]);
         assert_eq!(ct, reference, "{n} bytes");
         let pt = s.decrypt(&Mechanism::AesCbcPad([3; 16]), aes, &ct).unwrap();
         assert_eq!(pt, &data[..n], "{n} bytes back");

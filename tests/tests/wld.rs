@@ -269,20 +269,7 @@ fn aes_cbc_multipart_matches_openssl_and_round_trips() {
         ct.extend(s.encrypt_update(chunk).unwrap());
     }
     ct.extend(s.encrypt_final().unwrap());
-    let key_hex = std::fs::read_to_string(l.tokens.keys.join("aes.hex")).unwrap();
-    let iv_hex: String = iv.iter().map(|b| format!("{b:02x}")).collect();
-    let expected = openssl(
-        &[
-            "enc",
-            "-aes-256-cbc",
-            "-nopad",
-            "-K",
-            key_hex.trim(),
-            "-iv",
-            &iv_hex,
-        ],
-        &data,
-    );
+    let expected = openssl_aes_256_cbc(&l.tokens.keys, &iv, false, &data);
     assert_eq!(ct, expected, "ciphertext as openssl computes it");
     s.decrypt_init(&Mechanism::AesCbc(iv), key).unwrap();
     let mut pt = Vec::new();

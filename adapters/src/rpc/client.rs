@@ -328,6 +328,27 @@ where
         self.conn.lock().lengths.answer(session, op, phase, input)
     }
 
+    /// A Single or Final call: a length query answered here if it can be,
+    /// else the call, whose result is then noted ([`Self::settle`]).
+    fn ending(
+        &self,
+        id: u32,
+        session: u64,
+        op: Op,
+        phase: Phase,
+        input: Option<&[u8]>,
+        out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        let had_out = out.is_some();
+        let len = input.map_or(0, <[u8]>::len);
+        if !had_out && let Some(n) = self.known_length(session, op, phase, len) {
+            return Ok(n);
+        }
+        let r = self.data_out(id, session, input, out);
+        self.settle(session, op, had_out, &r);
+        r
+    }
+
     /// Notes what a Single or Final call's result says of its operation:
     /// a result with output ends it, so does any error but a buffer too
     /// small; lengths the server gave are learned.
@@ -948,13 +969,7 @@ where
             Op::VerifyRecover => 53,
             Op::Verify => return Err(Error::Rv(Rv::FUNCTION_FAILED)),
         };
-        let had_out = out.is_some();
-        if !had_out && let Some(n) = self.known_length(session, op, Phase::Single, input.len()) {
-            return Ok(n);
-        }
-        let r = self.data_out(id, session, Some(input), out);
-        self.settle(session, op, had_out, &r);
-        r
+        self.ending(id, session, op, Phase::Single, Some(input), out)
     }
 
     fn op_update(
@@ -990,13 +1005,7 @@ where
             Op::Sign => 45,
             _ => return Err(Error::Rv(Rv::FUNCTION_FAILED)),
         };
-        let had_out = out.is_some();
-        if !had_out && let Some(n) = self.known_length(session, op, Phase::Final, 0) {
-            return Ok(n);
-        }
-        let r = self.data_out(id, session, None, out);
-        self.settle(session, op, had_out, &r);
-        r
+        self.ending(id, session, op, Phase::Final, None, out)
     }
 
     fn verify(&self, session: u64, data: &[u8], signature: &[u8]) -> Result<()> {
