@@ -1413,9 +1413,26 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
-    /// Closes every session (at `C_Finalize`).
+    /// Closes every session (at `C_Finalize`), the anchors included: a
+    /// module the application also uses itself stays initialised after
+    /// p11ha's `C_Finalize`, and must keep no session p11ha opened.
     pub fn close_everything(&self) {
         self.close_where(|_| true);
+        let n = self.slot_count.load(Ordering::Acquire);
+        for slot in &self.slots[..n] {
+            let mut login = slot.login.lock();
+            for m in 0..self.member_count() {
+                if self.has_anchor(&login, m) {
+                    let _ = self.member(m).member.close_session(login.anchors[m]);
+                }
+                login.anchors[m] = 0;
+            }
+            login.logged_in = 0;
+            // Closing the last session logged the application out and
+            // zeroised the PIN; whatever happened, none outlives C_Finalize.
+            login.user = None;
+            login.pin.clear();
+        }
     }
 
     fn close_where(&self, which: impl Fn(&Session<P::Journal>) -> bool) {
@@ -1511,6 +1528,11 @@ impl<P: Platform> Engine<P> {
             );
         }
         let (_, s) = self.session(handle)?;
+        // Not a user at all (PKCS#11 v2.40 5.6, CKR_USER_TYPE_INVALID): say
+        // so before the login state, which would call it "another user".
+        if user_type != user::SO && user_type != user::USER {
+            return Err(Error::Rv(Rv::USER_TYPE_INVALID));
+        }
         let slot = s.slot;
         let own = s.member;
         if !self.ha && (s.orphan || !self.member_up(own)) {
@@ -1717,7 +1739,8 @@ impl<P: Platform> Engine<P> {
     }
 
     /// `C_SetPIN`. In WLD and HA mode: on every member, and the kept PIN
-    /// follows if it is the logged-in user's.
+    /// follows if it is the logged-in user's (PKCS#11: C_SetPIN changes the
+    /// PIN of the user logged in, the normal user's if none is).
     pub fn set_pin(&self, handle: u64, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<()> {
         let (slot, own) = self.call(
             handle,
@@ -1733,7 +1756,8 @@ impl<P: Platform> Engine<P> {
             self.on_other_members(&login, slot, own, "C_SetPIN", |member, session| {
                 member.set_pin(session, old, new)
             });
-            if login.user == Some(user::USER) {
+            // C_SetPIN changes the logged-in user's PIN, the SO's included.
+            if login.user.is_some() && !login.protected {
                 login.pin_lost = !login.pin.set(new.unwrap_or_default());
             }
         }
@@ -2295,6 +2319,32 @@ impl<P: Platform> Engine<P> {
         )
     }
 
+    /// Ends the member's `op` operation on a session after p11ha refused a
+    /// call's arguments before the member saw them, where PKCS#11 says the
+    /// call ends the operation whatever its result (v2.40 5.8-5.12: `C_Encrypt`,
+    /// `C_EncryptUpdate`, `C_EncryptFinal` and their kin always terminate
+    /// the operation unless they answer `CKR_BUFFER_TOO_SMALL` or a length
+    /// query). The member is made to end it by a call of the same kind
+    /// (`single`: the single-part function, else the final one) with no
+    /// data and a scratch buffer, whose result is thrown away. Nothing
+    /// happens where no such operation is active or the handle is invalid.
+    pub fn op_abandon(&self, handle: u64, op: Op, single: bool) {
+        let mut scratch = [0u8; 4096];
+        let _ = self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| match (op, single) {
+                (Op::Verify, true) => m.verify(s.real, &[], &[]).map(|_| 0),
+                (Op::Verify, false) => m.verify_final(s.real, &[]).map(|_| 0),
+                (_, true) | (Op::SignRecover | Op::VerifyRecover, _) => {
+                    m.op_single(s.real, op, &[], Some(&mut scratch))
+                }
+                (_, false) => m.op_final(s.real, op, Some(&mut scratch)),
+            },
+            |s, r| self.op_outcome(s, r, true),
+        );
+    }
+
     /// `C_DigestKey` (the key's value cannot be journalled: the digest is
     /// lost in a failover).
     pub fn digest_key(&self, handle: u64, key: u64) -> Result<()> {
@@ -2756,3 +2806,7 @@ const _: () = {
     // The unavailable marker must not collide with a real length.
     assert!(ck::UNAVAILABLE == u64::MAX);
 };
+
+#[cfg(test)]
+#[path = "engine_secret_tests.rs"]
+mod secret_tests;

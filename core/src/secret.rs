@@ -42,20 +42,33 @@ impl Pin {
         &self.bytes[..self.len]
     }
 
+    /// Whether nothing is kept and every byte of the buffer is zero (for
+    /// the engine's tests of when a PIN is zeroised).
+    #[cfg(test)]
+    pub(crate) fn is_zeroised(&self) -> bool {
+        self.len == 0 && self.bytes.iter().all(|&b| b == 0)
+    }
+
     /// Overwrites the PIN with zeros.
     pub fn clear(&mut self) {
-        for b in self.bytes.iter_mut() {
-            // SAFETY: `b` is a valid, aligned, exclusive reference to a u8.
-            // The volatile write keeps the compiler from removing the store
-            // as dead, which is the point of zeroising.
-            #[allow(unsafe_code)]
-            unsafe {
-                core::ptr::write_volatile(b, 0)
-            };
-        }
-        compiler_fence(Ordering::SeqCst);
+        zeroise(&mut self.bytes);
         self.len = 0;
     }
+}
+
+/// Overwrites `buf` with zeros in a way the compiler does not remove as a
+/// dead store: for buffers a PIN passed through (an RPC request).
+pub fn zeroise(buf: &mut [u8]) {
+    for b in buf.iter_mut() {
+        // SAFETY: `b` is a valid, aligned, exclusive reference to a u8.
+        // The volatile write keeps the compiler from removing the store
+        // as dead, which is the point of zeroising.
+        #[allow(unsafe_code)]
+        unsafe {
+            core::ptr::write_volatile(b, 0)
+        };
+    }
+    compiler_fence(Ordering::SeqCst);
 }
 
 impl Default for Pin {
@@ -87,7 +100,7 @@ mod tests {
         assert_eq!(p.get(), b"1234");
         p.clear();
         assert_eq!(p.get(), b"");
-        assert!(p.bytes.iter().all(|&b| b == 0));
+        assert!(p.is_zeroised());
         assert!(!p.set(&[b'x'; MAX_PIN + 1]));
         assert_eq!(p.get(), b"");
         let mut s = heapless::String::<16>::new();

@@ -257,6 +257,21 @@ where
         self.conn.lock().call(id, request, reply, encode, decode)
     }
 
+    /// A call whose request carries a PIN: the connection's buffer is
+    /// zeroised after it, so that the PIN does not stay in memory until
+    /// later requests happen to overwrite it.
+    fn call_secret(
+        &self,
+        id: u32,
+        request: &str,
+        encode: impl FnOnce(&mut Writer<'_>, Version) -> Result<()>,
+    ) -> Result<()> {
+        let mut conn = self.conn.lock();
+        let r = conn.call(id, request, "", encode, |_| Some(()));
+        p11ha_core::secret::zeroise(&mut conn.buf);
+        r
+    }
+
     /// A call that takes a session and returns nothing.
     fn simple(&self, id: u32, session: u64) -> Result<()> {
         self.call(id, "u", "", |w, _| put(w.ulong(session)), |_| Some(()))
@@ -669,17 +684,11 @@ where
         // 0.24.1 (PKCS11-RPC.md, section 5).
         let pin = so_pin.ok_or(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED))?;
         self.conn.lock().lengths.clear();
-        self.call(
-            9,
-            "uayz",
-            "",
-            |w, _| {
-                put(w.ulong(slot))?;
-                put(w.input(pin))?;
-                put(w.bytes(label))
-            },
-            |_| Some(()),
-        )
+        self.call_secret(9, "uayz", |w, _| {
+            put(w.ulong(slot))?;
+            put(w.input(pin))?;
+            put(w.bytes(label))
+        })
     }
 
     fn open_session(&self, flags: u64) -> Result<u64> {
@@ -720,20 +729,14 @@ where
     }
 
     fn init_pin(&self, session: u64, pin: Option<&[u8]>) -> Result<()> {
-        self.call(
-            14,
-            "uay",
-            "",
-            |w, _| {
-                put(w.ulong(session))?;
-                // Last value: a NULL PIN may travel as flag 0.
-                match pin {
-                    Some(p) => put(w.input(p)),
-                    None => put(w.byte(0).and_then(|()| w.u32(0))),
-                }
-            },
-            |_| Some(()),
-        )
+        self.call_secret(14, "uay", |w, _| {
+            put(w.ulong(session))?;
+            // Last value: a NULL PIN may travel as flag 0.
+            match pin {
+                Some(p) => put(w.input(p)),
+                None => put(w.byte(0).and_then(|()| w.u32(0))),
+            }
+        })
     }
 
     fn set_pin(&self, session: u64, old: Option<&[u8]>, new: Option<&[u8]>) -> Result<()> {
@@ -741,17 +744,11 @@ where
             (Some(o), Some(n)) => (o, n),
             _ => return Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED)),
         };
-        self.call(
-            15,
-            "uayay",
-            "",
-            |w, _| {
-                put(w.ulong(session))?;
-                put(w.input(old))?;
-                put(w.input(new))
-            },
-            |_| Some(()),
-        )
+        self.call_secret(15, "uayay", |w, _| {
+            put(w.ulong(session))?;
+            put(w.input(old))?;
+            put(w.input(new))
+        })
     }
 
     fn operation_state(&self, session: u64, out: Option<&mut [u8]>) -> Result<usize> {
@@ -782,20 +779,14 @@ where
     }
 
     fn login(&self, session: u64, user: u64, pin: Option<&[u8]>) -> Result<()> {
-        self.call(
-            18,
-            "uuay",
-            "",
-            |w, _| {
-                put(w.ulong(session))?;
-                put(w.ulong(user))?;
-                match pin {
-                    Some(p) => put(w.input(p)),
-                    None => put(w.byte(0).and_then(|()| w.u32(0))),
-                }
-            },
-            |_| Some(()),
-        )
+        self.call_secret(18, "uuay", |w, _| {
+            put(w.ulong(session))?;
+            put(w.ulong(user))?;
+            match pin {
+                Some(p) => put(w.input(p)),
+                None => put(w.byte(0).and_then(|()| w.u32(0))),
+            }
+        })
     }
 
     fn logout(&self, session: u64) -> Result<()> {

@@ -333,6 +333,64 @@ fn dropping_a_member_finalizes_and_dropping_a_broken_one_writes_nothing() {
     assert_eq!(s.written(), before);
 }
 
+/// A member buffer that hands its last contents to the test when the
+/// member drops it.
+struct Spy(Box<[u8]>, std::sync::Arc<std::sync::Mutex<Vec<u8>>>);
+
+impl core::ops::Deref for Spy {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl core::ops::DerefMut for Spy {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        &mut self.0
+    }
+}
+
+impl Drop for Spy {
+    fn drop(&mut self) {
+        *self.1.lock().unwrap() = self.0.to_vec();
+    }
+}
+
+#[test]
+fn a_pin_does_not_stay_in_the_member_buffer() {
+    const PIN: &[u8] = b"p11ha-secret-PIN-7f3a";
+    let contains = |hay: &[u8], needle: &[u8]| hay.windows(needle.len()).any(|w| w == needle);
+    type Call = fn(&RpcMember<ScriptConnector, SpinLock, Spy>) -> p11ha_core::Result<()>;
+    let calls: [(&str, u32, Call); 4] = [
+        ("C_Login", 18, |m| m.login(5, 1, Some(PIN))),
+        ("C_InitPIN", 14, |m| m.init_pin(5, Some(PIN))),
+        ("C_SetPIN", 15, |m| m.set_pin(5, Some(PIN), Some(PIN))),
+        ("C_InitToken", 9, |m| m.init_token(Some(PIN), &[b' '; 32])),
+    ];
+    for (name, id, call) in calls {
+        for answer in [true, false] {
+            let s = Script::new();
+            s.version(2).serve_connect(&[alpha()]);
+            let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+            let buf = Spy(vec![0u8; BUF].into_boxed_slice(), seen.clone());
+            let (m, _) =
+                RpcMember::connect(s.connector(), SpinLock::new(), buf, 0).expect("connect");
+            if answer {
+                s.reply(Body::new(id, ""));
+            } else {
+                s.error(0xa0);
+            }
+            assert_eq!(call(&m).is_ok(), answer, "{name}");
+            assert!(contains(last(&s).values(), PIN), "{name} sent it");
+            drop(m);
+            assert!(
+                !contains(&seen.lock().unwrap(), PIN),
+                "{name} left the PIN in the buffer"
+            );
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------
 // Calls and their outputs
 
