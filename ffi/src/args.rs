@@ -19,9 +19,19 @@ use p11ha_core::{Error, Result};
 
 const BAD: Error = Error::Rv(Rv::ARGUMENTS_BAD);
 
-/// A length as `usize`; `CKR_ARGUMENTS_BAD` if it cannot be one.
+/// A count of `T`s as `usize`; `CKR_ARGUMENTS_BAD` if no buffer can hold
+/// that many: more than `isize::MAX` bytes, the most any object (and so any
+/// slice) may span. Such a length is refused before a slice is made over
+/// it, since the application's buffer is certainly smaller.
+fn count<T>(n: CK_ULONG) -> Result<usize> {
+    let n = ulong_to_len(n).ok_or(BAD)?;
+    let max = isize::MAX.unsigned_abs() / std::mem::size_of::<T>().max(1);
+    if n > max { Err(BAD) } else { Ok(n) }
+}
+
+/// A length in bytes as `usize`; `CKR_ARGUMENTS_BAD` as [`count`] says.
 fn len(n: CK_ULONG) -> Result<usize> {
-    ulong_to_len(n).ok_or(BAD)
+    count::<u8>(n)
 }
 
 /// The bytes at `p`. NULL is accepted for an empty buffer only.
@@ -36,6 +46,20 @@ pub unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8]> {
     }
     // SAFETY: non-NULL, with n readable bytes by the caller's contract.
     Ok(unsafe { std::slice::from_raw_parts(p, n) })
+}
+
+/// A writable buffer of `n` bytes. NULL is accepted for an empty one only.
+///
+/// # Safety
+/// A non-NULL `p` points at `n` writable bytes that stay valid, and are not
+/// used through another reference, for `'a`.
+pub unsafe fn bytes_mut<'a>(p: *mut u8, n: CK_ULONG) -> Result<&'a mut [u8]> {
+    let n = len(n)?;
+    if p.is_null() {
+        return if n == 0 { Ok(&mut []) } else { Err(BAD) };
+    }
+    // SAFETY: non-NULL, with n writable bytes by the caller's contract.
+    Ok(unsafe { std::slice::from_raw_parts_mut(p, n) })
 }
 
 /// An optional secret (a PIN): NULL means none (the protected
@@ -87,7 +111,7 @@ impl<'a> OutBuf<'a> {
         let buf = if p.is_null() {
             None
         } else {
-            let n = ulong_to_len(*len).ok_or(BAD)?;
+            let n = self::len(*len)?;
             // SAFETY: non-NULL, with *len writable bytes by the contract.
             Some(unsafe { std::slice::from_raw_parts_mut(p, n) })
         };
@@ -110,7 +134,7 @@ impl<'a> OutBuf<'a> {
         // SAFETY: forwarded contract.
         let len = unsafe { out(len) }?;
         let in_n = self::len(input_len)?;
-        let out_n = ulong_to_len(*len).ok_or(BAD)?;
+        let out_n = self::len(*len)?;
         let input = if !p.is_null() && !input.is_null() && overlap(input, in_n, p, out_n) {
             // SAFETY: input is non-NULL with in_n readable bytes; it is copied
             // before the output slice below is made.
@@ -170,7 +194,7 @@ impl Input<'_> {
 /// A non-NULL `t` points at `n` `CK_ATTRIBUTE`s whose values are as
 /// [`bytes`] requires, all valid for `'a`.
 pub unsafe fn template<'a>(t: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr<'a>>> {
-    let n = len(n)?;
+    let n = count::<CK_ATTRIBUTE>(n)?;
     if t.is_null() {
         return if n == 0 { Ok(Vec::new()) } else { Err(BAD) };
     }
@@ -198,7 +222,7 @@ pub unsafe fn out_template<'a>(
     t: *mut CK_ATTRIBUTE,
     n: CK_ULONG,
 ) -> Result<(Vec<AttrOut<'a>>, &'a mut [CK_ATTRIBUTE])> {
-    let n = len(n)?;
+    let n = count::<CK_ATTRIBUTE>(n)?;
     if t.is_null() {
         return if n == 0 {
             Ok((Vec::new(), &mut []))
@@ -326,7 +350,7 @@ pub unsafe fn ulong_list(
         *count = len_to_ulong(fill(None)?)?;
         return Ok(());
     }
-    let room = len(*count)?;
+    let room = self::count::<CK_ULONG>(*count)?;
     let needed = fill(None)?;
     if room < needed {
         *count = len_to_ulong(needed)?;
@@ -341,11 +365,50 @@ pub unsafe fn ulong_list(
         }
         Err(e) => return Err(e),
     };
-    // SAFETY: list has room >= needed >= n writable entries.
-    let list = unsafe { std::slice::from_raw_parts_mut(list, room) };
+    // SAFETY: list has room >= needed >= n writable entries; the slice
+    // spans only the n written, whatever the application said it holds.
+    let list = unsafe { std::slice::from_raw_parts_mut(list, n.min(room)) };
     for (o, i) in list.iter_mut().zip(&items[..n]) {
         *o = p11ha_adapters::sys::to_ulong(*i)?;
     }
     *count = len_to_ulong(n)?;
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lengths_no_buffer_can_have_are_refused_before_a_slice_is_made() {
+        let mut buf = [0u8; 8];
+        let mut attrs = [CK_ATTRIBUTE {
+            type_: 0,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        }];
+        let absurd = CK_ULONG::MAX - 1;
+        // SAFETY (each call): the buffers are real and small; the lengths
+        // are larger than any object, which is what must be refused before
+        // the pointer is used.
+        unsafe {
+            assert!(matches!(bytes(buf.as_ptr(), absurd), Err(BAD)));
+            assert!(matches!(bytes_mut(buf.as_mut_ptr(), absurd), Err(BAD)));
+            assert!(matches!(template(attrs.as_ptr(), absurd), Err(BAD)));
+            assert!(out_template(attrs.as_mut_ptr(), absurd).is_err());
+            let mut len = absurd;
+            assert!(OutBuf::new(buf.as_mut_ptr(), &mut len).is_err());
+            let mut count = absurd / 2;
+            let r = ulong_list(buf.as_mut_ptr() as *mut CK_ULONG, &mut count, |_| Ok(1));
+            assert!(matches!(r, Err(BAD)));
+            // The largest a byte buffer may be is still accepted as a length.
+            let max = isize::MAX.unsigned_abs() as CK_ULONG;
+            assert_eq!(len_of(max), Some(isize::MAX.unsigned_abs()));
+            assert_eq!(len_of(max + 1), None);
+        }
+    }
+
+    fn len_of(n: CK_ULONG) -> Option<usize> {
+        len(n).ok()
+    }
 }

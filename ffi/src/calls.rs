@@ -394,6 +394,24 @@ pub(crate) unsafe fn find_objects_final(s: CK_SESSION_HANDLE) -> Result<()> {
 
 // ---- cryptographic operations -------------------------------------------------
 
+/// The converted arguments of a call that PKCS#11 says ends the active
+/// operation whatever it answers (but `CKR_BUFFER_TOO_SMALL` and a length
+/// query): where they are refused, the member's operation is ended too
+/// (`single`: a single-part call), so that p11ha's refusal leaves the
+/// session as the member's own would.
+fn or_abandon<T>(
+    r: &Runtime,
+    s: CK_SESSION_HANDLE,
+    op: Op,
+    single: bool,
+    a: Result<T>,
+) -> Result<T> {
+    if a.is_err() {
+        r.engine.op_abandon(from_ulong(s), op, single);
+    }
+    a
+}
+
 pub(crate) unsafe fn op_init(
     s: CK_SESSION_HANDLE,
     op: Op,
@@ -417,7 +435,8 @@ pub(crate) unsafe fn op_single(
 ) -> Result<()> {
     with(|r| {
         // SAFETY: module contract (input and output may overlap).
-        let (input, mut o) = unsafe { OutBuf::with_input(data, len, o, o_len) }?;
+        let a = unsafe { OutBuf::with_input(data, len, o, o_len) };
+        let (input, mut o) = or_abandon(r, s, op, true, a)?;
         let n = r.engine.op_single(from_ulong(s), op, input.get(), o.buf());
         o.finish(n)
     })
@@ -433,7 +452,8 @@ pub(crate) unsafe fn op_update_out(
 ) -> Result<()> {
     with(|r| {
         // SAFETY: module contract (input and output may overlap).
-        let (input, mut o) = unsafe { OutBuf::with_input(data, len, o, o_len) }?;
+        let a = unsafe { OutBuf::with_input(data, len, o, o_len) };
+        let (input, mut o) = or_abandon(r, s, op, false, a)?;
         let n = r.engine.op_update(from_ulong(s), op, input.get(), o.buf());
         o.finish(n)
     })
@@ -447,7 +467,7 @@ pub(crate) unsafe fn op_update(
 ) -> Result<()> {
     with(|r| {
         // SAFETY: module contract.
-        let data = unsafe { bytes(data, len) }?;
+        let data = or_abandon(r, s, op, false, unsafe { bytes(data, len) })?;
         r.engine
             .op_update(from_ulong(s), op, data, None)
             .map(|_| ())
@@ -462,7 +482,7 @@ pub(crate) unsafe fn op_final(
 ) -> Result<()> {
     with(|r| {
         // SAFETY: module contract.
-        let mut o = unsafe { OutBuf::new(o, o_len) }?;
+        let mut o = or_abandon(r, s, op, false, unsafe { OutBuf::new(o, o_len) })?;
         let n = r.engine.op_final(from_ulong(s), op, o.buf());
         o.finish(n)
     })
@@ -477,7 +497,8 @@ pub(crate) unsafe fn verify(
 ) -> Result<()> {
     with(|r| {
         // SAFETY: module contract.
-        let (data, sig) = unsafe { (bytes(data, len)?, bytes(sig, sig_len)?) };
+        let a = unsafe { bytes(data, len).and_then(|d| Ok((d, bytes(sig, sig_len)?))) };
+        let (data, sig) = or_abandon(r, s, Op::Verify, true, a)?;
         r.engine.verify(from_ulong(s), data, sig)
     })
 }
@@ -489,7 +510,7 @@ pub(crate) unsafe fn verify_final(
 ) -> Result<()> {
     with(|r| {
         // SAFETY: module contract.
-        let sig = unsafe { bytes(sig, len) }?;
+        let sig = or_abandon(r, s, Op::Verify, false, unsafe { bytes(sig, len) })?;
         r.engine.verify_final(from_ulong(s), sig)
     })
 }
@@ -652,16 +673,8 @@ pub(crate) unsafe fn generate_random(
     len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        let n = p11ha_adapters::sys::ulong_to_len(len).ok_or(BAD)?;
-        if o.is_null() && n != 0 {
-            return Err(BAD);
-        }
-        let buf: &mut [u8] = if n == 0 {
-            &mut []
-        } else {
-            // SAFETY: non-NULL with len writable bytes (module contract).
-            unsafe { std::slice::from_raw_parts_mut(o, n) }
-        };
+        // SAFETY: NULL or len writable bytes (module contract).
+        let buf = unsafe { args::bytes_mut(o, len) }?;
         r.engine.generate_random(from_ulong(s), buf)
     })
 }
