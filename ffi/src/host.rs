@@ -175,10 +175,18 @@ pub struct Futex {
 }
 
 impl Futex {
-    const fn new() -> Self {
+    /// An unlocked futex (`const`: it can be a static).
+    pub(crate) const fn new() -> Self {
         Futex {
             state: AtomicU32::new(0),
         }
+    }
+
+    /// Marks it unlocked, whoever held it: only for a forked child, where
+    /// the thread that held it at the fork does not exist. One atomic store,
+    /// so it may run in a `pthread_atfork` child handler.
+    pub(crate) fn reset_after_fork(&self) {
+        self.state.store(0, Ordering::SeqCst);
     }
 
     fn wait(&self) {

@@ -5,12 +5,24 @@
 //! Every call enters through [`with`], which counts itself in flight so that
 //! `C_Finalize` frees nothing a call still uses: finalize unpublishes the
 //! runtime first (later calls see `CKR_CRYPTOKI_NOT_INITIALIZED`), waits for
-//! the calls in flight to return, then closes everything.
+//! the calls in flight to return, then closes everything: the recovery
+//! thread is joined, every member session closed, the modules p11ha
+//! initialised finalised and unloaded, the connections and the HA log
+//! closed, so that nothing of p11ha runs or stays open and the application
+//! may `dlclose` the library.
+//!
+//! A child made by `fork()` is a new application, which PKCS#11 says must
+//! call `C_Initialize` itself (v2.40 §6.6.1 "Applications and processes").
+//! `pthread_atfork` handlers make a fork wait until no call is inside a
+//! module (see [`before_fork`]) and set the copy of the parent's runtime
+//! aside in the child, so the child's `C_Initialize` builds a fresh one and
+//! answers `CKR_OK`, and its calls before that answer
+//! `CKR_CRYPTOKI_NOT_INITIALIZED` (see [`after_fork_in_child`]).
 
 use std::collections::HashSet;
 use std::ffi::c_void;
 use std::sync::atomic::{AtomicBool, AtomicPtr, AtomicUsize, Ordering};
-use std::sync::{Arc, Condvar, Mutex};
+use std::sync::{Arc, Condvar, Mutex, Once};
 use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use cryptoki_sys::*;
@@ -25,11 +37,13 @@ use p11ha_core::engine::{MemberSlot, SessionSlot, SlotSlot, Storage};
 use p11ha_core::event::{Event, Severity};
 use p11ha_core::handles::{IndexSlot, ObjectEntry};
 use p11ha_core::journal::Journal;
-use p11ha_core::port::Events;
+use p11ha_core::port::{Events, RawLock};
 use p11ha_core::{Engine, Error, Result};
 
 use crate::halog::HaLog;
-use crate::host::{AppMutexes, Arena, Host, HostClock, HostEvents, Locking, Remote, report};
+use crate::host::{
+    AppMutexes, Arena, Futex, Host, HostClock, HostEvents, HostLock, Locking, Remote, report,
+};
 
 /// Capacities of the host build, fixed at build time. Memory is allocated
 /// once, at `C_Initialize`.
@@ -96,7 +110,7 @@ enum Recovery {
     /// A background thread tries after the delay.
     Thread {
         stop: Arc<(Mutex<bool>, Condvar)>,
-        thread: Option<std::thread::JoinHandle<()>>,
+        thread: Option<libc::pthread_t>,
     },
     /// Application threads try when they enter the library after the delay
     /// (`ET_PTKC_HA_RECOVER_WAIT=YES`, which also holds the others off; or
@@ -115,22 +129,120 @@ struct Gate {
 
 static RUNTIME: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
 static IN_FLIGHT: AtomicUsize = AtomicUsize::new(0);
-/// Serialises C_Initialize and C_Finalize against each other.
-static LIFECYCLE: Mutex<()> = Mutex::new(());
+/// Serialises C_Initialize and C_Finalize against each other. A futex of
+/// p11ha's own rather than a std `Mutex`, so that a forked child can reset
+/// it: a parent thread that held it at the fork does not exist in the child.
+static LIFECYCLE: HostLock = HostLock::Os(Futex::new());
+/// In a forked child, the runtime copied from the parent: never used and
+/// never freed (its locks may be held by threads that do not exist here,
+/// its connections and member sessions are the parent's), only kept
+/// reachable.
+static INHERITED: AtomicPtr<Runtime> = AtomicPtr::new(std::ptr::null_mut());
+/// Registers [`after_fork_in_child`] once per load of the library.
+static ATFORK: Once = Once::new();
+
+/// Holds [`LIFECYCLE`] until dropped.
+struct Lifecycle;
+
+impl Lifecycle {
+    fn lock() -> Self {
+        LIFECYCLE.lock();
+        Lifecycle
+    }
+}
+
+impl Drop for Lifecycle {
+    fn drop(&mut self) {
+        // SAFETY: taken by Lifecycle::lock, released once, by its holder.
+        unsafe { LIFECYCLE.unlock() };
+    }
+}
+
+/// The `pthread_atfork` child handler: the child is a new application,
+/// not initialised until it calls `C_Initialize` (which then answers
+/// `CKR_OK` with a runtime of its own). The parent's copy is set aside:
+/// using it could wait forever on a lock a parent thread held at the fork,
+/// or write into the parent's connections to remote members. Only atomic
+/// stores and a read of a `const` thread-local, so it is async-signal-safe
+/// as a fork handler must be.
+extern "C" fn after_fork_in_child() {
+    let inherited = RUNTIME.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !inherited.is_null() {
+        INHERITED.store(inherited, Ordering::SeqCst);
+    }
+    // Calls in flight in the parent's other threads never return here.
+    IN_FLIGHT.store(DEPTH.with(|d| d.get()), Ordering::SeqCst);
+    FORKING.store(false, Ordering::SeqCst);
+    if let HostLock::Os(f) = &LIFECYCLE {
+        f.reset_after_fork();
+    }
+}
+
+/// Set while a thread of the process forks (see [`before_fork`]): calls
+/// wait at the door instead of entering.
+static FORKING: AtomicBool = AtomicBool::new(false);
+/// How long a fork waits for the calls in flight to return.
+const FORK_WAIT: Duration = Duration::from_secs(10);
+
+thread_local! {
+    /// Calls of this thread in flight (a call may nest another). `const`
+    /// and without `Drop`: it registers no thread-local destructor, which
+    /// would keep the library mapped after `dlclose`.
+    static DEPTH: std::cell::Cell<usize> = const { std::cell::Cell::new(0) };
+}
 
 struct InFlight;
 
 impl InFlight {
     fn enter() -> Self {
-        IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
-        InFlight
+        let nested = DEPTH.with(|d| d.replace(d.get() + 1)) > 0;
+        loop {
+            IN_FLIGHT.fetch_add(1, Ordering::SeqCst);
+            // A nested call goes on: its thread is counted already.
+            if nested || !FORKING.load(Ordering::SeqCst) {
+                return InFlight;
+            }
+            leave();
+            while FORKING.load(Ordering::SeqCst) {
+                std::thread::sleep(Duration::from_micros(100));
+            }
+        }
     }
+}
+
+/// Uncounts one call. Saturating: a thread that forked while in flight (a
+/// module that forks in a call) comes back in a child whose count was
+/// reset to 0.
+fn leave() {
+    let _ = IN_FLIGHT.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        IN_FLIGHT.fetch_sub(1, Ordering::SeqCst);
+        DEPTH.with(|d| d.set(d.get().saturating_sub(1)));
+        leave();
     }
+}
+
+/// The `pthread_atfork` prepare handler: holds new calls at the door and
+/// waits (at most [`FORK_WAIT`]) for those in flight, the recovery
+/// thread's included, to return, so that no p11ha call is inside a module
+/// when the process forks. A module's own locks are copied into the child
+/// as they are, and one held by a parent thread in a call (SoftHSM's, in
+/// a signature) would deadlock the child's first call that needs it.
+extern "C" fn before_fork() {
+    FORKING.store(true, Ordering::SeqCst);
+    // The forking thread's own calls (a module forking in a call) stay.
+    let own = DEPTH.with(|d| d.get());
+    let start = std::time::Instant::now();
+    while IN_FLIGHT.load(Ordering::SeqCst) > own && start.elapsed() < FORK_WAIT {
+        std::thread::sleep(Duration::from_micros(100));
+    }
+}
+
+/// The `pthread_atfork` parent handler: lets calls in again.
+extern "C" fn after_fork_in_parent() {
+    FORKING.store(false, Ordering::SeqCst);
 }
 
 /// Runs `f` with the runtime, or answers `CKR_CRYPTOKI_NOT_INITIALIZED`.
@@ -247,7 +359,22 @@ pub unsafe fn init_args(args: *const c_void) -> Result<InitArgs> {
 
 /// `C_Initialize`.
 pub fn initialize(args: InitArgs) -> Result<()> {
-    let _life = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
+    ATFORK.call_once(|| {
+        // SAFETY: the handlers use only atomics and a thread-local of this
+        // library (and sleep, before the fork). pthread_atfork is glibc's
+        // libc_nonshared.a wrapper, which registers them with this
+        // library's __dso_handle, so dlclose unregisters them before the
+        // code is unmapped. If registration fails (ENOMEM), a forked child's
+        // C_Initialize answers CKR_CRYPTOKI_ALREADY_INITIALIZED.
+        unsafe {
+            libc::pthread_atfork(
+                Some(before_fork),
+                Some(after_fork_in_parent),
+                Some(after_fork_in_child),
+            )
+        };
+    });
+    let _life = Lifecycle::lock();
     if !RUNTIME.load(Ordering::SeqCst).is_null() {
         return Err(Error::Rv(Rv::CRYPTOKI_ALREADY_INITIALIZED));
     }
@@ -377,14 +504,48 @@ pub fn initialize(args: InitArgs) -> Result<()> {
             .config()
             .recover_delay()
             .map_or(1000, |d| (d / 4).clamp(10, 1000));
-        let stop = stop.clone();
-        *thread = std::thread::Builder::new()
-            .name("p11ha-recovery".into())
-            .spawn(move || recovery_thread(stop, Duration::from_millis(period)))
-            .ok();
+        *thread = spawn_recovery(stop.clone(), Duration::from_millis(period));
     }
     RUNTIME.store(Box::into_raw(runtime), Ordering::SeqCst);
     Ok(())
+}
+
+/// Starts [`recovery_thread`], named `p11ha-recovery`; `None` if no thread
+/// can be made (members are then not recovered).
+///
+/// With `pthread_create`, not `std::thread`: std's spawn registers
+/// thread-local destructors in the calling thread, an application thread,
+/// and glibc keeps a library with pending thread-local destructors mapped
+/// until that thread exits, so a `dlclose` after `C_Finalize` would not
+/// unload p11ha. The recovery thread's own thread-locals go when it is
+/// joined.
+fn spawn_recovery(stop: Arc<(Mutex<bool>, Condvar)>, period: Duration) -> Option<libc::pthread_t> {
+    struct Start {
+        stop: Arc<(Mutex<bool>, Condvar)>,
+        period: Duration,
+    }
+    extern "C" fn run(arg: *mut c_void) -> *mut c_void {
+        // SAFETY: arg is the Box<Start> spawn_recovery leaked for this
+        // thread, taken back once, here.
+        let start = unsafe { Box::from_raw(arg as *mut Start) };
+        // No unwinding out of an extern "C" function.
+        let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(move || {
+            recovery_thread(start.stop, start.period)
+        }));
+        std::ptr::null_mut()
+    }
+    let arg = Box::into_raw(Box::new(Start { stop, period })) as *mut c_void;
+    let mut thread: libc::pthread_t = 0;
+    // SAFETY: default attributes; `run` takes ownership of arg.
+    if unsafe { libc::pthread_create(&mut thread, std::ptr::null(), run, arg) } != 0 {
+        // SAFETY: no thread was made, so arg is still this function's.
+        drop(unsafe { Box::from_raw(arg as *mut Start) });
+        return None;
+    }
+    // SAFETY: a live thread of ours; a NUL-terminated name of 14 bytes (at
+    // most 15 are allowed).
+    unsafe { libc::pthread_setname_np(thread, c"p11ha-recovery".as_ptr()) };
+    Some(thread)
 }
 
 /// Tries to bring failed members back, every `period`, until told to stop.
@@ -438,7 +599,7 @@ fn storage(locking: Locking, arena: &Arena, limit: usize) -> Result<Storage<Host
 
 /// `C_Finalize`.
 pub fn finalize() -> Result<()> {
-    let _life = LIFECYCLE.lock().unwrap_or_else(|e| e.into_inner());
+    let _life = Lifecycle::lock();
     let p = RUNTIME.swap(std::ptr::null_mut(), Ordering::SeqCst);
     if p.is_null() {
         return Err(Error::Rv(Rv::CRYPTOKI_NOT_INITIALIZED));
@@ -453,7 +614,9 @@ pub fn finalize() -> Result<()> {
         *stop.0.lock().unwrap_or_else(|e| e.into_inner()) = true;
         stop.1.notify_all();
         if let Some(t) = thread.take() {
-            let _ = t.join();
+            // SAFETY: the thread spawn_recovery made, joined once; it
+            // returns now that it was told to stop.
+            unsafe { libc::pthread_join(t, std::ptr::null_mut()) };
         }
     }
     runtime.engine.close_everything();

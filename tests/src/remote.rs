@@ -169,8 +169,10 @@ fn split(tokens: &Tokens, n: usize) -> Vec<(PathBuf, PathBuf)> {
 }
 
 /// Starts one server for each of the first `n` of `tokens` (which move
-/// into a token directory per server) and waits until each listens.
-fn serve(tokens: &Tokens, n: usize) -> Vec<Server> {
+/// into a token directory per server) and waits until each listens; the
+/// rest of `tokens` stay for SoftHSM as a module (`tokens.conf()`). For a
+/// test that loads `libp11ha.so` itself rather than through [`start`].
+pub fn serve(tokens: &Tokens, n: usize) -> Vec<Server> {
     split(tokens, n)
         .into_iter()
         .map(|(dir, conf)| {
