@@ -256,6 +256,8 @@ pub mod mech {
     pub const RSA_PKCS_OAEP: u64 = 0x9;
     pub const RSA_PKCS_PSS: u64 = 0xD;
     pub const SHA1_RSA_PKCS_PSS: u64 = 0xE;
+    pub const DH_PKCS_KEY_PAIR_GEN: u64 = 0x20;
+    pub const DH_PKCS_DERIVE: u64 = 0x21;
     pub const SHA256_RSA_PKCS: u64 = 0x40;
     pub const SHA256_RSA_PKCS_PSS: u64 = 0x43;
     pub const SHA384_RSA_PKCS_PSS: u64 = 0x44;
@@ -319,9 +321,15 @@ pub fn param_kind(mechanism: u64) -> ParamKind {
         | AES_MAC_GENERAL | DES3_CBC | DES3_CBC_PAD | AES_KEY_WRAP | AES_KEY_WRAP_PAD => {
             ParamKind::Flat
         }
+        // The other party's public value, a byte string (PKCS#11 v2.40
+        // Current Mechanisms, "PKCS #3 Diffie-Hellman key derivation"): the
+        // one derivation SoftHSM offers whose parameter holds no pointer,
+        // so it travels to a 0.24.1 server.
+        DH_PKCS_DERIVE => ParamKind::Flat,
         // Mechanisms that take no parameter: whatever the caller passes is
         // passed on; a non-empty parameter is the member's to refuse.
         RSA_PKCS_KEY_PAIR_GEN
+        | DH_PKCS_KEY_PAIR_GEN
         | RSA_PKCS
         | RSA_X_509
         | SHA256_RSA_PKCS

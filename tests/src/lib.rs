@@ -24,6 +24,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_ULONG};
 
+pub mod dh;
 pub mod ha;
 pub mod remote;
 
