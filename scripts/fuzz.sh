@@ -1,25 +1,32 @@
 #!/usr/bin/env bash
-# fuzz.sh - fuzz the p11-kit RPC client's handling of replies (fuzz/, target rpc_reply) for a
-# while: every reply the client reads comes from the fuzzer, through the scripted server of
-# adapters/src/rpc/script.rs (input format and invariants: fuzz/src/lib.rs).
+# fuzz.sh - fuzz p11ha's two parsers of outside input (fuzz/, cargo fuzz), each for a while:
+#   rpc_reply  the p11-kit RPC client's handling of replies: every reply the client reads comes
+#              from the fuzzer, through the scripted server of adapters/src/rpc/script.rs (input
+#              format and invariants: fuzz/src/lib.rs);
+#   config     the configuration parser, fed a P11HA_CONF file text and KEY=VALUE environment
+#              pairs as libp11ha.so feeds it (input format and invariants: fuzz/src/config.rs).
 #
-# Usage: scripts/fuzz.sh [seconds]        (default 30; from anywhere)
+# Usage: scripts/fuzz.sh [seconds]        (each target; default 30; from anywhere)
 #        RUNS=10000000 SANITIZER=none scripts/fuzz.sh
+#        TARGETS=config scripts/fuzz.sh 60 (only some targets; default "rpc_reply config")
 #
 # 1. installs what is missing: the nightly toolchain (rustup) and cargo-fuzz
 #    (cargo install --locked);
-# 2. runs the fuzz crate's own tests (the healthy seeds must answer every call of the harness);
-# 3. writes the seed corpus into fuzz/corpus/rpc_reply (fuzz/examples/seeds.rs: healthy
-#    servers of each protocol version, error frames, a hang-up, bad framing), running each seed
-#    once;
-# 4. runs `cargo +nightly fuzz run rpc_reply` for the given seconds, or for RUNS executions
-#    when RUNS is set. SANITIZER (default address) is passed to cargo fuzz; `none` runs about
-#    five times faster here, and the client has no unsafe code for a sanitizer to watch.
+# 2. runs the fuzz crate's own tests (the healthy seeds must answer every call of the harness;
+#    the configuration seeds must report exactly their bad items);
+# 3. writes the seed corpora into fuzz/corpus/<target> (fuzz/examples/seeds.rs: healthy
+#    servers of each protocol version, error frames, a hang-up, bad framing;
+#    fuzz/examples/config_seeds.rs: every item, well and badly, in a file and the environment),
+#    running each seed once;
+# 4. runs `cargo +nightly fuzz run <target>` for each target in turn, for the given seconds, or
+#    for RUNS executions when RUNS is set (config with the dictionary fuzz/config.dict).
+#    SANITIZER (default address) is passed to cargo fuzz; `none` runs about five times faster
+#    here, and neither harness reaches unsafe code for a sanitizer to watch.
 #
 # A crash or a broken invariant stops it with a non-zero exit; the input is saved under
-# fuzz/artifacts/rpc_reply/ and replays with
-#   cargo +nightly fuzz run rpc_reply fuzz/artifacts/rpc_reply/<file>
-# The corpus grows in fuzz/corpus/rpc_reply (git-ignored) and is reused by later runs.
+# fuzz/artifacts/<target>/ and replays with
+#   cargo +nightly fuzz run <target> fuzz/artifacts/<target>/<file>
+# The corpora grow in fuzz/corpus/<target> (git-ignored) and are reused by later runs.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 TIME=${1:-30}
@@ -28,6 +35,7 @@ fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 
 RUNS=${RUNS:-}
 SANITIZER=${SANITIZER:-address}
+TARGETS=${TARGETS:-rpc_reply config}
 [[ $TIME =~ ^[1-9][0-9]*$ ]] || fail "seconds must be a positive integer, not '$TIME'"
 [[ -z $RUNS || $RUNS =~ ^[1-9][0-9]*$ ]] || fail "RUNS must be a positive integer, not '$RUNS'"
 
@@ -43,15 +51,24 @@ if ! cargo fuzz --version >/dev/null 2>&1; then
 fi
 
 cd "$ROOT/fuzz"
-say "the harness's own tests"
+for target in $TARGETS; do
+    [[ -f fuzz_targets/$target.rs ]] || fail "no fuzz target '$target' (fuzz/fuzz_targets/)"
+done
+say "the harnesses' own tests"
 cargo +nightly test --quiet
-say "seed corpus"
+say "seed corpora"
 cargo +nightly run --quiet --example seeds -- corpus/rpc_reply
-if [[ -n $RUNS ]]; then
-    say "fuzzing rpc_reply for $RUNS executions, sanitizer $SANITIZER ($(cargo fuzz --version))"
-    LIMIT=(-runs="$RUNS")
-else
-    say "fuzzing rpc_reply for $TIME s, sanitizer $SANITIZER ($(cargo fuzz --version))"
-    LIMIT=(-max_total_time="$TIME")
-fi
-cargo +nightly fuzz run --sanitizer "$SANITIZER" rpc_reply -- "${LIMIT[@]}" -print_final_stats=1
+cargo +nightly run --quiet --example config_seeds -- corpus/config
+for target in $TARGETS; do
+    EXTRA=()
+    [[ -f $target.dict ]] && EXTRA=(-dict="$target.dict")
+    if [[ -n $RUNS ]]; then
+        say "fuzzing $target for $RUNS executions, sanitizer $SANITIZER ($(cargo fuzz --version))"
+        LIMIT=(-runs="$RUNS")
+    else
+        say "fuzzing $target for $TIME s, sanitizer $SANITIZER ($(cargo fuzz --version))"
+        LIMIT=(-max_total_time="$TIME")
+    fi
+    cargo +nightly fuzz run --sanitizer "$SANITIZER" "$target" -- "${LIMIT[@]}" "${EXTRA[@]}" \
+        -print_final_stats=1
+done

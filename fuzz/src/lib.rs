@@ -34,6 +34,9 @@
 //! whatever the script holds next, and [`seeds`] builds inputs that answer
 //! all of them properly.
 
+/// The `config` fuzz target's harness: the configuration parser.
+pub mod config;
+
 use p11ha_adapters::rpc::script::{Body, Script, ScriptConnector, Step};
 use p11ha_adapters::rpc::{RpcMember, Token};
 use p11ha_core::ck::{attr, mech};
