@@ -16,8 +16,11 @@
 #    thumbv7em-none-eabihf with core only (scripts/check-nostd.sh: no std, no alloc);
 # 6. builds the firmware (targets/firmware), prints its flash and RAM, and runs it under
 #    QEMU against two p11-kit servers, one killed midway (scripts/firmware.sh);
-# 7. fuzzes the RPC client's reply handling for 20 s (scripts/fuzz.sh; installs cargo-fuzz
-#    on first use).
+# 7. runs the core's unit tests under miri, the integration tests against an
+#    AddressSanitizer build, and pkcs11-tool on the library under valgrind (scripts/sanitize.sh);
+# 8. runs the chaos soak for 60 s (scripts/soak.sh);
+# 9. fuzzes the RPC client's reply handling and the configuration parser for 20 s each
+#    (scripts/fuzz.sh; installs cargo-fuzz on first use).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -49,7 +52,13 @@ step "the core without std: thumbv7em-none-eabihf"
 step "the firmware: the core and RPC client on a Cortex-M4 under QEMU, failing over"
 "$ROOT/scripts/firmware.sh"
 
-step "fuzz the RPC client with malformed replies (20 s)"
+step "sanitizers: the core under miri, the library under ASan, the C ABI under valgrind"
+"$ROOT/scripts/sanitize.sh"
+
+step "chaos: HA over three p11-kit servers killed, frozen and restarted at random (60 s)"
+"$ROOT/scripts/soak.sh" 60
+
+step "fuzz the RPC client's reply handling and the configuration parser (20 s each)"
 "$ROOT/scripts/fuzz.sh" 20
 
 printf '\ntest.sh: all checks passed\n'
