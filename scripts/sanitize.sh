@@ -7,8 +7,8 @@
 #
 # 1. miri: `cargo +nightly miri test -p p11ha-core`; undefined behaviour, a data race or a leak is
 #    a finding. Prints how many tests ran and how many miri skipped (cfg_attr(miri, ignore)).
-# 2. asan: builds libp11ha.so and the integration tests abi, wld, ha, remote, concurrency and
-#    lifecycle with `-Zsanitizer=address` (nightly, --target x86_64-unknown-linux-gnu, no
+# 2. asan: builds libp11ha.so and every integration test that loads it into its own process
+#    (all of tests/tests but pkcs11_tool and firmware) with `-Zsanitizer=address` (nightly, --target x86_64-unknown-linux-gnu, no
 #    -Zbuild-std: std is not instrumented, p11ha's code and its dependencies are) and runs them
 #    against the ASan-built library (TEST_P11HA_LIB). The ASan runtime is linked statically into
 #    the instrumented test executable only; `-Wl,--export-dynamic` exports its symbols so that
@@ -218,7 +218,11 @@ EOF
     STEP="asan build"
     say "asan: building libp11ha.so and the integration tests ($ASAN_FLAGS)"
     asan_cargo build --locked --release --target "$HOST" -p p11ha-ffi
-    ASAN_TESTS=(abi wld ha remote concurrency lifecycle)
+    # Every test file that loads the library into its own process; not pkcs11_tool (OpenSC's
+    # pkcs11-tool, not instrumented, loads it: valgrind covers that path) nor firmware (QEMU).
+    ASAN_TESTS=(abi abi_table app_mutexes concurrency ha ha_chaos ha_limits ha_norecover
+        ha_recovery ha_wait lifecycle normal remote remote_derive remote_freeze remote_mixed
+        secrets wld wld_failure)
     test_args=()
     for t in "${ASAN_TESTS[@]}"; do test_args+=(--test "$t"); done
     asan_cargo test --locked --release --target "$HOST" -p p11ha-tests "${test_args[@]}" --no-run
