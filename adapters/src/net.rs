@@ -361,13 +361,20 @@ mod tests {
         assert_eq!(a.to_string(), "tcp:host=h,port=7");
     }
 
-    #[test]
-    fn a_silent_peer_times_out_within_the_call_deadline() {
-        let dir = std::env::temp_dir().join(format!("p11ha-net-{}", std::process::id()));
+    /// A Unix socket that accepts and never answers, in a directory of
+    /// its own (`name`): the directory, the socket's path, the listener.
+    fn silent_peer(name: &str) -> (PathBuf, PathBuf, std::os::unix::net::UnixListener) {
+        let dir = std::env::temp_dir().join(format!("{name}-{}", std::process::id()));
         let _ = std::fs::create_dir_all(&dir);
         let path = dir.join("silent.sock");
         let _ = std::fs::remove_file(&path);
         let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        (dir, path, listener)
+    }
+
+    #[test]
+    fn a_silent_peer_times_out_within_the_call_deadline() {
+        let (dir, path, listener) = silent_peer("p11ha-net");
         let c = NetConnector::new(
             Address::Unix(path.clone()),
             Duration::from_millis(100),
@@ -395,11 +402,7 @@ mod tests {
 
     #[test]
     fn setting_up_has_the_connect_deadline_as_a_whole() {
-        let dir = std::env::temp_dir().join(format!("p11ha-net-setup-{}", std::process::id()));
-        let _ = std::fs::create_dir_all(&dir);
-        let path = dir.join("silent.sock");
-        let _ = std::fs::remove_file(&path);
-        let listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let (dir, path, listener) = silent_peer("p11ha-net-setup");
         // A long call deadline: only the connect deadline may end this.
         let c = NetConnector::new(
             Address::Unix(path.clone()),
