@@ -1763,6 +1763,7 @@ fn initialized_rows() -> Vec<Case> {
     ];
     t.extend(object_handle_rows());
     t.extend(ending_rows());
+    t.extend(length_query_rows());
     t.extend(crypto_rows());
     t.extend(session_handle_rows());
     t
@@ -3527,6 +3528,206 @@ fn ending_rows() -> Vec<Case> {
             )
         })
         .collect()
+}
+
+/// A function that returns bytes in a variable-length buffer, asked for
+/// its length with a NULL buffer.
+struct Query {
+    func: &'static str,
+    /// Starts what the query needs (an operation, or a key to wrap, whose
+    /// handle it returns); asserts its own success.
+    init: fn(&Ctx, CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE,
+    /// The call with `buf` (NULL for the query) and its in/out length.
+    call: fn(&Ctx, CK_SESSION_HANDLE, CK_OBJECT_HANDLE, *mut u8, &mut CK_ULONG) -> CK_RV,
+}
+
+/// v2.40 5.2: with a NULL buffer "the function should return (in
+/// `*pulBufLen`) a number of bytes which would suffice", whatever
+/// `*pulBufLen` held: GnuTLS leaves it at 2^63 or more. The query answers
+/// `CKR_OK` with a length, leaves the operation active, and the call with a
+/// buffer of that length then succeeds.
+fn length_query_rows() -> Vec<Case> {
+    fn data() -> *mut u8 {
+        static D: [u8; 32] = [5; 32];
+        D.as_ptr() as *mut u8
+    }
+    fn ok(rv: CK_RV) -> CK_OBJECT_HANDLE {
+        assert_eq!(rv, CKR_OK, "set-up");
+        0
+    }
+    let queries = [
+        Query {
+            func: "C_Encrypt",
+            init: |c, s| ok(ck!(C_EncryptInit(s, &mut cbc(), c.aes))),
+            call: |_, s, _, b, n| ck!(C_Encrypt(s, data(), 32, b, n)),
+        },
+        Query {
+            func: "C_EncryptUpdate",
+            init: |c, s| ok(ck!(C_EncryptInit(s, &mut cbc(), c.aes))),
+            call: |_, s, _, b, n| ck!(C_EncryptUpdate(s, data(), 32, b, n)),
+        },
+        Query {
+            func: "C_EncryptFinal",
+            init: |c, s| {
+                let mut o = [0u8; 32];
+                let mut n = 32;
+                let rv = ck!(C_EncryptInit(s, &mut cbc(), c.aes));
+                assert_eq!(rv, CKR_OK);
+                ok(ck!(C_EncryptUpdate(s, data(), 16, o.as_mut_ptr(), &mut n)))
+            },
+            call: |_, s, _, b, n| ck!(C_EncryptFinal(s, b, n)),
+        },
+        Query {
+            func: "C_Decrypt",
+            init: |c, s| ok(ck!(C_DecryptInit(s, &mut cbc(), c.aes))),
+            call: |_, s, _, b, n| ck!(C_Decrypt(s, data(), 32, b, n)),
+        },
+        Query {
+            func: "C_DecryptUpdate",
+            init: |c, s| ok(ck!(C_DecryptInit(s, &mut cbc(), c.aes))),
+            call: |_, s, _, b, n| ck!(C_DecryptUpdate(s, data(), 32, b, n)),
+        },
+        Query {
+            func: "C_DecryptFinal",
+            init: |c, s| {
+                let mut o = [0u8; 32];
+                let mut n = 32;
+                let rv = ck!(C_DecryptInit(s, &mut cbc(), c.aes));
+                assert_eq!(rv, CKR_OK);
+                ok(ck!(C_DecryptUpdate(s, data(), 16, o.as_mut_ptr(), &mut n)))
+            },
+            call: |_, s, _, b, n| ck!(C_DecryptFinal(s, b, n)),
+        },
+        Query {
+            func: "C_Digest",
+            init: |_, s| ok(ck!(C_DigestInit(s, &mut mech(CKM_SHA256)))),
+            call: |_, s, _, b, n| ck!(C_Digest(s, data(), 32, b, n)),
+        },
+        Query {
+            func: "C_DigestFinal",
+            init: |_, s| {
+                assert_eq!(ck!(C_DigestInit(s, &mut mech(CKM_SHA256))), CKR_OK);
+                ok(ck!(C_DigestUpdate(s, data(), 32)))
+            },
+            call: |_, s, _, b, n| ck!(C_DigestFinal(s, b, n)),
+        },
+        Query {
+            func: "C_Sign",
+            init: |c, s| {
+                ok(ck!(C_SignInit(
+                    s,
+                    &mut mech(CKM_SHA256_RSA_PKCS),
+                    c.rsa_priv
+                )))
+            },
+            call: |_, s, _, b, n| ck!(C_Sign(s, data(), 32, b, n)),
+        },
+        Query {
+            func: "C_Sign",
+            init: |c, s| ok(ck!(C_SignInit(s, &mut mech(CKM_ECDSA), c.ec_priv))),
+            call: |_, s, _, b, n| ck!(C_Sign(s, data(), 32, b, n)),
+        },
+        Query {
+            func: "C_SignFinal",
+            init: |c, s| {
+                let rv = ck!(C_SignInit(s, &mut mech(CKM_SHA256_RSA_PKCS), c.rsa_priv));
+                assert_eq!(rv, CKR_OK);
+                ok(ck!(C_SignUpdate(s, data(), 32)))
+            },
+            call: |_, s, _, b, n| ck!(C_SignFinal(s, b, n)),
+        },
+        Query {
+            func: "C_WrapKey",
+            init: extractable_key,
+            call: |c, s, k, b, n| ck!(C_WrapKey(s, &mut mech(CKM_AES_KEY_WRAP), c.aes, k, b, n)),
+        },
+    ];
+    let mut rows = Vec::new();
+    for q in queries {
+        for incoming in [0, 1 << 63, CK_ULONG::MAX] {
+            rows.push(case(
+                &format!("{} length query, NULL buffer, *len {incoming:#x}", q.func),
+                q.func,
+                &[CKR_OK],
+                move |c| {
+                    c.fresh(|s| {
+                        let k = (q.init)(c, s);
+                        let mut n = incoming;
+                        let rv = (q.call)(c, s, k, null_mut(), &mut n);
+                        if rv != CKR_OK {
+                            return rv;
+                        }
+                        assert!(n <= 4096, "{}: the length query answered {n:#x}", q.func);
+                        // The operation is still active: the real call
+                        // succeeds with a buffer of the length given.
+                        let mut buf = vec![0u8; n as usize + 1];
+                        let rv = (q.call)(c, s, k, buf.as_mut_ptr(), &mut n);
+                        assert_eq!(rv, CKR_OK, "{}: the call after the query", q.func);
+                        rv
+                    })
+                },
+            ));
+        }
+    }
+    for incoming in [0, 1 << 63, CK_ULONG::MAX] {
+        rows.push(case(
+            &format!("GetSlotList count query, *count {incoming:#x}"),
+            "C_GetSlotList",
+            &[CKR_OK],
+            move |_| {
+                let mut n = incoming;
+                let rv = ck!(C_GetSlotList(CK_TRUE, null_mut(), &mut n));
+                assert!(rv != CKR_OK || n == 1, "one virtual slot, not {n:#x}");
+                rv
+            },
+        ));
+        rows.push(case(
+            &format!("GetMechanismList count query, *count {incoming:#x}"),
+            "C_GetMechanismList",
+            &[CKR_OK],
+            move |c| {
+                let mut n = incoming;
+                let rv = ck!(C_GetMechanismList(c.slot, null_mut(), &mut n));
+                assert!(rv != CKR_OK || (1..1000).contains(&n), "{n:#x} mechanisms");
+                rv
+            },
+        ));
+        rows.push(case(
+            &format!("GetAttributeValue NULL pValue, ulValueLen {incoming:#x}"),
+            "C_GetAttributeValue",
+            &[CKR_OK],
+            move |c| {
+                let mut t = [CK_ATTRIBUTE {
+                    type_: CKA_LABEL,
+                    pValue: null_mut(),
+                    ulValueLen: incoming,
+                }];
+                let rv = ck!(C_GetAttributeValue(c.s, c.aes, t.as_mut_ptr(), 1));
+                assert!(
+                    rv != CKR_OK || t[0].ulValueLen == 7,
+                    "\"aes-key\" has 7 bytes"
+                );
+                rv
+            },
+        ));
+    }
+    rows
+}
+
+/// A session AES key that may be wrapped.
+fn extractable_key(_: &Ctx, s: CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE {
+    let mut t = aes_template();
+    t[4] = attr(CKA_EXTRACTABLE, &TRUE);
+    let mut k = 0;
+    let rv = ck!(C_GenerateKey(
+        s,
+        &mut mech(CKM_AES_KEY_GEN),
+        t.as_mut_ptr(),
+        5,
+        &mut k
+    ));
+    assert_eq!(rv, CKR_OK, "C_GenerateKey");
+    k
 }
 
 /// Runs `rows`, adding mismatches to `bad` and covered functions to
