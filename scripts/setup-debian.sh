@@ -1,7 +1,10 @@
 #!/usr/bin/env bash
 # setup-debian.sh — install the Debian 12 packages p11ha's tests and demo need.
 #
-# Usage: scripts/setup-debian.sh          (as root, or as a user with sudo)
+# Usage: scripts/setup-debian.sh [PACKAGE...]   (as root, or as a user with sudo)
+#
+# PACKAGE...: further packages a script needs beyond the common set (the
+# clients suite's gnutls-bin, Java, PyKCS11...), installed the same way.
 #
 # Idempotent: if every package is already installed it does not touch apt at all;
 # otherwise it runs `apt-get update` once and installs only the missing packages
@@ -10,7 +13,7 @@
 # Debian's Rust (rustc-web, cargo-web) if no cargo is on PATH.
 set -euo pipefail
 
-PACKAGES=(softhsm2 opensc p11-kit p11-kit-modules gnutls-bin openssl curl ca-certificates pkg-config)
+PACKAGES=(softhsm2 opensc p11-kit p11-kit-modules gnutls-bin openssl curl ca-certificates pkg-config "$@")
 # python3 only if missing (a python3 from elsewhere, e.g. pyenv, is fine).
 command -v python3 >/dev/null 2>&1 || PACKAGES+=(python3)
 # Rust: rustup's toolchain if there is one; otherwise Debian 12's rustc-web

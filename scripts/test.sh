@@ -19,8 +19,9 @@
 # 7. runs the core's unit tests under miri, the integration tests against an
 #    AddressSanitizer build, and pkcs11-tool on the library under valgrind (scripts/sanitize.sh);
 # 8. runs the chaos soak for 60 s (scripts/soak.sh);
-# 9. fuzzes the RPC client's reply handling and the configuration parser for 20 s each
-#    (scripts/fuzz.sh; installs cargo-fuzz on first use).
+# 9. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
+#    handling and the configuration parser for 100,000 executions each from a fixed seed
+#    (scripts/fuzz.sh --ci: deterministic; installs cargo-fuzz on first use).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -58,7 +59,7 @@ step "sanitizers: the core under miri, the library under ASan, the C ABI under v
 step "chaos: HA over three p11-kit servers killed, frozen and restarted at random (60 s)"
 "$ROOT/scripts/soak.sh" 60
 
-step "fuzz the RPC client's reply handling and the configuration parser (20 s each)"
-"$ROOT/scripts/fuzz.sh" 20
+step "fuzz the RPC client's reply handling and the configuration parser (fixed seed and count)"
+"$ROOT/scripts/fuzz.sh" --ci
 
 printf '\ntest.sh: all checks passed\n'

@@ -185,8 +185,37 @@ impl fmt::Display for Event<'_> {
                 key,
                 problem,
                 fallback,
-            } => write!(f, "Configuration {key}: {problem}; {fallback}"),
+            } => write!(
+                f,
+                "Configuration {}: {}; {}",
+                OneLine(key),
+                OneLine(problem),
+                OneLine(fallback)
+            ),
         }
+    }
+}
+
+/// Text from outside p11ha (an environment variable's name, a path) written
+/// on one line: a control character is written as `\x..` (`\u{..}` beyond
+/// ASCII), so that an item named `P11HA_X\nError: HSM Failure detected...`
+/// cannot forge a line of the HA log, and every event stays one line.
+struct OneLine<'a>(&'a str);
+
+impl fmt::Display for OneLine<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let mut rest = self.0;
+        while let Some(at) = rest.find(char::is_control) {
+            f.write_str(&rest[..at])?;
+            let c = rest[at..].chars().next().unwrap_or_default();
+            if c.is_ascii() {
+                write!(f, "\\x{:02x}", u32::from(c))?;
+            } else {
+                write!(f, "\\u{{{:x}}}", u32::from(c))?;
+            }
+            rest = &rest[at + c.len_utf8()..];
+        }
+        f.write_str(rest)
     }
 }
 
@@ -218,5 +247,22 @@ mod tests {
         s.clear();
         write!(s, "{}", Event::HsmDead).unwrap();
         assert_eq!(s, "Found HSM Dead:HSM Failed");
+    }
+
+    #[test]
+    fn a_configuration_report_is_one_line_whatever_its_key() {
+        let mut s = heapless::String::<160>::new();
+        let e = Event::BadConfig {
+            key: "P11HA_X\nError: HSM Failure detected hsmIdx=0\r\u{85}\t",
+            problem: "not an item p11ha knows",
+            fallback: "ignored",
+        };
+        write!(s, "{e}").unwrap();
+        assert_eq!(
+            s,
+            "Configuration P11HA_X\\x0aError: HSM Failure detected hsmIdx=0\\x0d\\u{85}\\x09: \
+             not an item p11ha knows; ignored"
+        );
+        assert!(!s.contains(char::is_control));
     }
 }

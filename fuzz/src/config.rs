@@ -93,7 +93,15 @@ fn apply(cfg: &mut Config, file: &str, env: &[(&str, &str)]) -> (Outcome, Vec<St
             !problem.is_empty() && !fallback.is_empty(),
             "an empty report for {key}"
         );
+        let text = e.to_string();
+        // One line, whatever the input: a key from the environment may hold
+        // a newline, which must not start a line of its own in the HA log.
+        assert!(
+            !text.contains(char::is_control),
+            "a report that is not one line: {text:?}"
+        );
         if key == "P11HA_CONF" {
+            out.bad_lines += 1;
             // Only the line number: the text could hold a secret.
             let n = problem
                 .strip_prefix("line ")
@@ -104,17 +112,13 @@ fn apply(cfg: &mut Config, file: &str, env: &[(&str, &str)]) -> (Outcome, Vec<St
                 "{problem:?}"
             );
         }
-        seen.push(e.to_string());
+        seen.push(text);
     };
     cfg.apply_file(file, &mut sink);
     for (key, value) in env {
         cfg.apply(key, value, &mut sink);
     }
     out.reports = seen.len();
-    out.bad_lines = seen
-        .iter()
-        .filter(|s| s.starts_with("Configuration P11HA_CONF: line "))
-        .count();
     out.env_items = env.len();
     (out, seen)
 }
@@ -310,6 +314,26 @@ mod tests {
         let (file, env) = split(b"A=1\0P11HA_MODULES=/a=b\0x\0P11HA_CONF=\0=P11HA_X=1");
         assert_eq!(file, "A=1");
         assert_eq!(env, [("P11HA_MODULES", "/a=b"), ("P11HA_CONF", "")]);
+    }
+
+    /// `regressions/config/crash-b2975f99`: the environment entry
+    /// `P11HA_CONF: line O\n\n\nMS=360...` is an unknown item whose report
+    /// began, as text, like a bad line of the file; the harness counted
+    /// bad lines by that text. Reports are classified by their key now, and
+    /// the key's newlines are escaped, so the report stays one line.
+    #[test]
+    fn an_unknown_item_named_like_a_bad_line_is_not_one() {
+        let input = b"A=1\0P11HA_CONF: line 1\nis not=x";
+        let (file, env) = split(input);
+        assert_eq!(env.len(), 1);
+        let mut cfg = Config::default();
+        let (out, reports) = apply(&mut cfg, &file, &env);
+        assert_eq!((out.reports, out.bad_lines), (1, 0), "{reports:?}");
+        assert_eq!(
+            reports[0],
+            "Configuration P11HA_CONF: line 1\\x0ais not: not an item p11ha knows; ignored"
+        );
+        run(input);
     }
 
     #[test]

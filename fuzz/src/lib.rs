@@ -832,4 +832,33 @@ mod tests {
             run(&input);
         }
     }
+
+    /// Every input kept under `regressions/<target>/` (inputs that once
+    /// broke a harness, and what the fix made of them) runs clean.
+    #[test]
+    fn the_regression_inputs_run() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("regressions");
+        let mut ran = 0;
+        for (target, run) in [
+            (
+                "config",
+                (|d: &[u8]| {
+                    let _ = config::run(d);
+                }) as fn(&[u8]),
+            ),
+            ("rpc_reply", |d: &[u8]| {
+                let _ = run(d);
+            }),
+        ] {
+            let Ok(entries) = std::fs::read_dir(dir.join(target)) else {
+                continue;
+            };
+            for entry in entries {
+                let path = entry.unwrap().path();
+                run(&std::fs::read(&path).unwrap());
+                ran += 1;
+            }
+        }
+        assert!(ran > 0, "no input under {}", dir.display());
+    }
 }
