@@ -17,8 +17,13 @@ cd "$ROOT"
 
 "$ROOT/scripts/setup-debian.sh"
 echo "==> building libp11ha.so and the demo"
-cargo build --release -p p11ha-ffi -p p11ha-tests --bin p11ha-demo
+# Two commands: `--bin` narrows the targets of every package it is given
+# with, so `-p p11ha-ffi -p p11ha-tests --bin p11ha-demo` never builds the
+# library.
+cargo build --release --locked -p p11ha-ffi
+cargo build --release --locked -p p11ha-tests --bin p11ha-demo
 LIB="$ROOT/target/release/libp11ha.so"
+[ -f "$LIB" ] || { echo "demo.sh: $LIB was not built" >&2; exit 1; }
 
 echo "==> the demo application"
 "$ROOT/target/release/p11ha-demo"

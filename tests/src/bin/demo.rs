@@ -81,7 +81,11 @@ fn main() {
             "did NOT come back"
         }
     );
-    println!("the HA log ({}):", log_path().display());
+    println!(
+        "the HA log ({}, named by ET_PTKC_HA_LOG_FILE; an application that sets none logs \
+         to /ptk_halog.log, PTK's default, or to syslog if that file cannot be written):",
+        log_path().display()
+    );
     for line in log_lines() {
         println!("  {line}");
     }
