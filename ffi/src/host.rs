@@ -350,7 +350,9 @@ impl Drop for HostLock {
 }
 
 /// Where events go on a host: in HA mode every event to the HA log; in
-/// the other modes warnings and errors to stderr.
+/// the other modes warnings and errors to stderr. A configuration problem
+/// (an unreachable server, a label no token carries) goes to stderr in
+/// every mode, where whoever starts the application looks first.
 pub struct HostEvents {
     /// The HA log (HA mode).
     pub log: Option<HaLog>,
@@ -359,7 +361,12 @@ pub struct HostEvents {
 impl Events for HostEvents {
     fn event(&self, event: &Event<'_>) {
         match &self.log {
-            Some(log) => log.write(event),
+            Some(log) => {
+                log.write(event);
+                if matches!(event, Event::BadConfig { .. }) {
+                    report(event);
+                }
+            }
             None => report(event),
         }
     }

@@ -396,17 +396,20 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         }
         log
     });
+    // A configuration problem found from here on: stderr, and the HA log.
+    let warn = |e: &Event<'_>| {
+        report(e);
+        if let Some(log) = &log {
+            log.write(e);
+        }
+    };
     let limit = match config.update_limit {
         Some(n) if n > capacity::UPDATE_LIMIT => {
-            let e = Event::BadConfig {
+            warn(&Event::BadConfig {
                 key: "P11HA_HA_UPDATE_LIMIT",
                 problem: "more than this build keeps (65536 bytes)",
                 fallback: "65536 bytes are kept",
-            };
-            report(&e);
-            if let Some(log) = &log {
-                log.write(&e);
-            }
+            });
             capacity::UPDATE_LIMIT
         }
         Some(n) => n,
@@ -424,7 +427,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         });
         match loaded {
             Ok(m) => modules.push(m),
-            Err(reason) => report(&Event::BadConfig {
+            Err(reason) => warn(&Event::BadConfig {
                 key: "P11HA_MODULES",
                 problem: &reason,
                 fallback: "its slots are not members",
@@ -443,17 +446,30 @@ pub fn initialize(args: InitArgs) -> Result<()> {
                 joined: false,
                 tried: None,
             }),
-            Err(e) => report(&Event::BadConfig {
+            Err(e) => warn(&Event::BadConfig {
                 key: "ET_HSM_NETCLIENT_SERVERLIST",
                 problem: &format!("server {i}: {e}"),
                 fallback: "that server is not a member",
             }),
         }
     }
-    if config.modules.is_empty() && config.servers.is_empty() {
-        report(&Event::BadConfig {
+    let nothing = config.modules.is_empty() && config.servers.is_empty();
+    if nothing {
+        warn(&Event::BadConfig {
             key: "P11HA_MODULES",
             problem: "no PKCS#11 module and no server is configured",
+            fallback: if config.mode.is_virtual() {
+                "the virtual slots have no token"
+            } else {
+                "there are no slots"
+            },
+        });
+    }
+    if config.mode.is_virtual() && config.wld_slots.is_empty() {
+        warn(&Event::BadConfig {
+            key: "ET_PTKC_WLD_SLOT_0",
+            problem: "WLD and HA mode show the tokens of the labels that ET_PTKC_WLD_SLOT_<n> \
+                      names, and none is set",
             fallback: "there are no slots",
         });
     }
@@ -498,6 +514,9 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         recovery,
     });
     runtime.rescan();
+    if !nothing {
+        runtime.report_empty_slots();
+    }
     if let Recovery::Thread { stop, thread } = &mut runtime.recovery {
         let period = runtime
             .engine
@@ -693,7 +712,7 @@ impl Runtime {
                     }
                     Ok(None) => {}
                     Err(e) => {
-                        report(&Event::BadConfig {
+                        self.engine.events().event(&Event::BadConfig {
                             key: "P11HA_MODULES",
                             problem: if e.rv() == Rv::HOST_MEMORY {
                                 "more slots than p11ha's member or slot table holds"
@@ -706,6 +725,29 @@ impl Runtime {
                     }
                 }
             }
+        }
+    }
+
+    /// Says, once, which configured virtual slot no member joined: a label
+    /// mistyped in `ET_PTKC_WLD_SLOT_<n>`, or tokens not there yet. The
+    /// slot is listed without a token, and takes members that join later.
+    fn report_empty_slots(&self) {
+        let engine = &self.engine;
+        for slot in &engine.config().wld_slots {
+            let served = (0..engine.member_count())
+                .any(|i| engine.member_status(i).is_some_and(|m| m.slot == slot.id));
+            if served {
+                continue;
+            }
+            let label = String::from_utf8_lossy(&slot.label);
+            engine.events().event(&Event::BadConfig {
+                key: &format!("ET_PTKC_WLD_SLOT_{}", slot.id),
+                problem: &format!(
+                    "no module slot or server has a token labelled \"{}\"",
+                    label.trim_end()
+                ),
+                fallback: "the virtual slot has no token until one joins",
+            });
         }
     }
 
@@ -754,7 +796,7 @@ impl Runtime {
 
     fn add_remote(&self, member: Remote) {
         if let Err(e) = self.engine.add_member(Faulty::new(Either::B(member))) {
-            report(&Event::BadConfig {
+            self.engine.events().event(&Event::BadConfig {
                 key: "ET_HSM_NETCLIENT_SERVERLIST",
                 problem: if e.rv() == Rv::HOST_MEMORY {
                     "more tokens than p11ha's member or slot table holds"

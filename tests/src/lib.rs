@@ -124,9 +124,12 @@ fn remove_stale_runs(base: &Path) {
 
 /// The template of `n` tokens, made once by `scripts/mktokens.sh`. Processes
 /// racing to make it each build a private one and rename it into place; the
-/// loser's is removed.
+/// loser's is removed. Threads of one process (the tests of a binary) take
+/// turns, since they would build in the same private directory.
 fn template(base: &Path, n: usize) -> PathBuf {
+    static BUILDING: std::sync::Mutex<()> = std::sync::Mutex::new(());
     let template = base.join(format!("template-{n}"));
+    let _turn = BUILDING.lock().unwrap_or_else(|e| e.into_inner());
     if template.join("softhsm2.conf").exists() {
         return template;
     }

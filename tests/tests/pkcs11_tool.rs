@@ -181,6 +181,83 @@ fn bad_wld_slot_items_are_reported() {
     );
 }
 
+/// What a user is told when the configuration leaves a virtual slot
+/// without a token: the words say what the slot list then shows.
+#[test]
+fn empty_virtual_slots_are_said_once_and_as_listed() {
+    // A label no token carries: said once, and the slot is listed empty.
+    let (out, err) = pkcs11_tool(
+        &[
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+            ("ET_PTKC_WLD_SLOT_0", "Nope"),
+            ("ET_PTKC_WLD_SLOT_1", LABEL),
+        ],
+        &["-L"],
+    );
+    let said = "ET_PTKC_WLD_SLOT_0: no module slot or server has a token labelled \"Nope\"; \
+                the virtual slot has no token until one joins";
+    assert_eq!(err.matches(said).count(), 1, "{err}");
+    assert!(!err.contains("ET_PTKC_WLD_SLOT_1"), "{err}");
+    assert_eq!(slots(&out), 2, "{out}");
+    assert!(out.contains("virtual slot: Nope\n  (empty)"), "{out}");
+
+    // No module in WLD mode: the configured slot is listed, without a
+    // token, and that is what the warning says.
+    let (_, out, err) = pkcs11_tool_status(
+        &[
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+            ("ET_PTKC_WLD_SLOT_0", LABEL),
+            ("P11HA_MODULES", ""),
+        ],
+        &["-L"],
+    );
+    assert!(
+        err.contains(
+            "no PKCS#11 module and no server is configured; the virtual slots have no token"
+        ),
+        "{err}"
+    );
+    assert_eq!(slots(&out), 1, "{out}");
+    assert!(out.contains("(empty)"), "{out}");
+
+    // WLD mode without a slot item: no slot at all, and said so.
+    let (_, out, err) = pkcs11_tool_status(&[("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD")], &["-L"]);
+    assert!(
+        err.contains("ET_PTKC_WLD_SLOT_<n> names, and none is set; there are no slots"),
+        "{err}"
+    );
+    assert_eq!(slots(&out), 0, "{out}");
+}
+
+/// An unreachable server is said on stderr in HA mode too, not only in the
+/// HA log, and in the log as well.
+#[test]
+fn an_unreachable_server_is_said_on_stderr_in_ha_mode() {
+    let dir = tokens(1).dir;
+    let log = dir.join("ha.log");
+    let socket = dir.join("nobody.sock");
+    let (_, _, err) = pkcs11_tool_status(
+        &[
+            ("ET_PTKC_GENERAL_LIBRARY_MODE", "HA"),
+            ("ET_PTKC_WLD_SLOT_0", LABEL),
+            ("P11HA_MODULES", ""),
+            (
+                "ET_HSM_NETCLIENT_SERVERLIST",
+                &format!("unix:path={}", socket.display()),
+            ),
+            ("ET_PTKC_HA_LOG_FILE", log.to_str().unwrap()),
+        ],
+        &["-L"],
+    );
+    let said = format!(
+        "ET_HSM_NETCLIENT_SERVERLIST: server 0 (unix:path={})",
+        socket.display()
+    );
+    assert!(err.contains(&said), "stderr: {err}");
+    let logged = std::fs::read_to_string(&log).unwrap_or_default();
+    assert!(logged.contains(&said), "HA log: {logged}");
+}
+
 #[test]
 fn a_signature_made_through_wld_verifies_with_openssl() {
     let t = tokens(3);
