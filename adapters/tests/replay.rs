@@ -15,16 +15,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 
 use p11ha_adapters::fault::Faulty;
 use p11ha_core::ck::{Rv, attr, class};
-use p11ha_core::config::{Config, Mode, WldSlot, label};
-use p11ha_core::engine::{MemberSlot, SessionSlot, SlotSlot, Storage, ulong_bytes};
-use p11ha_core::event::Event;
-use p11ha_core::handles::{IndexSlot, ObjectEntry};
-use p11ha_core::journal::{Journal, Layout};
+use p11ha_core::ck::{copy_out, ulong_bytes};
+use p11ha_core::config::{Config, Mode, WldSlots, label};
+use p11ha_core::engine::Capacity;
+use p11ha_core::journal::Layout;
 use p11ha_core::port::{
-    Attr, AttrOut, Clock, DualOp, Events, Mechanism, MechanismInfo, Member, Op, Param, Platform,
-    SessionInfo, SlotInfo, TokenInfo, Version,
+    Attr, AttrOut, DualOp, Mechanism, MechanismInfo, Member, Op, Param, SessionInfo, SlotInfo,
+    TokenInfo, Version,
 };
-use p11ha_core::sync::SpinLock;
+use p11ha_core::testing::{self, ManualClock, Recorder, Testbed};
 use p11ha_core::{Engine, Error, Result};
 
 /// A vendor mechanism: the toy recoverable signature.
@@ -101,7 +100,7 @@ impl Member for SoftMember {
         })
     }
     fn mechanism_list(&self, out: Option<&mut [u64]>) -> Result<usize> {
-        p11ha_core::engine::copy_out(&[TOY], out)
+        copy_out(&[TOY], out)
     }
     fn mechanism_info(&self, _: u64) -> Result<MechanismInfo> {
         Ok(MechanismInfo::default())
@@ -338,64 +337,30 @@ impl Member for SoftMember {
     }
 }
 
-/// Events recorded as their log text.
-#[derive(Default)]
-struct Recorder(Mutex<Vec<String>>);
-
-impl Events for Recorder {
-    fn event(&self, e: &Event<'_>) {
-        self.0.lock().unwrap().push(e.to_string());
-    }
-}
-
-/// A clock the test moves.
-#[derive(Default)]
-struct Manual(AtomicU64);
-
-impl Clock for Manual {
-    fn now_ms(&self) -> u64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
-
-struct Test;
-
-impl Platform for Test {
-    type Member = Faulty<SoftMember>;
-    type Lock = SpinLock;
-    type Events = Recorder;
-    type Clock = Manual;
-    type Journal = Box<[u8]>;
-    type Store<T: Send + Sync + 'static> = Box<[T]>;
-}
+type Test = Testbed<Faulty<SoftMember>>;
 
 fn engine() -> Engine<Test> {
-    let mut config = Config {
+    let config = Config {
         mode: Mode::Ha,
-        ..Config::default()
+        wld_slots: WldSlots::new().with(0, "TokName"),
+        recover_delay_ms: Some(10),
+        ..Config::new()
     };
-    config.recover_delay_ms = Some(10);
-    config
-        .wld_slots
-        .push(WldSlot {
-            id: 0,
-            label: label("TokName").unwrap(),
-        })
-        .unwrap();
-    let layout = Layout::HOST;
-    let storage = Storage::<Test> {
-        members: (0..4).map(|_| MemberSlot::new()).collect(),
-        slots: (0..2).map(|_| SlotSlot::new(SpinLock::new())).collect(),
-        sessions: (0..8)
-            .map(|_| {
-                let buf = vec![0u8; layout.fixed() + 4096].into_boxed_slice();
-                SessionSlot::new(SpinLock::new(), Journal::new(buf, layout, 4096))
-            })
-            .collect(),
-        objects: (0..16).map(|_| ObjectEntry::default()).collect(),
-        object_index: (0..32).map(|_| IndexSlot::default()).collect(),
+    let capacity = Capacity {
+        members: 4,
+        slots: 2,
+        sessions: 8,
+        objects: 16,
     };
-    let e = Engine::new(config, storage, Recorder::default(), Manual::default(), 7).unwrap();
+    let storage = testing::storage(&capacity, Layout::HOST, 4096);
+    let e = Engine::new(
+        &config,
+        storage,
+        Recorder::default(),
+        ManualClock::default(),
+        7,
+    )
+    .unwrap();
     // Two software members that number their key 10 and 20.
     assert_eq!(
         e.add_member(Faulty::new(SoftMember::new(1, 10))).unwrap(),
@@ -480,7 +445,7 @@ fn sign_recover_and_verify_recover_are_replayed_after_failover() {
             Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
             "the operation ended"
         );
-        let log = e.events().0.lock().unwrap();
+        let log = e.events().lines();
         let failures = log
             .iter()
             .filter(|l| l.starts_with("HSM Failure detected hsmIdx="))

@@ -348,3 +348,34 @@ pub fn param_kind(mechanism: u64) -> ParamKind {
         _ => ParamKind::Unknown,
     }
 }
+
+/// The value of a `CK_ULONG` attribute in the platform's native layout.
+pub fn ulong_bytes(value: u64) -> [u8; core::mem::size_of::<core::ffi::c_ulong>()] {
+    // Values the core writes (classes, key types) fit every CK_ULONG.
+    (value as core::ffi::c_ulong).to_ne_bytes()
+}
+
+/// Reads a `CK_ULONG` attribute value in the platform's native layout.
+pub fn ulong_from_bytes(bytes: &[u8]) -> Option<u64> {
+    let bytes = bytes.try_into().ok()?;
+    #[allow(clippy::useless_conversion)] // c_ulong is u32 on 32-bit targets
+    Some(u64::from(core::ffi::c_ulong::from_ne_bytes(bytes)))
+}
+
+/// Writes `items` to `out` as PKCS#11 length queries expect: `None` asks
+/// for the count; a list that is too short gets `BufferTooSmall` with it.
+pub fn copy_out(items: &[u64], out: Option<&mut [u64]>) -> crate::Result<usize> {
+    match out {
+        None => Ok(items.len()),
+        Some(out) if out.len() < items.len() => Err(crate::Error::BufferTooSmall {
+            needed: items.len(),
+        }),
+        Some(out) => {
+            out[..items.len()].copy_from_slice(items);
+            Ok(items.len())
+        }
+    }
+}
+
+// The unavailable marker must not collide with a real length.
+const _: () = assert!(UNAVAILABLE == u64::MAX);

@@ -8,6 +8,7 @@
 use core::fmt;
 
 use crate::ck::Rv;
+use crate::journal::Lost;
 
 /// How bad an event is, in the words of PTK's HA log.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -76,11 +77,11 @@ pub enum Event<'a> {
         rv: Rv,
     },
     /// PTK: the application did something that makes a session
-    /// unrecoverable; `desc` says what. Reported once per
+    /// unrecoverable; `lost` says what (PTK's `<desc>`). Reported once per
     /// `C_Initialize`/`C_Finalize`.
     NotRecoverable {
         /// What was done.
-        desc: &'a str,
+        lost: Lost,
     },
     /// PTK: a member failed and, with `ET_PTKC_HA_RECOVER_WAIT=YES`,
     /// application threads are held while its recovery is attempted.
@@ -164,8 +165,8 @@ impl fmt::Display for Event<'_> {
                 "HSM inconsistent hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}: {function} \
                  answered {rv} where the other HSMs succeeded; dropped"
             ),
-            Event::NotRecoverable { desc } => {
-                write!(f, "Session potentially not recoverable: {desc}")
+            Event::NotRecoverable { lost } => {
+                write!(f, "Session potentially not recoverable: {lost}")
             }
             // The seed's text has a non-breaking space and a space between
             // "HSM" and "Failed" (a typesetting artefact); one space is used.
@@ -236,7 +237,7 @@ mod tests {
         assert_eq!(e.severity(), Severity::Error);
         s.clear();
         let e = Event::NotRecoverable {
-            desc: "update data past the data length limit",
+            lost: Lost::LimitPassed,
         };
         write!(s, "{e}").unwrap();
         assert_eq!(

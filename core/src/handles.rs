@@ -104,9 +104,9 @@ pub struct ObjectEntry {
     real: Vec<(u16, u64), REAL_HANDLES_PER_OBJECT>,
 }
 
-/// One slot of the reverse index from (member, real handle) to entry.
+/// One cell of the reverse index from (member, real handle) to entry.
 #[derive(Clone, Copy, Debug, Default)]
-pub struct IndexSlot {
+pub struct IndexCell {
     state: IndexState,
     member: u16,
     real: u64,
@@ -130,7 +130,7 @@ pub struct ObjectTable<E, I> {
     /// One past the highest entry ever used: scans of the table stop here,
     /// so they cost what the application uses, not the table's capacity.
     high: usize,
-    /// Index slots in state Used and Removed: probes end at an Empty one.
+    /// Index cells in state Used and Removed: probes end at an Empty one.
     index_used: usize,
     index_removed: usize,
 }
@@ -138,7 +138,7 @@ pub struct ObjectTable<E, I> {
 impl<E, I> ObjectTable<E, I>
 where
     E: core::ops::DerefMut<Target = [ObjectEntry]>,
-    I: core::ops::DerefMut<Target = [IndexSlot]>,
+    I: core::ops::DerefMut<Target = [IndexCell]>,
 {
     /// A table over `entries` and `index`, which must be all default.
     pub fn new(entries: E, index: I) -> Self {
@@ -216,7 +216,7 @@ where
         member: usize,
         real: u64,
     ) -> Result<u64> {
-        if self.index_free_slots() == 0 {
+        if self.index_free_cells() == 0 {
             return Err(Error::Rv(Rv::HOST_MEMORY));
         }
         let i = self
@@ -365,19 +365,19 @@ where
         (h >> 32) as usize % self.index.len().max(1)
     }
 
-    fn index_free_slots(&self) -> usize {
-        // Keep one slot empty so that every probe ends.
+    fn index_free_cells(&self) -> usize {
+        // Keep one cell empty so that every probe ends.
         self.index.len().saturating_sub(self.index_used + 1)
     }
 
-    /// Rebuilds the index from the entries once removed slots make up a
+    /// Rebuilds the index from the entries once removed cells make up a
     /// quarter of it, so that probes stay short.
     fn index_compact(&mut self) {
         if self.index_removed * 4 < self.index.len() {
             return;
         }
         for s in self.index.iter_mut() {
-            *s = IndexSlot::default();
+            *s = IndexCell::default();
         }
         self.index_used = 0;
         self.index_removed = 0;
@@ -420,7 +420,7 @@ where
             self.index[i].entry = entry;
             return Ok(());
         }
-        if self.index_free_slots() == 0 {
+        if self.index_free_cells() == 0 {
             return Err(Error::Rv(Rv::HOST_MEMORY));
         }
         let n = self.index.len();
@@ -431,7 +431,7 @@ where
                     self.index_removed -= 1;
                 }
                 self.index_used += 1;
-                self.index[i] = IndexSlot {
+                self.index[i] = IndexCell {
                     state: IndexState::Used,
                     member,
                     real,
@@ -460,8 +460,8 @@ mod tests {
 
     fn table<'a, const N: usize, const M: usize>(
         entries: &'a mut [ObjectEntry; N],
-        index: &'a mut [IndexSlot; M],
-    ) -> ObjectTable<&'a mut [ObjectEntry], &'a mut [IndexSlot]> {
+        index: &'a mut [IndexCell; M],
+    ) -> ObjectTable<&'a mut [ObjectEntry], &'a mut [IndexCell]> {
         ObjectTable::new(&mut entries[..], &mut index[..])
     }
 
@@ -480,7 +480,7 @@ mod tests {
     #[test]
     fn objects_map_both_ways_and_stale_handles_die() {
         let mut e: [ObjectEntry; 4] = Default::default();
-        let mut ix = [IndexSlot::default(); 8];
+        let mut ix = [IndexCell::default(); 8];
         let mut t = table(&mut e, &mut ix);
         let h = t.insert(0, ObjectKind::Local, 1, 100).unwrap();
         assert_eq!(t.real(h, 1), Some(100));
@@ -499,7 +499,7 @@ mod tests {
     #[test]
     fn full_is_an_answer() {
         let mut e: [ObjectEntry; 2] = Default::default();
-        let mut ix = [IndexSlot::default(); 8];
+        let mut ix = [IndexCell::default(); 8];
         let mut t = table(&mut e, &mut ix);
         t.insert(0, ObjectKind::Local, 0, 1).unwrap();
         t.insert(0, ObjectKind::Local, 0, 2).unwrap();
@@ -512,7 +512,7 @@ mod tests {
     #[test]
     fn a_random_root_is_marked_used_through_its_copies() {
         let mut e: [ObjectEntry; 4] = Default::default();
-        let mut ix = [IndexSlot::default(); 8];
+        let mut ix = [IndexCell::default(); 8];
         let mut t = table(&mut e, &mut ix);
         let kind = ObjectKind::Session {
             owner: 0,
@@ -534,7 +534,7 @@ mod tests {
     #[test]
     fn oldest_member_mapping_is_evicted() {
         let mut e: [ObjectEntry; 2] = Default::default();
-        let mut ix = [IndexSlot::default(); 16];
+        let mut ix = [IndexCell::default(); 16];
         let mut t = table(&mut e, &mut ix);
         let h = t.insert(0, ObjectKind::Local, 0, 10).unwrap();
         for m in 1..=REAL_HANDLES_PER_OBJECT {
@@ -548,7 +548,7 @@ mod tests {
     #[test]
     fn session_objects_go_with_their_session_and_identity_finds() {
         let mut e: [ObjectEntry; 4] = Default::default();
-        let mut ix = [IndexSlot::default(); 8];
+        let mut ix = [IndexCell::default(); 8];
         let mut t = table(&mut e, &mut ix);
         let id = Identity {
             class: 3,

@@ -17,8 +17,11 @@
 //! result. The engine reports the reason once, as PTK's "Session
 //! potentially not recoverable" warning.
 
+use core::fmt;
+
 use heapless::Vec;
 
+use crate::bytes::{Reader, Writer};
 use crate::ck::{ParamKind, attr};
 use crate::port::{Attr, Mechanism, Op, Param};
 
@@ -54,8 +57,65 @@ impl Layout {
     }
 }
 
-/// Why part of a session cannot be rebuilt; the text is PTK's `<desc>`.
-pub type Lost = &'static str;
+/// Why part of a session cannot be rebuilt. Its text ([`Lost::desc`]) is
+/// the `<desc>` of PTK's "Session potentially not recoverable: <desc>".
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[cfg_attr(feature = "defmt", derive(defmt::Format))]
+pub enum Lost {
+    /// The operation's Update data passed the data length limit.
+    LimitPassed,
+    /// The mechanism parameter's layout is unknown, or it does not fit.
+    ParameterNotCopyable,
+    /// A template with nested templates, or more than the journal keeps.
+    TemplateNotCopyable,
+    /// The session-object region of the journal is full.
+    RecipesFull,
+    /// The search returned more handles than the journal keeps.
+    FoundFull,
+    /// A second operation at once (a dual-function update).
+    TwoOperations,
+    /// A generated key was used, so a re-generated one would differ.
+    RandomKeyUsed,
+    /// `C_DigestKey` digests a key's value, which the journal cannot keep.
+    DigestKey,
+    /// The operation state came from the application.
+    SetOperationState,
+    /// The login went through a protected authentication path.
+    ProtectedLogin,
+    /// The PIN is longer than p11ha keeps.
+    PinTooLong,
+    /// An operation's key was authenticated with `CKU_CONTEXT_SPECIFIC`.
+    ContextLogin,
+    /// A session object whose recipe could not be journalled.
+    ObjectNotJournalled,
+}
+
+impl Lost {
+    /// PTK's `<desc>`: what the application did.
+    pub const fn desc(self) -> &'static str {
+        match self {
+            Lost::LimitPassed => "update data past the data length limit",
+            Lost::ParameterNotCopyable => "mechanism parameters p11ha cannot deep-copy",
+            Lost::TemplateNotCopyable => "a template p11ha cannot copy (nested or too large)",
+            Lost::RecipesFull => "the session object journal is full",
+            Lost::FoundFull => "more search results than the journal keeps",
+            Lost::TwoOperations => "two operations at once (dual-function or C_DigestKey)",
+            Lost::RandomKeyUsed => "a randomly generated key was used in a cryptographic operation",
+            Lost::DigestKey => "C_DigestKey",
+            Lost::SetOperationState => "C_SetOperationState",
+            Lost::ProtectedLogin => "protected-path login",
+            Lost::PinTooLong => "a PIN longer than p11ha keeps",
+            Lost::ContextLogin => "context-specific login",
+            Lost::ObjectNotJournalled => "a session object p11ha could not journal",
+        }
+    }
+}
+
+impl fmt::Display for Lost {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.desc())
+    }
+}
 
 /// What replays the active operation.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -192,20 +252,6 @@ pub struct Journal<B> {
     param_len: usize,
 }
 
-/// What the journal answers when something does not fit or cannot be
-/// copied: the part is lost, for this reason.
-pub const LIMIT_PASSED: Lost = "update data past the data length limit";
-/// See [`LIMIT_PASSED`].
-pub const PARAMETER_NOT_COPYABLE: Lost = "mechanism parameters p11ha cannot deep-copy";
-/// See [`LIMIT_PASSED`].
-pub const TEMPLATE_NOT_COPYABLE: Lost = "a template p11ha cannot copy (nested or too large)";
-/// See [`LIMIT_PASSED`].
-pub const RECIPES_FULL: Lost = "the session object journal is full";
-/// See [`LIMIT_PASSED`].
-pub const FOUND_FULL: Lost = "more search results than the journal keeps";
-/// See [`LIMIT_PASSED`].
-pub const TWO_OPERATIONS: Lost = "two operations at once (dual-function or C_DigestKey)";
-
 impl<B> Journal<B>
 where
     B: core::ops::DerefMut<Target = [u8]>,
@@ -276,9 +322,9 @@ where
         if self.op.is_some() {
             // A second operation at once: neither can be replayed exactly.
             if let Some(o) = &mut self.op {
-                o.lost = Some(TWO_OPERATIONS);
+                o.lost = Some(Lost::TwoOperations);
             }
-            return Some(TWO_OPERATIONS);
+            return Some(Lost::TwoOperations);
         }
         let r = self.region(2);
         let lost = match encode_param(&mechanism.param, &mut self.buf[r]) {
@@ -286,7 +332,7 @@ where
                 self.param_len = n;
                 None
             }
-            None => Some(PARAMETER_NOT_COPYABLE),
+            None => Some(Lost::ParameterNotCopyable),
         };
         self.op = Some(OpRecord {
             op,
@@ -308,7 +354,7 @@ where
             return None;
         }
         if op.data_len + data.len() > limit {
-            op.lost = Some(LIMIT_PASSED);
+            op.lost = Some(Lost::LimitPassed);
             return op.lost;
         }
         let at = start + op.data_len;
@@ -358,7 +404,7 @@ where
         let r = self.region(1);
         let (template_len, lost) = match encode_template(template, &mut self.buf[r]) {
             Some(n) => (n, None),
-            None => (0, Some(TEMPLATE_NOT_COPYABLE)),
+            None => (0, Some(Lost::TemplateNotCopyable)),
         };
         self.find = Some(FindRecord {
             template_len,
@@ -399,7 +445,7 @@ where
         }
         let at = r.start + 4 * f.found;
         if at + 4 > r.end {
-            f.lost = Some(FOUND_FULL);
+            f.lost = Some(Lost::FoundFull);
             return f.lost;
         }
         // Virtual handles are at most 31 bits.
@@ -434,20 +480,20 @@ where
         let ok = (|| {
             w.u8(kind as u8)?;
             w.u8(1)?; // alive
-            w.u32(0)?; // length, patched below
-            w.u32(object as u32)?;
-            w.u32(object2 as u32)?;
-            w.u32(source as u32)?;
+            w.u32_le(0)?; // length, patched below
+            w.u32_le(object as u32)?;
+            w.u32_le(object2 as u32)?;
+            w.u32_le(source as u32)?;
             match mechanism {
                 Some(m) => {
                     w.u8(1)?;
-                    w.u64(m.ty)?;
+                    w.u64_le(m.ty)?;
                     let n = encode_param(&m.param, w.rest())?;
                     w.skip(n)?;
                 }
                 None => w.u8(0)?,
             }
-            w.bytes(wrapped)?;
+            put_bytes(&mut w, wrapped)?;
             let n = encode_template(template, w.rest())?;
             w.skip(n)?;
             let n = encode_template(template2, w.rest())?;
@@ -456,7 +502,7 @@ where
         if ok.is_none() {
             return false;
         }
-        let len = w.at;
+        let len = w.len();
         self.buf[start + 2..start + 6].copy_from_slice(&(len as u32).to_le_bytes());
         self.recipes_len += len;
         true
@@ -506,6 +552,17 @@ where
     }
 }
 
+/// A byte string: its length (u32) and its bytes.
+fn put_bytes(w: &mut Writer<'_>, b: &[u8]) -> Option<()> {
+    w.u32_le(u32::try_from(b.len()).ok()?)?;
+    w.put(b)
+}
+
+fn get_bytes<'a>(r: &mut Reader<'a>) -> Option<&'a [u8]> {
+    let n = usize::try_from(r.u32_le()?).ok()?;
+    r.take(n)
+}
+
 fn read_u32(b: &[u8]) -> u32 {
     u32::from_le_bytes([b[0], b[1], b[2], b[3]])
 }
@@ -514,19 +571,19 @@ fn decode_recipe(rec: &[u8]) -> Option<Recipe<'_>> {
     let mut r = Reader::new(rec);
     let kind = RecipeKind::from_u8(r.u8()?)?;
     r.u8()?;
-    r.u32()?;
-    let object = u64::from(r.u32()?);
-    let object2 = u64::from(r.u32()?);
-    let source = u64::from(r.u32()?);
+    r.u32_le()?;
+    let object = u64::from(r.u32_le()?);
+    let object2 = u64::from(r.u32_le()?);
+    let source = u64::from(r.u32_le()?);
     let mechanism = match r.u8()? {
         1 => {
-            let ty = r.u64()?;
+            let ty = r.u64_le()?;
             let param = decode_param_from(&mut r)?;
             Some(Mechanism { ty, param })
         }
         _ => None,
     };
-    let wrapped = r.bytes()?;
+    let wrapped = get_bytes(&mut r)?;
     let template = decode_template(&mut r)?;
     let template2 = decode_template(&mut r)?;
     Some(Recipe {
@@ -546,87 +603,6 @@ pub fn template_copyable(template: &[Attr<'_>]) -> bool {
     template.len() <= MAX_ATTRS && template.iter().all(|a| a.ty & attr::ARRAY_ATTRIBUTE == 0)
 }
 
-struct Writer<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
-
-impl<'a> Writer<'a> {
-    fn new(buf: &'a mut [u8]) -> Self {
-        Writer { buf, at: 0 }
-    }
-
-    fn put(&mut self, b: &[u8]) -> Option<()> {
-        let end = self.at.checked_add(b.len())?;
-        self.buf.get_mut(self.at..end)?.copy_from_slice(b);
-        self.at = end;
-        Some(())
-    }
-
-    fn u8(&mut self, x: u8) -> Option<()> {
-        self.put(&[x])
-    }
-
-    fn u32(&mut self, x: u32) -> Option<()> {
-        self.put(&x.to_le_bytes())
-    }
-
-    fn u64(&mut self, x: u64) -> Option<()> {
-        self.put(&x.to_le_bytes())
-    }
-
-    fn bytes(&mut self, b: &[u8]) -> Option<()> {
-        self.u32(u32::try_from(b.len()).ok()?)?;
-        self.put(b)
-    }
-
-    fn rest(&mut self) -> &mut [u8] {
-        &mut self.buf[self.at..]
-    }
-
-    fn skip(&mut self, n: usize) -> Option<()> {
-        (self.at + n <= self.buf.len()).then(|| self.at += n)
-    }
-}
-
-struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
-
-impl<'a> Reader<'a> {
-    fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, at: 0 }
-    }
-
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let b = self.buf.get(self.at..end)?;
-        self.at = end;
-        Some(b)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(read_u32(self.take(4)?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Some(u64::from_le_bytes(a))
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-}
-
 /// Encodes a template into `out`; the bytes written, or `None` if it does
 /// not fit or cannot be copied.
 fn encode_template(template: &[Attr<'_>], out: &mut [u8]) -> Option<usize> {
@@ -636,18 +612,18 @@ fn encode_template(template: &[Attr<'_>], out: &mut [u8]) -> Option<usize> {
     let mut w = Writer::new(out);
     w.u8(template.len() as u8)?;
     for a in template {
-        w.u64(a.ty)?;
-        w.bytes(a.value)?;
+        w.u64_le(a.ty)?;
+        put_bytes(&mut w, a.value)?;
     }
-    Some(w.at)
+    Some(w.len())
 }
 
 fn decode_template<'a>(r: &mut Reader<'a>) -> Option<Vec<Attr<'a>, MAX_ATTRS>> {
     let n = r.u8()?;
     let mut out = Vec::new();
     for _ in 0..n {
-        let ty = r.u64()?;
-        let value = r.bytes()?;
+        let ty = r.u64_le()?;
+        let value = get_bytes(r)?;
         out.push(Attr { ty, value }).ok()?;
     }
     Some(out)
@@ -661,11 +637,11 @@ fn encode_param(param: &Param<'_>, out: &mut [u8]) -> Option<usize> {
         Param::None => w.u8(0)?,
         Param::Flat(b) => {
             w.u8(1)?;
-            w.bytes(b)?;
+            put_bytes(&mut w, b)?;
         }
         Param::Handle(h) => {
             w.u8(2)?;
-            w.u64(h)?;
+            w.u64_le(h)?;
         }
         Param::Oaep {
             hash,
@@ -674,10 +650,10 @@ fn encode_param(param: &Param<'_>, out: &mut [u8]) -> Option<usize> {
             source_data,
         } => {
             w.u8(3)?;
-            w.u64(hash)?;
-            w.u64(mgf)?;
-            w.u64(source)?;
-            w.bytes(source_data)?;
+            w.u64_le(hash)?;
+            w.u64_le(mgf)?;
+            w.u64_le(source)?;
+            put_bytes(&mut w, source_data)?;
         }
         Param::Ecdh1 {
             kdf,
@@ -685,9 +661,9 @@ fn encode_param(param: &Param<'_>, out: &mut [u8]) -> Option<usize> {
             public_data,
         } => {
             w.u8(4)?;
-            w.u64(kdf)?;
-            w.bytes(shared_data)?;
-            w.bytes(public_data)?;
+            w.u64_le(kdf)?;
+            put_bytes(&mut w, shared_data)?;
+            put_bytes(&mut w, public_data)?;
         }
         Param::Gcm {
             iv,
@@ -696,14 +672,14 @@ fn encode_param(param: &Param<'_>, out: &mut [u8]) -> Option<usize> {
             tag_bits,
         } => {
             w.u8(5)?;
-            w.bytes(iv)?;
-            w.u64(iv_bits)?;
-            w.bytes(aad)?;
-            w.u64(tag_bits)?;
+            put_bytes(&mut w, iv)?;
+            w.u64_le(iv_bits)?;
+            put_bytes(&mut w, aad)?;
+            w.u64_le(tag_bits)?;
         }
         Param::Opaque(_) => return None,
     }
-    Some(w.at)
+    Some(w.len())
 }
 
 fn decode_param(b: &[u8]) -> Option<Param<'_>> {
@@ -713,24 +689,24 @@ fn decode_param(b: &[u8]) -> Option<Param<'_>> {
 fn decode_param_from<'a>(r: &mut Reader<'a>) -> Option<Param<'a>> {
     Some(match r.u8()? {
         0 => Param::None,
-        1 => Param::Flat(r.bytes()?),
-        2 => Param::Handle(r.u64()?),
+        1 => Param::Flat(get_bytes(r)?),
+        2 => Param::Handle(r.u64_le()?),
         3 => Param::Oaep {
-            hash: r.u64()?,
-            mgf: r.u64()?,
-            source: r.u64()?,
-            source_data: r.bytes()?,
+            hash: r.u64_le()?,
+            mgf: r.u64_le()?,
+            source: r.u64_le()?,
+            source_data: get_bytes(r)?,
         },
         4 => Param::Ecdh1 {
-            kdf: r.u64()?,
-            shared_data: r.bytes()?,
-            public_data: r.bytes()?,
+            kdf: r.u64_le()?,
+            shared_data: get_bytes(r)?,
+            public_data: get_bytes(r)?,
         },
         5 => Param::Gcm {
-            iv: r.bytes()?,
-            iv_bits: r.u64()?,
-            aad: r.bytes()?,
-            tag_bits: r.u64()?,
+            iv: get_bytes(r)?,
+            iv_bits: r.u64_le()?,
+            aad: get_bytes(r)?,
+            tag_bits: r.u64_le()?,
         },
         _ => return None,
     })
@@ -770,8 +746,8 @@ mod tests {
         assert_eq!(j.op_update(b"0123"), None);
         assert_eq!(j.op_update(b"456789"), None);
         assert_eq!(j.op_data(), b"0123456789");
-        assert_eq!(j.op_update(b"x"), Some(LIMIT_PASSED));
-        assert_eq!(j.op.unwrap().lost, Some(LIMIT_PASSED));
+        assert_eq!(j.op_update(b"x"), Some(Lost::LimitPassed));
+        assert_eq!(j.op.unwrap().lost, Some(Lost::LimitPassed));
         // Reported once.
         assert_eq!(j.op_update(b"y"), None);
         j.op_end();
@@ -782,11 +758,11 @@ mod tests {
         };
         assert_eq!(
             j.op_begin(Op::Sign, &opaque, 5),
-            Some(PARAMETER_NOT_COPYABLE)
+            Some(Lost::ParameterNotCopyable)
         );
         assert_eq!(
             j.op_begin(Op::Digest, &m, 0),
-            Some(TWO_OPERATIONS),
+            Some(Lost::TwoOperations),
             "a second operation"
         );
     }
@@ -830,14 +806,14 @@ mod tests {
         assert!(j.find_returned(3) && !j.find_returned(9));
         assert_eq!(
             j.find_record(5),
-            Some(FOUND_FULL),
+            Some(Lost::FoundFull),
             "16 bytes hold 4 handles"
         );
         let nested = [Attr {
             ty: attr::WRAP_TEMPLATE,
             value: &[0; 8],
         }];
-        assert_eq!(j.find_begin(&nested), Some(TEMPLATE_NOT_COPYABLE));
+        assert_eq!(j.find_begin(&nested), Some(Lost::TemplateNotCopyable));
     }
 
     #[test]
@@ -899,7 +875,10 @@ mod tests {
             ty: 1,
             param: Param::Flat(&[1]),
         };
-        assert_eq!(j.op_begin(Op::Sign, &m, 1), Some(PARAMETER_NOT_COPYABLE));
+        assert_eq!(
+            j.op_begin(Op::Sign, &m, 1),
+            Some(Lost::ParameterNotCopyable)
+        );
         assert!(!j.recipe(&NewRecipe::new(RecipeKind::Create, 1, &[])));
     }
 }

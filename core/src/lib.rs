@@ -14,6 +14,7 @@
 //! - [`config`]: PTK's configuration items, parsed from key/value pairs;
 //! - [`port`]: the traits a platform implements;
 //! - [`sync`], [`secret`]: locks over the platform's raw lock, zeroised PINs;
+//! - [`bytes`]: the bounds-checked byte cursors every encoding uses;
 //! - [`handles`]: virtual handles and the object table;
 //! - [`journal`]: what HA mode keeps of each session to replay it;
 //! - [`event`]: what p11ha reports, in PTK's words;
@@ -22,6 +23,7 @@
 #![deny(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod bytes;
 pub mod ck;
 pub mod config;
 pub mod engine;
@@ -33,6 +35,8 @@ pub mod port;
 pub mod secret;
 #[allow(unsafe_code)]
 pub mod sync;
+#[cfg(any(test, feature = "testing"))]
+pub mod testing;
 
 pub use engine::Engine;
 pub use error::{Error, Result};

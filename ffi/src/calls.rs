@@ -733,7 +733,7 @@ pub(crate) unsafe fn get_session_member(s: CK_SESSION_HANDLE, index: *mut CK_ULO
 
 pub(crate) unsafe fn inject_fault(index: CK_ULONG, command: *const std::ffi::c_char) -> Result<()> {
     with(|r| {
-        if !r.engine.config().fault_injection {
+        if !r.config.fault_injection {
             return Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED));
         }
         if command.is_null() {

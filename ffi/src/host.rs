@@ -14,6 +14,8 @@ use p11ha_adapters::fault::Faulty;
 use p11ha_adapters::module::ModuleMember;
 use p11ha_adapters::net::NetConnector;
 use p11ha_adapters::rpc::RpcMember;
+use p11ha_core::Result;
+use p11ha_core::engine::Tables;
 use p11ha_core::event::{Event, Severity};
 use p11ha_core::port::{Clock, Events, Platform, RawLock};
 
@@ -31,6 +33,19 @@ impl Platform for Host {
     type Clock = HostClock;
     type Journal = ArenaChunk;
     type Store<T: Send + Sync + 'static> = Box<[T]>;
+}
+
+/// The engine's tables as boxed slices, made once at `C_Initialize`.
+pub struct Boxed;
+
+impl Tables<Host> for Boxed {
+    fn table<T: Send + Sync + 'static>(
+        &mut self,
+        len: usize,
+        init: impl FnMut(usize) -> Result<T>,
+    ) -> Result<Box<[T]>> {
+        (0..len).map(init).collect()
+    }
 }
 
 /// A token of a `p11-kit server`, over its own connection and buffer.

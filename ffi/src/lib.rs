@@ -14,6 +14,7 @@
 
 mod args;
 mod calls;
+pub mod config;
 pub mod exports;
 pub mod halog;
 pub mod host;

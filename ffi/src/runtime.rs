@@ -32,17 +32,17 @@ use p11ha_adapters::module::Module;
 use p11ha_adapters::net::{Address, NetConnector};
 use p11ha_adapters::rpc::RpcMember;
 use p11ha_core::ck::{Rv, flags};
-use p11ha_core::config::{Config, Mode};
-use p11ha_core::engine::{MemberSlot, SessionSlot, SlotSlot, Storage};
+use p11ha_core::config::Mode;
+use p11ha_core::engine::Storage;
 use p11ha_core::event::{Event, Severity};
-use p11ha_core::handles::{IndexSlot, ObjectEntry};
 use p11ha_core::journal::Journal;
 use p11ha_core::port::{Events, RawLock};
 use p11ha_core::{Engine, Error, Result};
 
+use crate::config::HostConfig;
 use crate::halog::HaLog;
 use crate::host::{
-    AppMutexes, Arena, Futex, Host, HostClock, HostEvents, HostLock, Locking, Remote, report,
+    AppMutexes, Arena, Boxed, Futex, Host, HostClock, HostEvents, HostLock, Locking, Remote, report,
 };
 
 /// Capacities of the host build, fixed at build time. Memory is allocated
@@ -56,14 +56,19 @@ pub mod capacity {
     pub const MEMBERS: usize = p11ha_core::engine::MAX_MEMBERS;
     /// Virtual slots.
     pub const SLOTS: usize = 64;
+    /// The engine's tables.
+    pub const TABLES: p11ha_core::engine::Capacity = p11ha_core::engine::Capacity {
+        members: MEMBERS,
+        slots: SLOTS,
+        sessions: SESSIONS,
+        objects: OBJECTS,
+    };
     /// The buffer of each remote member's connection: the largest request
     /// or reply (data of one call up to 1 MiB, plus room for the rest).
     pub const RPC_BUFFER: usize = (1 << 20) + 64 * 1024;
     /// How often a server that could not be reached is tried again, at
     /// the most (when the application lists slots).
     pub const SERVER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);
-    /// The largest configuration file read, in bytes.
-    pub const CONFIG_FILE: u64 = 1 << 20;
     /// HA mode: the most Update data kept per operation (the data length
     /// limit; `P11HA_HA_UPDATE_LIMIT` may lower it).
     pub const UPDATE_LIMIT: usize = 64 * 1024;
@@ -77,6 +82,9 @@ pub struct Runtime {
     /// The engine. Declared first: it is dropped before the arena its
     /// journals point into.
     pub engine: Engine<Host>,
+    /// What the library was configured with (the core's part is the
+    /// engine's too).
+    pub config: HostConfig,
     _arena: Arena,
     modules: Vec<Arc<Module>>,
     /// What is a member already, and the servers not reached yet.
@@ -262,53 +270,6 @@ pub fn with<T>(f: impl FnOnce(&Runtime) -> Result<T>) -> Result<T> {
     f(rt)
 }
 
-/// Reads the configuration: the file named by `P11HA_CONF` first, then the
-/// environment, which wins. Problems go to stderr, and are returned for the
-/// HA log.
-pub fn load_config() -> (Config, Vec<String>) {
-    let mut cfg = Config::default();
-    let mut problems = Vec::new();
-    let mut sink = |e: &Event<'_>| {
-        report(e);
-        problems.push(e.to_string());
-    };
-    if let Some(path) = std::env::var_os("P11HA_CONF") {
-        match read_limited(&path) {
-            Ok(text) => cfg.apply_file(&text, &mut sink),
-            Err(problem) => sink(&Event::BadConfig {
-                key: "P11HA_CONF",
-                problem,
-                fallback: "only the environment is used",
-            }),
-        }
-    }
-    for (key, value) in std::env::vars_os() {
-        let Some(key) = key.to_str() else { continue };
-        if !Config::is_item(key) {
-            continue;
-        }
-        match value.to_str() {
-            Some(value) => cfg.apply(key, value, &mut sink),
-            None => sink(&Event::BadConfig {
-                key,
-                problem: "the value is not UTF-8",
-                fallback: "ignored",
-            }),
-        }
-    }
-    (cfg, problems)
-}
-
-fn read_limited(path: &std::ffi::OsStr) -> std::result::Result<String, &'static str> {
-    use std::io::Read;
-    let file = std::fs::File::open(path).map_err(|_| "cannot open the file")?;
-    let mut text = String::new();
-    file.take(capacity::CONFIG_FILE)
-        .read_to_string(&mut text)
-        .map_err(|_| "cannot read the file as UTF-8 text")?;
-    Ok(text)
-}
-
 /// What `C_Initialize`'s arguments ask of p11ha.
 pub struct InitArgs {
     /// How to lock.
@@ -378,8 +339,8 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     if !RUNTIME.load(Ordering::SeqCst).is_null() {
         return Err(Error::Rv(Rv::CRYPTOKI_ALREADY_INITIALIZED));
     }
-    let (config, problems) = load_config();
-    let ha = config.mode == Mode::Ha;
+    let (config, problems) = HostConfig::load();
+    let ha = config.core.mode == Mode::Ha;
     let log = ha.then(|| {
         let (log, trouble) = HaLog::open(&config.log_file, &config.log_name);
         if let Some(trouble) = trouble {
@@ -403,7 +364,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
             log.write(e);
         }
     };
-    let limit = match config.update_limit {
+    let limit = match config.core.update_limit {
         Some(n) if n > capacity::UPDATE_LIMIT => {
             warn(&Event::BadConfig {
                 key: "P11HA_HA_UPDATE_LIMIT",
@@ -458,14 +419,14 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         warn(&Event::BadConfig {
             key: "P11HA_MODULES",
             problem: "no PKCS#11 module and no server is configured",
-            fallback: if config.mode.is_virtual() {
+            fallback: if config.core.mode.is_virtual() {
                 "the virtual slots have no token"
             } else {
                 "there are no slots"
             },
         });
     }
-    if config.mode.is_virtual() && config.wld_slots.is_empty() {
+    if config.core.mode.is_virtual() && config.core.wld_slots.as_slice().is_empty() {
         warn(&Event::BadConfig {
             key: "ET_PTKC_WLD_SLOT_0",
             problem: "WLD and HA mode show the tokens of the labels that ET_PTKC_WLD_SLOT_<n> \
@@ -487,8 +448,8 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         ^ u64::from(std::process::id());
     let recovery = match (
         ha,
-        config.recover_delay(),
-        config.recover_wait,
+        config.core.recover_delay(),
+        config.core.recover_wait,
         args.threads,
     ) {
         (true, Some(_), false, true) => Recovery::Thread {
@@ -501,9 +462,16 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         },
         _ => Recovery::Off,
     };
-    let engine = Engine::new(config, storage, HostEvents { log }, HostClock::new(), seed)?;
+    let engine = Engine::new(
+        &config.core,
+        storage,
+        HostEvents { log },
+        HostClock::new(),
+        seed,
+    )?;
     let mut runtime = Box::new(Runtime {
         engine,
+        config,
         _arena: arena,
         modules,
         taken: Mutex::new(Taken {
@@ -593,27 +561,17 @@ fn recovery_thread(stop: Arc<(Mutex<bool>, Condvar)>, period: Duration) {
 }
 
 fn storage(locking: Locking, arena: &Arena, limit: usize) -> Result<Storage<Host>> {
-    let lock = || locking.make().ok_or(Error::Rv(Rv::CANT_LOCK));
-    Ok(Storage {
-        members: (0..capacity::MEMBERS).map(|_| MemberSlot::new()).collect(),
-        slots: (0..capacity::SLOTS)
-            .map(|_| lock().map(SlotSlot::new))
-            .collect::<Result<_>>()?,
-        sessions: (0..capacity::SESSIONS)
-            .map(|i| {
-                // SAFETY: each index is taken once; the chunks live in the
-                // engine, which the runtime drops before the arena.
-                let chunk = unsafe { arena.chunk(i) };
-                lock().map(|l| SessionSlot::new(l, Journal::new(chunk, capacity::JOURNAL, limit)))
-            })
-            .collect::<Result<_>>()?,
-        objects: (0..capacity::OBJECTS)
-            .map(|_| ObjectEntry::default())
-            .collect(),
-        object_index: (0..capacity::OBJECTS * 2)
-            .map(|_| IndexSlot::default())
-            .collect(),
-    })
+    Storage::build(
+        &capacity::TABLES,
+        &mut Boxed,
+        || locking.make(),
+        |i| {
+            // SAFETY: each index is taken once; the chunks live in the engine,
+            // which the runtime drops before the arena.
+            let chunk = unsafe { arena.chunk(i) };
+            Journal::new(chunk, capacity::JOURNAL, limit)
+        },
+    )
 }
 
 /// `C_Finalize`.
@@ -733,7 +691,7 @@ impl Runtime {
     /// slot is listed without a token, and takes members that join later.
     fn report_empty_slots(&self) {
         let engine = &self.engine;
-        for slot in &engine.config().wld_slots {
+        for slot in engine.config().wld_slots.as_slice() {
             let served = (0..engine.member_count())
                 .any(|i| engine.member_status(i).is_some_and(|m| m.slot == slot.id));
             if served {

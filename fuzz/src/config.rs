@@ -1,7 +1,8 @@
-//! The `config` fuzz target: the core's configuration parser
-//! (`p11ha_core::config`) fed as `libp11ha.so` feeds it at `C_Initialize`
-//! (`ffi/src/runtime.rs`, `load_config`): the text of the `P11HA_CONF` file
-//! first, then the environment's `KEY=VALUE` pairs.
+//! The `config` fuzz target: the configuration parser of `libp11ha.so`
+//! (`p11ha::config::HostConfig`, which hands the core's items to
+//! `p11ha_core::config`) fed as the library feeds it at `C_Initialize`
+//! (`HostConfig::load`): the text of the `P11HA_CONF` file first, then the
+//! environment's `KEY=VALUE` pairs.
 //!
 //! Configuration comes from whoever starts the application, and a bad value
 //! must only ever be reported and replaced by its fallback: whatever the
@@ -18,24 +19,21 @@
 //! file    the configuration file's text (lossily made UTF-8, as a file
 //!         that is not UTF-8 is refused whole by the library)
 //! env     0x00-separated entries KEY=VALUE, split at the first '=' as the
-//!         environment is; only keys the parser claims (`Config::is_item`)
+//!         environment is; only keys the parser claims (`HostConfig::is_item`)
 //!         are applied, as the library does; a value that is not UTF-8 is
 //!         reported by the library, not the parser, and skipped here
 //! ```
 
 use std::borrow::Cow;
 
-use p11ha_core::config::{self, Config, MAX_MODULES, MAX_PATH, MAX_SERVERS, MAX_WLD_SLOTS, Mode};
+use p11ha::config::{HostConfig as Config, MAX_MODULES, MAX_SERVERS, MAX_TIMEOUT_MS};
+use p11ha_core::config::{self, MAX_RECOVER_DELAY_MINUTES, MAX_WLD_SLOTS, Mode};
 use p11ha_core::event::Event;
 
 /// The data length limit of a host build (`ffi/src/runtime.rs`,
 /// `capacity::UPDATE_LIMIT`), to which the library clamps
 /// `P11HA_HA_UPDATE_LIMIT`.
 const UPDATE_LIMIT: usize = 64 * 1024;
-/// The longest deadline accepted, in milliseconds.
-const MAX_TIMEOUT_MS: u32 = 3_600_000;
-/// The largest `ET_PTKC_HA_RECOVER_DELAY` accepted, in minutes.
-const MAX_DELAY_MINUTES: u32 = 10_000_000;
 
 /// What one input did (for the seeds' own test).
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
@@ -137,28 +135,30 @@ fn bad_lines(file: &str) -> usize {
 
 /// Every item within its documented range.
 fn check_ranges(cfg: &Config) {
-    assert!(matches!(cfg.mode, Mode::Normal | Mode::Wld | Mode::Ha));
+    let core = &cfg.core;
+    assert!(matches!(core.mode, Mode::Normal | Mode::Wld | Mode::Ha));
     for ms in [cfg.connect_timeout_ms, cfg.call_timeout_ms] {
         assert!((1..=MAX_TIMEOUT_MS).contains(&ms), "a deadline of {ms} ms");
     }
-    assert!(cfg.recover_delay_minutes <= MAX_DELAY_MINUTES);
+    assert!(core.recover_delay_minutes <= MAX_RECOVER_DELAY_MINUTES);
     // Its computation must not overflow, and 0 means never.
-    if let Some(ms) = cfg.recover_delay() {
+    if let Some(ms) = core.recover_delay() {
         assert_ne!(ms, 0);
     }
-    let limit = cfg
+    let limit = core
         .update_limit
         .map_or(UPDATE_LIMIT, |n| n.min(UPDATE_LIMIT));
     assert!(limit <= UPDATE_LIMIT);
 
-    assert!(cfg.wld_slots.len() <= MAX_WLD_SLOTS);
-    for pair in cfg.wld_slots.windows(2) {
+    let slots = core.wld_slots.as_slice();
+    assert!(slots.len() <= MAX_WLD_SLOTS);
+    for pair in slots.windows(2) {
         assert!(
             pair[0].id < pair[1].id,
             "virtual slots not sorted or repeated"
         );
     }
-    for s in &cfg.wld_slots {
+    for s in slots {
         assert!(s.id < MAX_WLD_SLOTS as u64);
         // A label is the trimmed, non-empty value, blank-padded.
         assert!(!s.label[0].is_ascii_whitespace(), "a blank label");
@@ -171,15 +171,16 @@ fn check_ranges(cfg: &Config) {
 
     assert!(cfg.modules.len() <= MAX_MODULES);
     for m in &cfg.modules {
-        assert!(!m.is_empty() && m.len() <= MAX_PATH && !m.contains(';'));
+        assert!(!m.is_empty() && !m.contains(';'));
         assert_eq!(m.trim(), m.as_str());
     }
     assert!(cfg.servers.len() <= MAX_SERVERS);
     for s in &cfg.servers {
-        assert!(!s.is_empty() && s.len() <= MAX_PATH);
+        assert!(!s.is_empty());
         assert!(!s.bytes().any(|b| b.is_ascii_whitespace()));
     }
-    assert!(!cfg.log_file.is_empty() && cfg.log_file.len() <= MAX_PATH);
+    assert!(!cfg.log_file.is_empty());
+    assert_eq!(cfg.log_file.trim(), cfg.log_file);
     assert!((1..=64).contains(&cfg.log_name.len()));
     assert!(cfg.log_name.bytes().all(|b| b.is_ascii_graphic()));
 }

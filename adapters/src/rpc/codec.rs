@@ -193,7 +193,7 @@ pub fn attr_class(ty: u64) -> AttrClass {
 
 /// A native `CK_ULONG` value as u64; `None` if `b` is not one.
 pub fn native_ulong(b: &[u8]) -> Option<u64> {
-    p11ha_core::engine::ulong_from_bytes(b)
+    p11ha_core::ck::ulong_from_bytes(b)
 }
 
 /// Writes `x` as a native `CK_ULONG` into `out`; the bytes written, or

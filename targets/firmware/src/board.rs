@@ -7,8 +7,9 @@
 //!   contended, and an interrupt handler never calls the engine);
 //! - clock: SysTick, one interrupt per millisecond ([`SysTickClock`]);
 //! - events: defmt, in PTK's words ([`DefmtEvents`]);
-//! - storage: fixed tables carved out of statics once ([`Region`]), with
-//!   the capacities of [`capacity`].
+//! - storage: the engine's tables carved once out of one static
+//!   ([`Arena`], sized at compile time for [`capacity::TABLES`]), and
+//!   buffers in statics ([`Region`]).
 
 use core::cell::UnsafeCell;
 use core::mem::MaybeUninit;
@@ -19,8 +20,11 @@ use cortex_m::peripheral::syst::SystClkSource;
 use cortex_m_rt::exception;
 use defmt::Display2Format;
 use p11ha_adapters::rpc::RpcMember;
+use p11ha_core::ck::Rv;
+use p11ha_core::engine::{Storage, Tables};
 use p11ha_core::event::{Event, Severity};
 use p11ha_core::port::{Clock, Events, Platform};
+use p11ha_core::{Error, Result};
 use p11ha_core::sync::SpinLock;
 
 use crate::deadline::OnceConnector;
@@ -28,10 +32,9 @@ use crate::uart::Uart;
 
 /// Capacities of this build, all in one place. Each table costs its
 /// capacity times the size of its entry, in `.bss`; the firmware logs the
-/// entry sizes at start (here: a member 2,752 bytes plus its RPC buffer, a
-/// virtual slot 744, a session 144 plus its journal, an object 248, an
-/// index entry 16; the engine itself 7,608).
+/// entry sizes at start.
 pub mod capacity {
+    use p11ha_core::engine::Capacity;
     use p11ha_core::journal::Layout;
 
     /// Members: one per UART.
@@ -42,8 +45,14 @@ pub mod capacity {
     pub const SESSIONS: usize = 4;
     /// Virtual objects (token objects found, session objects made).
     pub const OBJECTS: usize = 32;
-    /// The objects' reverse index: twice the objects, as the core advises.
-    pub const OBJECT_INDEX: usize = 2 * OBJECTS;
+    /// The engine's tables (the objects' reverse index is twice the
+    /// objects).
+    pub const TABLES: Capacity = Capacity {
+        members: MEMBERS,
+        slots: SLOTS,
+        sessions: SESSIONS,
+        objects: OBJECTS,
+    };
     /// HA mode: Update data kept per operation (`P11HA_HA_UPDATE_LIMIT`
     /// may lower it): a multi-part operation with more is still carried
     /// out, but cannot fail over.
@@ -63,6 +72,12 @@ pub mod capacity {
     /// This flow's are a few hundred bytes (it runs with 512); 2 KiB lets a
     /// call carry up to about 1.9 KiB of data.
     pub const RPC_BUFFER: usize = 2048;
+    /// How long connecting to a member's server (and the handshake) may
+    /// take.
+    pub const CONNECT_TIMEOUT_MS: u32 = 5000;
+    /// How long one call to a member may take before it is taken for
+    /// failed.
+    pub const CALL_TIMEOUT_MS: u32 = 2000;
 }
 
 /// The board, as the engine's platform.
@@ -211,6 +226,91 @@ impl<T, const N: usize> Region<T, N> {
         // SAFETY: all N values are initialised above; the region lives
         // forever and `taken` makes this the only reference to it.
         Some(unsafe { core::slice::from_raw_parts_mut(base, N) })
+    }
+}
+
+/// The bytes the engine's tables take here.
+pub const TABLE_BYTES: usize = Storage::<Board>::bytes(&capacity::TABLES);
+
+/// `N` bytes of a static, aligned for any table entry, from which the
+/// engine's tables are carved once ([`Tables`]): the engine's `Store`, with
+/// no allocator, and a size the link checks.
+pub struct Arena<const N: usize> {
+    taken: AtomicBool,
+    bytes: UnsafeCell<Aligned<N>>,
+}
+
+/// Bytes at an address aligned for every entry of the engine's tables.
+#[repr(C, align(8))]
+struct Aligned<const N: usize>(MaybeUninit<[u8; N]>);
+
+// SAFETY: the bytes are reached only through the one `Carver` that `take`
+// hands out (guarded by `taken`), which hands each byte out once, as part of
+// one table; moving a table to another context moves its T's (T: Send).
+unsafe impl<const N: usize> Sync for Arena<N> {}
+
+impl<const N: usize> Arena<N> {
+    /// Uninitialised room (in `.bss`).
+    pub const fn new() -> Self {
+        Arena {
+            taken: AtomicBool::new(false),
+            bytes: UnsafeCell::new(Aligned(MaybeUninit::uninit())),
+        }
+    }
+
+    /// The carver of its bytes, once. `None` if it was taken already.
+    pub fn take(&'static self) -> Option<Carver> {
+        if self.taken.swap(true, Ordering::AcqRel) {
+            return None;
+        }
+        Some(Carver {
+            base: self.bytes.get().cast::<u8>(),
+            len: N,
+            used: 0,
+        })
+    }
+}
+
+/// Hands out the tables of an [`Arena`], each from the bytes after the last.
+pub struct Carver {
+    base: *mut u8,
+    len: usize,
+    used: usize,
+}
+
+impl Tables<Board> for Carver {
+    fn table<T: Send + Sync + 'static>(
+        &mut self,
+        len: usize,
+        mut init: impl FnMut(usize) -> Result<T>,
+    ) -> Result<&'static mut [T]> {
+        let full = Error::Rv(Rv::HOST_MEMORY);
+        let align = core::mem::align_of::<T>();
+        // The base is 8-aligned, so an offset aligned for T is an address
+        // aligned for T.
+        if align > 8 {
+            return Err(full);
+        }
+        let start = self.used.next_multiple_of(align);
+        let end = core::mem::size_of::<T>()
+            .checked_mul(len)
+            .and_then(|n| n.checked_add(start))
+            .filter(|&end| end <= self.len)
+            .ok_or(full)?;
+        // SAFETY: start <= end <= len, inside the arena's bytes.
+        let first = unsafe { self.base.add(start) }.cast::<T>();
+        for i in 0..len {
+            // SAFETY: i < len, so the entry lies in [start, end), bytes no
+            // other table was given (they start after `used`); it is aligned
+            // for T (above); writing does not drop the uninitialised bytes.
+            // If `init` fails, the entries written stay unreachable (never
+            // dropped): the firmware stops.
+            unsafe { first.add(i).write(init(i)?) };
+        }
+        self.used = end;
+        // SAFETY: all `len` entries are initialised above, in bytes of a
+        // static that lives for ever and that no other table overlaps.
+        Ok(unsafe { core::slice::from_raw_parts_mut(first, len) })
     }
 }
 

@@ -30,11 +30,10 @@ use core::sync::atomic::{AtomicBool, Ordering};
 use cortex_m_rt::{ExceptionFrame, entry, exception};
 use defmt::{Display2Format, error, info};
 use p11ha_adapters::rpc::RpcMember;
-use p11ha_core::ck::{attr, class, flags, mech, user};
-use p11ha_core::config::Config;
-use p11ha_core::engine::{MemberSlot, SessionSlot, SlotSlot, Storage, ulong_bytes};
-use p11ha_core::event::Event;
-use p11ha_core::handles::{IndexSlot, ObjectEntry};
+use p11ha_core::ck::{attr, class, flags, mech, ulong_bytes, user};
+use p11ha_core::config::{Config, Mode, WldSlots};
+use p11ha_core::engine::{LoginCell, MemberCell, SessionCell, SlotCell, Storage};
+use p11ha_core::handles::{IndexCell, ObjectEntry};
 use p11ha_core::journal::Journal;
 use p11ha_core::port::{Attr, Clock, Mechanism, Op, Param};
 use p11ha_core::sync::SpinLock;
@@ -43,7 +42,10 @@ use p11ha_core::{Engine, Error};
 // The defmt logger: frames go to semihosting stdout (QEMU's stdout).
 use defmt_semihosting as _;
 
-use board::{Board, DefmtEvents, Hsm, Region, StaticCell, SysTickClock, UartConnector, capacity};
+use board::{
+    Arena, Board, DefmtEvents, Hsm, Region, StaticCell, SysTickClock, TABLE_BYTES, UartConnector,
+    capacity,
+};
 use uart::Uart;
 
 /// Signatures made on the one session.
@@ -59,26 +61,20 @@ const PIN: &[u8] = b"1234";
 /// The label of the signing key (`scripts/mktokens.sh`: EC P-256, id 01).
 const KEY_LABEL: &[u8] = b"ec-key";
 
-/// The configuration, as PTK's items: HA mode over the tokens labelled
-/// `TokName`, no recovery (a UART member that failed does not come back),
-/// deadlines for the UART members.
-const CONFIG: [(&str, &str); 6] = [
-    ("ET_PTKC_GENERAL_LIBRARY_MODE", "HA"),
-    ("ET_PTKC_WLD_SLOT_0", "TokName"),
-    ("ET_PTKC_HA_RECOVER_DELAY", "0"),
-    ("P11HA_CALL_TIMEOUT_MS", "2000"),
-    ("P11HA_CONNECT_TIMEOUT_MS", "5000"),
-    ("P11HA_HA_UPDATE_LIMIT", "512"),
-];
+/// The configuration: HA mode over the tokens labelled `TokName`, no
+/// recovery (a UART member that failed does not come back), the data length
+/// limit of this build. A `static`: nothing of it is on the stack.
+static CONFIG: Config = Config {
+    mode: Mode::Ha,
+    wld_slots: WldSlots::new().with(0, "TokName"),
+    recover_delay_minutes: 0,
+    update_limit: Some(capacity::UPDATE_LIMIT),
+    ..Config::new()
+};
 
 // The engine's tables and buffers: statics, handed out once.
-static MEMBERS: Region<MemberSlot<Hsm>, { capacity::MEMBERS }> = Region::new();
-static SLOTS: Region<SlotSlot<SpinLock>, { capacity::SLOTS }> = Region::new();
-static SESSIONS: Region<SessionSlot<SpinLock, &'static mut [u8]>, { capacity::SESSIONS }> =
-    Region::new();
+static TABLES: Arena<TABLE_BYTES> = Arena::new();
 static JOURNALS: Region<[u8; capacity::JOURNAL], { capacity::SESSIONS }> = Region::new();
-static OBJECTS: Region<ObjectEntry, { capacity::OBJECTS }> = Region::new();
-static OBJECT_INDEX: Region<IndexSlot, { capacity::OBJECT_INDEX }> = Region::new();
 static RPC_BUFFERS: Region<[u8; capacity::RPC_BUFFER], { capacity::MEMBERS }> = Region::new();
 
 /// Why the flow stopped: the step, and the engine's error.
@@ -148,57 +144,30 @@ fn main() -> ! {
 /// `main`'s frame: its 7.6 KiB count in `.bss`, where the link checks them.
 static ENGINE: StaticCell<Result<Engine<Board>, Error>> = StaticCell::new();
 
-/// The configuration, the storage and the engine. Not inlined: the
-/// configuration and the engine pass through this function's frame by
-/// value (several KiB each), and that frame is gone once the engine is in
+/// The storage and the engine. Not inlined: the engine passes through this
+/// function's frame by value, and that frame is gone once the engine is in
 /// its static.
 #[inline(never)]
 fn make_engine(clock: SysTickClock) -> Result<&'static Engine<Board>, Failure> {
     let room = ENGINE.uninit().ok_or_else(taken)?;
-    let mut config = Config::default();
-    let mut bad = false;
-    for (key, value) in CONFIG {
-        config.apply(key, value, &mut |e: &Event<'_>| {
-            error!("config: {}", Display2Format(e));
-            bad = true;
-        });
-    }
-    if bad {
-        return Err(Failure {
-            step: "configuration",
-            error: None,
-        });
-    }
-    let limit = config
-        .update_limit
-        .unwrap_or(capacity::UPDATE_LIMIT)
-        .min(capacity::UPDATE_LIMIT);
     let mut journals = JOURNALS
         .take(|_| [0; capacity::JOURNAL])
         .ok_or_else(taken)?
         .iter_mut();
-    let storage = Storage::<Board> {
-        members: MEMBERS.take(|_| MemberSlot::new()).ok_or_else(taken)?,
-        slots: SLOTS
-            .take(|_| SlotSlot::new(SpinLock::new()))
-            .ok_or_else(taken)?,
-        sessions: SESSIONS
-            .take(|_| {
-                let buf: &'static mut [u8] = journals.next().map_or(&mut [], |j| &mut j[..]);
-                SessionSlot::new(
-                    SpinLock::new(),
-                    Journal::new(buf, capacity::JOURNAL_LAYOUT, limit),
-                )
-            })
-            .ok_or_else(taken)?,
-        objects: OBJECTS.take(|_| ObjectEntry::default()).ok_or_else(taken)?,
-        object_index: OBJECT_INDEX
-            .take(|_| IndexSlot::default())
-            .ok_or_else(taken)?,
-    };
+    let mut tables = TABLES.take().ok_or_else(taken)?;
+    let storage = Storage::build(
+        &capacity::TABLES,
+        &mut tables,
+        || Some(SpinLock::new()),
+        |_| {
+            let buf: &'static mut [u8] = journals.next().map_or(&mut [], |j| &mut j[..]);
+            Journal::new(buf, capacity::JOURNAL_LAYOUT, capacity::UPDATE_LIMIT)
+        },
+    )
+    .map_err(at("storage"))?;
     let seed = clock.now_ms() ^ u64::from(cortex_m::peripheral::SYST::get_current());
     let engine = room.write(Engine::new(
-        config,
+        &CONFIG,
         storage,
         DefmtEvents::new(),
         clock,
@@ -217,8 +186,7 @@ fn taken() -> Failure {
 /// Connects the members, then signs.
 #[inline(never)]
 fn run(engine: &'static Engine<Board>, clock: SysTickClock) -> Result<(), Failure> {
-    let config = engine.config();
-    let (connect_ms, call_ms) = (config.connect_timeout_ms, config.call_timeout_ms);
+    let (connect_ms, call_ms) = (capacity::CONNECT_TIMEOUT_MS, capacity::CALL_TIMEOUT_MS);
     let mut buffers = RPC_BUFFERS
         .take(|_| [0; capacity::RPC_BUFFER])
         .ok_or_else(taken)?
@@ -428,15 +396,18 @@ fn hex_of<'a>(bytes: &[u8], out: &'a mut [u8]) -> &'a str {
 fn log_sizes() {
     use core::mem::size_of;
     info!(
-        "sizes (bytes): member slot {=usize}, virtual slot {=usize}, session slot {=usize} + journal {=usize}, object {=usize}, index entry {=usize}, RPC buffer {=usize}, engine {=usize}",
-        size_of::<MemberSlot<Hsm>>(),
-        size_of::<SlotSlot<SpinLock>>(),
-        size_of::<SessionSlot<SpinLock, &'static mut [u8]>>(),
+        "sizes (bytes): member {=usize}, slot {=usize} + login {=usize}, session {=usize} + journal {=usize}, object {=usize}, index entry {=usize}, RPC buffer {=usize}, tables {=usize}, engine {=usize}, config {=usize}",
+        size_of::<MemberCell<Hsm>>(),
+        size_of::<SlotCell>(),
+        size_of::<LoginCell<SpinLock>>(),
+        size_of::<SessionCell<SpinLock, &'static mut [u8]>>(),
         capacity::JOURNAL,
         size_of::<ObjectEntry>(),
-        size_of::<IndexSlot>(),
+        size_of::<IndexCell>(),
         capacity::RPC_BUFFER,
-        size_of::<Engine<Board>>()
+        TABLE_BYTES,
+        size_of::<Engine<Board>>(),
+        size_of::<Config>()
     );
 }
 

@@ -1,0 +1,240 @@
+//! Cryptographic operations (PKCS#11 v2.40 §5.8-5.13: encryption,
+//! decryption, message digesting, signing, verifying, dual-function): each
+//! kind through one set of calls, parameterised by [`Op`]. In HA mode the
+//! operation in progress is journalled, its Update data up to the data
+//! length limit, and it ends in the journal where PKCS#11 ends it.
+
+use crate::ck::Rv;
+use crate::error::{Error, Result};
+use crate::journal::Lost;
+use crate::port::{DualOp, Mechanism, Member, Op, Param, Platform};
+
+use super::objects::At;
+use super::sessions::Session;
+use super::{Engine, Uses};
+
+impl<P: Platform> Engine<P> {
+    /// `mechanism` with a key handle in its parameter made the member's.
+    pub(super) fn translate<'a>(
+        &self,
+        here: At,
+        mechanism: &Mechanism<'a>,
+    ) -> Result<Mechanism<'a>> {
+        let mut out = *mechanism;
+        if let Param::Handle(h) = mechanism.param {
+            out.param = Param::Handle(self.objects.resolve(
+                &self.pool,
+                here,
+                h,
+                Rv::MECHANISM_PARAM_INVALID,
+            )?);
+        }
+        Ok(out)
+    }
+
+    pub(super) fn real_mechanism<'a>(
+        &self,
+        s: &Session<P::Journal>,
+        mechanism: &Mechanism<'a>,
+    ) -> Result<Mechanism<'a>> {
+        self.translate(self.at(s), mechanism)
+    }
+
+    /// Ends the journalled operation as PKCS#11 ends operations: on success
+    /// with output (not a length query), or on any error but
+    /// `CKR_BUFFER_TOO_SMALL`.
+    fn op_outcome<T>(&self, s: &mut Session<P::Journal>, r: &Result<T>, had_buffer: bool) {
+        if !self.ha {
+            return;
+        }
+        match r {
+            Ok(_) if had_buffer => s.journal.op_end(),
+            Ok(_) | Err(Error::BufferTooSmall { .. }) => {}
+            Err(_) => s.journal.op_end(),
+        }
+    }
+
+    /// `C_EncryptInit`, `C_DecryptInit`, `C_SignInit`, `C_VerifyInit`,
+    /// `C_SignRecoverInit`, `C_VerifyRecoverInit` and `C_DigestInit` (whose
+    /// `key` is ignored).
+    pub fn op_init(&self, handle: u64, op: Op, mechanism: &Mechanism<'_>, key: u64) -> Result<()> {
+        self.call(
+            handle,
+            Uses::Nothing,
+            |m, s, _| {
+                let real_mech = self.real_mechanism(s, mechanism)?;
+                let real_key = if op == Op::Digest {
+                    0
+                } else {
+                    self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?
+                };
+                m.op_init(s.real, op, &real_mech, real_key)?;
+                if self.ha {
+                    s.lost_op = false;
+                    s.state_restored = false;
+                    if op != Op::Digest {
+                        self.used(key);
+                    }
+                    if let Param::Handle(h) = mechanism.param {
+                        self.used(h);
+                    }
+                    let key = if op == Op::Digest { 0 } else { key };
+                    self.lose(s.journal.op_begin(op, mechanism, key));
+                }
+                Ok(())
+            },
+            |_, _| {},
+        )
+    }
+
+    /// The single-part calls (see [`Member::op_single`]).
+    pub fn op_single(
+        &self,
+        handle: u64,
+        op: Op,
+        input: &[u8],
+        mut out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        let had_buffer = out.is_some();
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.op_single(s.real, op, input, out.as_deref_mut()),
+            |s, r| self.op_outcome(s, r, had_buffer),
+        )
+    }
+
+    /// `C_<op>Update`. The data is journalled (HA mode) once the member has
+    /// taken it; a length query takes none.
+    pub fn op_update(
+        &self,
+        handle: u64,
+        op: Op,
+        input: &[u8],
+        mut out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        let length_query = matches!(op, Op::Encrypt | Op::Decrypt) && out.is_none();
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| {
+                let n = m.op_update(s.real, op, input, out.as_deref_mut())?;
+                if self.ha && !length_query {
+                    self.lose(s.journal.op_update(input));
+                }
+                Ok(n)
+            },
+            |s, r| {
+                if r.is_err() {
+                    self.op_outcome(s, r, false);
+                }
+            },
+        )
+    }
+
+    /// `C_<op>Final`.
+    pub fn op_final(&self, handle: u64, op: Op, mut out: Option<&mut [u8]>) -> Result<usize> {
+        let had_buffer = out.is_some();
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.op_final(s.real, op, out.as_deref_mut()),
+            |s, r| self.op_outcome(s, r, had_buffer),
+        )
+    }
+
+    /// `C_Verify`.
+    pub fn verify(&self, handle: u64, data: &[u8], signature: &[u8]) -> Result<()> {
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.verify(s.real, data, signature),
+            |s, r| self.op_outcome(s, r, true),
+        )
+    }
+
+    /// `C_VerifyFinal`.
+    pub fn verify_final(&self, handle: u64, signature: &[u8]) -> Result<()> {
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| m.verify_final(s.real, signature),
+            |s, r| self.op_outcome(s, r, true),
+        )
+    }
+
+    /// Ends the member's `op` operation on a session after p11ha refused a
+    /// call's arguments before the member saw them, where PKCS#11 says the
+    /// call ends the operation whatever its result (v2.40 5.8-5.12: `C_Encrypt`,
+    /// `C_EncryptUpdate`, `C_EncryptFinal` and their kin always terminate
+    /// the operation unless they answer `CKR_BUFFER_TOO_SMALL` or a length
+    /// query). The member is made to end it by a call of the same kind
+    /// (`single`: the single-part function, else the final one) with no
+    /// data and a scratch buffer, whose result is thrown away. Nothing
+    /// happens where no such operation is active or the handle is invalid.
+    pub fn op_abandon(&self, handle: u64, op: Op, single: bool) {
+        let mut scratch = [0u8; 4096];
+        let _ = self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| match (op, single) {
+                (Op::Verify, true) => m.verify(s.real, &[], &[]).map(|_| 0),
+                (Op::Verify, false) => m.verify_final(s.real, &[]).map(|_| 0),
+                (_, true) | (Op::SignRecover | Op::VerifyRecover, _) => {
+                    m.op_single(s.real, op, &[], Some(&mut scratch))
+                }
+                (_, false) => m.op_final(s.real, op, Some(&mut scratch)),
+            },
+            |s, r| self.op_outcome(s, r, true),
+        );
+    }
+
+    /// `C_DigestKey` (the key's value cannot be journalled: the digest is
+    /// lost in a failover).
+    pub fn digest_key(&self, handle: u64, key: u64) -> Result<()> {
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| {
+                let real = self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?;
+                m.digest_key(s.real, real)?;
+                if self.ha {
+                    self.used(key);
+                    self.lose(s.journal.op_lose(Lost::DigestKey));
+                }
+                Ok(())
+            },
+            |s, r| {
+                if r.is_err() {
+                    self.op_outcome(s, r, false);
+                }
+            },
+        )
+    }
+
+    /// The dual-function updates (two operations at once: not replayable).
+    pub fn dual_update(
+        &self,
+        handle: u64,
+        op: DualOp,
+        input: &[u8],
+        mut out: Option<&mut [u8]>,
+    ) -> Result<usize> {
+        self.call(
+            handle,
+            Uses::Op,
+            |m, s, _| {
+                let n = m.dual_update(s.real, op, input, out.as_deref_mut())?;
+                if self.ha {
+                    self.lose(s.journal.op_lose(Lost::TwoOperations));
+                }
+                Ok(n)
+            },
+            |s, r| {
+                if r.is_err() {
+                    self.op_outcome(s, r, false);
+                }
+            },
+        )
+    }
+}

@@ -1,0 +1,102 @@
+//! Members taken out of service and brought back: the engine's side of the
+//! pool's health, where a change of a member's health reaches the object
+//! table (a member's real handles die with it) and the logins (a recovered
+//! member is logged in again before it takes sessions).
+
+use crate::ck::Rv;
+use crate::error::Result;
+use crate::event::Event;
+use crate::port::{Clock, Events, Member, Platform};
+
+use super::Engine;
+
+impl<P: Platform> Engine<P> {
+    /// Passes a member's result on, taking the member out of service first
+    /// if the result says it is gone (WLD and HA mode).
+    pub(super) fn check<T>(&self, m: usize, session: Option<u64>, result: Result<T>) -> Result<T> {
+        if let Err(e) = &result
+            && self.is_virtual()
+            && self.pool.failed(m, session, e)
+        {
+            self.take_out(m, e.rv());
+        }
+        result
+    }
+
+    /// Takes member `m`, which failed answering `rv`, out of service (once):
+    /// in HA mode until its recovery, in WLD mode for good. Its real handles
+    /// are forgotten.
+    pub(super) fn take_out(&self, m: usize, rv: Rv) {
+        if self
+            .pool
+            .take_out(m, rv, &self.events, || self.clock.now_ms())
+        {
+            self.objects.write().forget_member(m);
+        }
+    }
+
+    /// Takes member `m` out for good: `function` answered `rv` where the
+    /// other members succeeded, so it no longer holds what they hold.
+    pub(super) fn inconsistent(&self, m: usize, function: &str, rv: Rv) {
+        if self
+            .pool
+            .take_out_inconsistent(m, function, rv, &self.events)
+        {
+            self.objects.write().forget_member(m);
+        }
+    }
+
+    /// Whether a failed member's recovery is due at `now` (HA mode). Cheap
+    /// when no member is failed: one atomic load.
+    pub fn recovery_due(&self, now: u64) -> bool {
+        self.pool.recovery_due(now)
+    }
+
+    /// Tries to bring back every failed member whose delay has passed: it
+    /// is reconnected (the adapter's business); if its token answers with
+    /// the slot's label, the sessions p11ha abandoned there are closed and
+    /// it takes new sessions again. A member with a call still in flight
+    /// (one that hung when it failed) is left for the next try, as is one
+    /// that does not come back. Returns how many came back.
+    pub fn recover(&self, now: u64) -> usize {
+        let mut back = 0;
+        for m in self.pool.due(now) {
+            if self.pool.in_flight(m) {
+                continue;
+            }
+            let entry = self.pool.entry(m);
+            let label = self.pool.slot(entry.slot).label;
+            let answer = entry
+                .member
+                .reconnect()
+                .and_then(|()| entry.member.token_info());
+            if !matches!(answer, Ok(info) if info.label == label) {
+                continue;
+            }
+            let cleaned = {
+                // Anchors are only used under this lock: none is in use.
+                let mut login = self.logins.lock(entry.slot);
+                // The sessions p11ha abandoned go, and with them the handle
+                // numbers the member gave its objects.
+                entry.member.close_all_sessions().and_then(|()| {
+                    self.objects.write().forget_member(m);
+                    login.anchor(&self.pool, m)?;
+                    match login.user {
+                        Some(_) => self.log_in_member(&mut login, m),
+                        None => Ok(()),
+                    }
+                })
+            };
+            if cleaned.is_ok() {
+                self.pool.put_back(m);
+                self.events.event(&Event::MemberRecovered {
+                    hsm_idx: m,
+                    hsm_slot_id: entry.member.slot_id(),
+                });
+                back += 1;
+            }
+        }
+        self.pool.settle();
+        back
+    }
+}

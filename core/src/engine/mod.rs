@@ -1,0 +1,353 @@
+//! The engine: one PKCS#11 call in, routed to the session's member, with
+//! virtual handles translated both ways, and, in HA mode, journalled so that
+//! the session can be rebuilt on another member when its own fails.
+//!
+//! It is made of parts that own their state, each documented where it
+//! lives:
+//! - [`pool`]: the members, the virtual slots they serve, their health
+//!   (up, epochs, calls in flight) and the recovery schedule;
+//! - [`logins`]: per slot, the application's login, the kept PIN and the
+//!   anchor sessions that hold each member's login;
+//! - [`sessions`]: the session table, each session with its journal;
+//! - [`objects`]: the virtual object table and identity lookup;
+//! - [`replay`]: failover, and the journal's use in it;
+//! - [`storage`]: the tables, in the platform's storage.
+//!
+//! The [`Engine`] composes them. Its methods are the PKCS#11 calls, one
+//! file per chapter of the specification (v2.40 §5): [`slot`] (slot and
+//! token management), [`session`] (session management, login), [`object`]
+//! (object management), [`crypto`] (encryption, decryption, digests,
+//! signatures, dual-function), [`keys`] (key management), [`random`]
+//! (random numbers, parallel functions); [`health`] takes failed members out
+//! and brings them back.
+//!
+//! Lock order, outermost first: a session's lock (held across the member
+//! call, a failover and its replay), a slot's login lock, the object table,
+//! the pool's schedule. Members and slots are append-only tables read
+//! without locks. Why a call on one session never waits behind another:
+//! each session has its own lock, and nothing else is held across a member
+//! call but the login lock of a slot while its logins change.
+//!
+//! A failover (HA mode): the failing member is taken out ("HSM Failure
+//! detected"), a session is opened on the member in service with the
+//! fewest sessions, its login is made sure of, the journal is replayed
+//! (session objects in order, then the operation with its Update data, then
+//! the search), and the interrupted call runs there. State the journal could
+//! not keep ends in a clear error for the call that needs it, with a log
+//! line, never in a different result.
+
+use core::sync::atomic::{AtomicBool, Ordering};
+
+use crate::ck::Rv;
+use crate::config::{Config, Mode};
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::journal::Lost;
+use crate::port::{Clock, Events, Member, Platform, Version};
+
+mod crypto;
+mod health;
+mod keys;
+mod logins;
+mod object;
+mod objects;
+mod pool;
+mod random;
+mod replay;
+mod session;
+mod sessions;
+mod slot;
+mod storage;
+#[cfg(test)]
+mod tests;
+
+pub use logins::LoginCell;
+pub use pool::{MemberCell, SlotCell, is_member_failure};
+pub use sessions::SessionCell;
+pub use storage::{Capacity, Storage, Tables};
+
+use logins::Logins;
+use objects::{At, Objects};
+use pool::Pool;
+use sessions::{Session, Sessions};
+
+/// The most members one engine can have (a virtual slot keeps its members
+/// in a 32-bit mask: 32-bit targets have no 64-bit atomics).
+pub const MAX_MEMBERS: usize = 32;
+
+/// p11ha's version, reported in slot and token information.
+pub const VERSION: Version = Version { major: 0, minor: 1 };
+
+/// A member as [`Engine::member_status`] shows it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MemberStatus {
+    /// The virtual slot it serves.
+    pub slot: u64,
+    /// Its own slot id.
+    pub member_slot: u64,
+    /// Application sessions it serves.
+    pub sessions: u32,
+    /// In service.
+    pub up: bool,
+}
+
+/// What a call needs of the session's state, so that state a failover lost
+/// is answered with an error instead of a different result.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Uses {
+    Nothing,
+    Op,
+    Find,
+    FindFinal,
+}
+
+/// The p11ha engine: every PKCS#11 call that reaches a member goes through
+/// one of its methods.
+pub struct Engine<P: Platform> {
+    config: Config,
+    ha: bool,
+    pool: Pool<P>,
+    logins: Logins<P>,
+    sessions: Sessions<P>,
+    objects: Objects<P>,
+    events: P::Events,
+    clock: P::Clock,
+    /// "Session potentially not recoverable" was reported.
+    reported_unrecoverable: AtomicBool,
+}
+
+impl<P: Platform> Engine<P> {
+    /// An engine over `storage`. In WLD and HA mode the configured virtual
+    /// slots are created now (they exist, without a token, until a member
+    /// joins); `CKR_HOST_MEMORY` if `storage.slots` cannot hold them.
+    /// `seed` seeds the tie-breaking between equally loaded members.
+    pub fn new(
+        config: &Config,
+        storage: Storage<P>,
+        events: P::Events,
+        clock: P::Clock,
+        seed: u64,
+    ) -> Result<Self> {
+        let engine = Engine {
+            config: *config,
+            ha: config.mode == Mode::Ha,
+            pool: Pool::new(storage.members, storage.slots, config, seed),
+            logins: Logins::new(storage.logins),
+            sessions: Sessions::new(storage.sessions),
+            objects: Objects::new(storage.objects, storage.object_index, config.mode),
+            events,
+            clock,
+            reported_unrecoverable: AtomicBool::new(false),
+        };
+        if config.mode.is_virtual() {
+            for s in config.wld_slots.as_slice() {
+                engine.pool.push_slot(s.id, s.label)?;
+            }
+        }
+        Ok(engine)
+    }
+
+    /// The configuration the engine runs with.
+    pub fn config(&self) -> &Config {
+        &self.config
+    }
+
+    /// Where events go.
+    pub fn events(&self) -> &P::Events {
+        &self.events
+    }
+
+    /// The engine's clock, in milliseconds.
+    pub fn now_ms(&self) -> u64 {
+        self.clock.now_ms()
+    }
+
+    fn is_virtual(&self) -> bool {
+        self.config.mode.is_virtual()
+    }
+
+    /// Offers a member: one slot of one module or server. In NORMAL mode it
+    /// becomes a slot of its own; in WLD and HA mode it joins the virtual
+    /// slot whose configured label its token carries, or is not used.
+    /// Returns its member index if it was taken.
+    ///
+    /// The platform offers each of its slots once (at `C_Initialize`, and
+    /// again when `C_GetSlotList` finds new ones).
+    pub fn add_member(&self, member: P::Member) -> Result<Option<usize>> {
+        let _adding = self.pool.adding();
+        let slot = if self.is_virtual() {
+            let info = match member.token_info() {
+                Ok(info) => info,
+                // No token (yet) in that slot: not a member.
+                Err(_) => return Ok(None),
+            };
+            match self.pool.slot_of_label(&info.label) {
+                Some(slot) => slot,
+                None => return Ok(None),
+            }
+        } else {
+            let next = self.pool.slot_count();
+            self.pool.push_slot(next as u64, [b' '; 32])?
+        };
+        let hsm_slot_id = member.slot_id();
+        let index = self.pool.push_member(member, slot)?;
+        if self.is_virtual() {
+            let mut login = self.logins.lock(slot);
+            // Best effort: a member that refuses now gets one when needed.
+            let _ = login.anchor(&self.pool, index);
+        }
+        self.pool.enlist(index);
+        self.events.event(&Event::MemberJoined {
+            hsm_idx: index,
+            hsm_slot_id,
+            slot: self.pool.slot(slot).id,
+        });
+        Ok(Some(index))
+    }
+
+    /// The number of members taken so far.
+    pub fn member_count(&self) -> usize {
+        self.pool.member_count()
+    }
+
+    /// Calls `f` with member `index` (for the platform's own bookkeeping).
+    pub fn with_member<T>(&self, index: usize, f: impl FnOnce(&P::Member) -> T) -> Option<T> {
+        (index < self.member_count()).then(|| f(self.pool.member(index)))
+    }
+
+    /// Whether member `index` is in service.
+    pub fn member_up(&self, index: usize) -> bool {
+        self.pool.up(index)
+    }
+
+    /// What an operator (or a test) sees of member `index`.
+    pub fn member_status(&self, index: usize) -> Option<MemberStatus> {
+        if index >= self.member_count() {
+            return None;
+        }
+        let m = self.pool.entry(index);
+        Some(MemberStatus {
+            slot: self.pool.slot(m.slot).id,
+            member_slot: m.member.slot_id(),
+            sessions: m.sessions.load(Ordering::Acquire),
+            up: m.up(),
+        })
+    }
+
+    /// The member index that serves session `handle`.
+    pub fn session_member(&self, handle: u64) -> Result<usize> {
+        let (_, s) = self.sessions.lock(handle)?;
+        Ok(s.member)
+    }
+
+    // ---- dispatch -----------------------------------------------------------
+
+    /// Whether session `s` can no longer use its real session: it has no
+    /// member, or its member failed since it was placed there.
+    fn stale(&self, s: &Session<P::Journal>) -> bool {
+        s.orphan || !self.pool.current(s.member, s.epoch)
+    }
+
+    /// Runs one call on session `handle`, with the session locked: `f` does
+    /// the member call (and records what succeeded), `done` sees the final
+    /// result. A member failure takes the member out of service; in HA mode
+    /// the session then fails over and `f` runs again on the new member.
+    fn call<T>(
+        &self,
+        handle: u64,
+        uses: Uses,
+        mut f: impl FnMut(&P::Member, &mut Session<P::Journal>, usize) -> Result<T>,
+        done: impl FnOnce(&mut Session<P::Journal>, &Result<T>),
+    ) -> Result<T> {
+        let (index, mut s) = self.sessions.lock(handle)?;
+        let r = self.call_locked(index, &mut s, uses, &mut f);
+        done(&mut s, &r);
+        r
+    }
+
+    fn call_locked<T>(
+        &self,
+        index: usize,
+        s: &mut Session<P::Journal>,
+        uses: Uses,
+        f: &mut impl FnMut(&P::Member, &mut Session<P::Journal>, usize) -> Result<T>,
+    ) -> Result<T> {
+        let mut failovers = 0;
+        loop {
+            // Counted before the member's state is read, so that recovery
+            // (which waits for zero) never closes a session under this call.
+            let busy = self.pool.entry(s.member).busy();
+            if self.stale(s) {
+                drop(busy);
+                if !self.ha || failovers > MAX_MEMBERS {
+                    return Err(Error::Rv(Rv::DEVICE_ERROR));
+                }
+                failovers += 1;
+                self.failover(s)?;
+            }
+            self.state_lost(s, uses)?;
+            let m = s.member;
+            let real = s.real;
+            let entry = self.pool.entry(m);
+            let _busy = entry.busy();
+            let r = f(&entry.member, s, index);
+            if let Err(e) = &r
+                && self.is_virtual()
+                && self.pool.failed(m, Some(real), e)
+            {
+                self.take_out(m, e.rv());
+                if self.ha {
+                    continue;
+                }
+            }
+            return r;
+        }
+    }
+
+    /// State a failover could not rebuild is answered `CKR_DEVICE_ERROR`
+    /// (with a log line) by the first call that needs it.
+    fn state_lost(&self, s: &mut Session<P::Journal>, uses: Uses) -> Result<()> {
+        let what = match uses {
+            Uses::Op if s.lost_op => {
+                s.lost_op = false;
+                "the operation in progress"
+            }
+            Uses::Find if s.lost_find => {
+                s.lost_find = false;
+                "the search in progress"
+            }
+            _ => return Ok(()),
+        };
+        self.events.event(&Event::RecoveryIncomplete {
+            what,
+            rv: Rv::DEVICE_ERROR,
+        });
+        Err(Error::Rv(Rv::DEVICE_ERROR))
+    }
+
+    /// Reports, once per engine (one `C_Initialize`), that the application
+    /// did something that makes a session unrecoverable.
+    fn lose(&self, why: Option<Lost>) {
+        if let Some(lost) = why
+            && !self.reported_unrecoverable.swap(true, Ordering::AcqRel)
+        {
+            self.events.event(&Event::NotRecoverable { lost });
+        }
+    }
+
+    /// Where session `s` resolves object handles.
+    fn at(&self, s: &Session<P::Journal>) -> At {
+        At {
+            slot: s.slot,
+            member: s.member,
+            real: s.real,
+            find_active: s.find_active,
+        }
+    }
+
+    /// The member's handle for virtual object `handle` in session `s`.
+    fn real_object(&self, s: &Session<P::Journal>, handle: u64, invalid: Rv) -> Result<u64> {
+        self.objects
+            .resolve(&self.pool, self.at(s), handle, invalid)
+    }
+}

@@ -1,0 +1,247 @@
+//! Failover and replay (HA mode): a session whose member failed moves to
+//! the member in service with the fewest sessions, where its journal is
+//! replayed: session objects in the order they were made, then the
+//! operation in progress with its Update data, then the search.
+//!
+//! Invariants:
+//! - replay never produces a different result: what the journal could not
+//!   keep (marked *lost* when it happened, and reported then as PTK's
+//!   "Session potentially not recoverable") is not rebuilt; the call that
+//!   needs it is answered `CKR_DEVICE_ERROR`, once, with "Session recovery
+//!   incomplete" in the log (see `Engine::state_lost`);
+//! - a generated key that was used is not re-generated (a new one would
+//!   differ); its handle, and those of objects made from it, become
+//!   invalid;
+//! - output the application already received (multi-part encryption and
+//!   decryption) is replayed into a scratch buffer and thrown away;
+//! - an error during replay that means the new member failed too moves the
+//!   session on again; any other error loses that part only.
+//!
+//! Replay runs under the session's lock, so the session sees nothing in
+//! between; it takes the slot's login lock only to make sure of the login.
+
+use crate::ck::Rv;
+use crate::error::{Error, Result};
+use crate::event::Event;
+use crate::journal::{Journal, OpRecord, Recipe, RecipeKind};
+use crate::port::{Events, Member, Op, Platform};
+
+use super::Engine;
+use super::objects::At;
+use super::sessions::Session;
+
+/// Update data is replayed in pieces of this size (the output of each is
+/// discarded into a buffer twice as large: the application has it already).
+const REPLAY_CHUNK: usize = 1024;
+
+impl<P: Platform> Engine<P> {
+    /// Moves session `s` to another member (HA mode): opens a session on
+    /// the member in service with the fewest sessions, makes sure it is
+    /// logged in, replays the journal. `CKR_DEVICE_ERROR` when no member
+    /// can take it: the session stays without a member, and the next call
+    /// tries again (a member may have come back).
+    pub(super) fn failover(&self, s: &mut Session<P::Journal>) -> Result<()> {
+        if !s.orphan {
+            self.pool
+                .entry(s.member)
+                .sessions
+                .fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
+            s.orphan = true;
+            s.find_active = false;
+        }
+        loop {
+            let Ok(m) = self.pool.pick(s.slot) else {
+                return Err(Error::Rv(Rv::DEVICE_ERROR));
+            };
+            let entry = self.pool.entry(m);
+            let _busy = entry.busy();
+            let real = match entry.member.open_session(s.flags) {
+                Ok(real) => real,
+                Err(e) if self.pool.failed(m, None, &e) => {
+                    self.take_out(m, e.rv());
+                    continue;
+                }
+                Err(e) => return Err(e),
+            };
+            let logged_in = {
+                let mut login = self.logins.lock(s.slot);
+                self.ensure_logged_in(&mut login, m)
+            };
+            match logged_in.and_then(|()| self.replay(s, m, real)) {
+                Ok(()) => {
+                    entry
+                        .sessions
+                        .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+                    s.member = m;
+                    s.real = real;
+                    s.epoch = entry.epoch();
+                    s.orphan = false;
+                    return Ok(());
+                }
+                Err(e) if !self.member_up(m) || self.pool.failed(m, Some(real), &e) => {
+                    self.take_out(m, e.rv());
+                }
+                Err(e) => {
+                    let _ = entry.member.close_session(real);
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Rebuilds session state on member `m`'s session `real`: session
+    /// objects in the order they were made, then the operation in progress
+    /// with its Update data, then the search. An error here is a member
+    /// failure; what cannot be rebuilt is marked lost instead.
+    fn replay(&self, s: &mut Session<P::Journal>, m: usize, real: u64) -> Result<()> {
+        let member = self.pool.member(m);
+        let here = At {
+            slot: s.slot,
+            member: m,
+            real,
+            find_active: false,
+        };
+        let mut objects_lost = false;
+        for recipe in s.journal.recipes() {
+            match self.replay_recipe(here, &recipe) {
+                Ok(()) => {}
+                Err(e) if self.pool.failed(m, Some(real), &e) => return Err(e),
+                Err(_) => {
+                    objects_lost = true;
+                    let mut objects = self.objects.write();
+                    objects.remove(recipe.object);
+                    if recipe.object2 != 0 {
+                        objects.remove(recipe.object2);
+                    }
+                }
+            }
+        }
+        if objects_lost {
+            self.events.event(&Event::RecoveryIncomplete {
+                what: "a session object",
+                rv: Rv::OBJECT_HANDLE_INVALID,
+            });
+        }
+        if let Some(op) = s.journal.op {
+            let replayed = match op.lost {
+                Some(_) => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
+                None if s.state_restored => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
+                None => self.replay_op(here, &s.journal, op),
+            };
+            match replayed {
+                Ok(()) => {}
+                Err(e) if self.pool.failed(m, Some(real), &e) => return Err(e),
+                Err(_) => {
+                    s.journal.op_end();
+                    s.lost_op = true;
+                }
+            }
+        } else if s.state_restored {
+            s.lost_op = true;
+        }
+        s.state_restored = false;
+        if let Some(f) = s.journal.find {
+            let restarted = match (f.lost, s.journal.find_template()) {
+                (None, Some(template)) => member.find_init(real, &template),
+                _ => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
+            };
+            match restarted {
+                Ok(()) => {
+                    if let Some(f) = &mut s.journal.find {
+                        f.resumed = true;
+                    }
+                    s.find_active = true;
+                }
+                Err(e) if self.pool.failed(m, Some(real), &e) => return Err(e),
+                Err(_) => {
+                    s.journal.find_end();
+                    s.lost_find = true;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn replay_recipe(&self, here: At, r: &Recipe<'_>) -> Result<()> {
+        let member = self.pool.member(here.member);
+        // A destroyed object is not re-created.
+        if self.objects.read().kind(r.object).is_none() {
+            return Ok(());
+        }
+        let mechanism = match &r.mechanism {
+            Some(m) => Some(self.translate(here, m)?),
+            None => None,
+        };
+        let mech = || mechanism.ok_or(Error::Rv(Rv::GENERAL_ERROR));
+        let remap = |virt: u64, new: u64| {
+            // The object may be gone meanwhile; then there is nothing to map.
+            let _ = self.objects.write().add_real(virt, here.member, new);
+        };
+        let resolve =
+            |handle: u64, invalid: Rv| self.objects.resolve(&self.pool, here, handle, invalid);
+        match r.kind {
+            RecipeKind::Create => {
+                let new = member.create_object(here.real, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::Copy => {
+                let src = resolve(r.source, Rv::OBJECT_HANDLE_INVALID)?;
+                let new = member.copy_object(here.real, src, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::GenerateKey => {
+                if self.objects.read().root_used(r.object) {
+                    return Err(Error::Rv(Rv::KEY_HANDLE_INVALID));
+                }
+                let new = member.generate_key(here.real, &mech()?, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::GenerateKeyPair => {
+                if self.objects.read().root_used(r.object2) {
+                    return Err(Error::Rv(Rv::KEY_HANDLE_INVALID));
+                }
+                let (public, private) =
+                    member.generate_key_pair(here.real, &mech()?, &r.template, &r.template2)?;
+                remap(r.object, public);
+                remap(r.object2, private);
+            }
+            RecipeKind::Derive => {
+                let base = resolve(r.source, Rv::KEY_HANDLE_INVALID)?;
+                let new = member.derive_key(here.real, &mech()?, base, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::Unwrap => {
+                let key = resolve(r.source, Rv::UNWRAPPING_KEY_HANDLE_INVALID)?;
+                let new = member.unwrap_key(here.real, &mech()?, key, r.wrapped, &r.template)?;
+                remap(r.object, new);
+            }
+            RecipeKind::SetAttributes => {
+                let target = resolve(r.object, Rv::OBJECT_HANDLE_INVALID)?;
+                member.set_attributes(here.real, target, &r.template)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn replay_op(&self, here: At, j: &Journal<P::Journal>, op: OpRecord) -> Result<()> {
+        let member = self.pool.member(here.member);
+        let mechanism = j
+            .op_mechanism()
+            .ok_or(Error::Rv(Rv::OPERATION_NOT_INITIALIZED))?;
+        let mechanism = self.translate(here, &mechanism)?;
+        let key = if op.op == Op::Digest {
+            0
+        } else {
+            self.objects
+                .resolve(&self.pool, here, op.key, Rv::KEY_HANDLE_INVALID)?
+        };
+        member.op_init(here.real, op.op, &mechanism, key)?;
+        let mut discard = [0u8; 2 * REPLAY_CHUNK];
+        for chunk in j.op_data().chunks(REPLAY_CHUNK) {
+            // The application received this output before the failure.
+            let out = matches!(op.op, Op::Encrypt | Op::Decrypt).then_some(&mut discard[..]);
+            member.op_update(here.real, op.op, chunk, out)?;
+        }
+        Ok(())
+    }
+}

@@ -1,0 +1,367 @@
+//! The configuration of `libp11ha.so`: the core's items
+//! ([`p11ha_core::config`]: mode, virtual slots, recovery, data length
+//! limit) and the host's own (modules, servers, deadlines, the HA log, fault
+//! injection), read at `C_Initialize` from the file named by `P11HA_CONF`
+//! and then from the environment, which wins.
+//!
+//! Only variables with an `ET_PTKC_`, `ET_HSM_` or `P11HA_` prefix are read:
+//! an application's unrelated environment is never looked at or echoed. An
+//! unknown item with such a prefix is reported (a typo shows), and so is a
+//! bad value, with the fallback used instead; nothing stops the library from
+//! loading. A bad line of the file is named by its number, never echoed: it
+//! could hold a secret.
+
+use std::ffi::OsStr;
+
+use p11ha_core::config::{Config, Report, parse_decimal, yes_no};
+use p11ha_core::event::Event;
+
+use crate::host::report;
+
+/// How many `P11HA_MODULES` paths are kept.
+pub const MAX_MODULES: usize = 8;
+/// How many `ET_HSM_NETCLIENT_SERVERLIST` addresses are kept.
+pub const MAX_SERVERS: usize = 16;
+/// The default `P11HA_CONNECT_TIMEOUT_MS`.
+pub const CONNECT_TIMEOUT_MS: u32 = 3_000;
+/// The default `P11HA_CALL_TIMEOUT_MS`.
+pub const CALL_TIMEOUT_MS: u32 = 20_000;
+/// The longest deadline accepted (one hour).
+pub const MAX_TIMEOUT_MS: u32 = 3_600_000;
+/// The largest configuration file read, in bytes.
+pub const MAX_FILE: u64 = 1 << 20;
+
+const MODULES: &str = "P11HA_MODULES";
+const SERVERS: &str = "ET_HSM_NETCLIENT_SERVERLIST";
+const CONNECT_TIMEOUT: &str = "P11HA_CONNECT_TIMEOUT_MS";
+const CALL_TIMEOUT: &str = "P11HA_CALL_TIMEOUT_MS";
+const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
+const LOG_FILE: &str = "ET_PTKC_HA_LOG_FILE";
+const LOG_NAME: &str = "ET_PTKC_HA_LOG_NAME";
+/// The item that names the file the others come from.
+pub const CONF: &str = "P11HA_CONF";
+
+/// Everything `libp11ha.so` is configured with.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct HostConfig {
+    /// What the core runs with.
+    pub core: Config,
+    /// `P11HA_MODULES`: PKCS#11 modules whose slots are members, as given.
+    pub modules: Vec<String>,
+    /// `ET_HSM_NETCLIENT_SERVERLIST`: remote members, in p11-kit's address
+    /// form (`unix:path=...`, `tcp:host=...,port=...`); parsed when the
+    /// servers are set up.
+    pub servers: Vec<String>,
+    /// `P11HA_CONNECT_TIMEOUT_MS`: how long connecting to a remote member
+    /// (and setting the connection up) may take.
+    pub connect_timeout_ms: u32,
+    /// `P11HA_CALL_TIMEOUT_MS`: how long one call to a remote member
+    /// (request and reply) may take before the member is declared failed.
+    pub call_timeout_ms: u32,
+    /// `ET_PTKC_HA_LOG_FILE`. Default `/ptk_halog.log`, as PTK on Linux.
+    pub log_file: String,
+    /// `ET_PTKC_HA_LOG_NAME`: the application name in each log line.
+    /// Default `ptk_cryptoki`, as PTK.
+    pub log_name: String,
+    /// `P11HA_FAULT_INJECTION=YES`: tests may make members fail on command,
+    /// in a build with the `fault-injection` feature (never in production).
+    pub fault_injection: bool,
+}
+
+impl Default for HostConfig {
+    fn default() -> Self {
+        HostConfig {
+            core: Config::new(),
+            modules: Vec::new(),
+            servers: Vec::new(),
+            connect_timeout_ms: CONNECT_TIMEOUT_MS,
+            call_timeout_ms: CALL_TIMEOUT_MS,
+            log_file: "/ptk_halog.log".into(),
+            log_name: "ptk_cryptoki".into(),
+            fault_injection: false,
+        }
+    }
+}
+
+impl HostConfig {
+    /// Whether `key` is an item the library looks at (or reports): the
+    /// environment is scanned for these prefixes only.
+    pub fn is_item(key: &str) -> bool {
+        key.starts_with("ET_PTKC_") || key.starts_with("ET_HSM_") || key.starts_with("P11HA_")
+    }
+
+    /// Applies one `key=value` item. Later items override earlier ones.
+    pub fn apply(&mut self, key: &str, value: &str, report: Report<'_>) {
+        if self.core.apply(key, value, report) {
+            return;
+        }
+        let value = value.trim();
+        if key == MODULES {
+            self.apply_modules(key, value, report);
+        } else if key == SERVERS {
+            self.apply_servers(key, value, report);
+        } else if key == CONNECT_TIMEOUT || key == CALL_TIMEOUT {
+            let (field, default) = if key == CONNECT_TIMEOUT {
+                (&mut self.connect_timeout_ms, "3000 ms")
+            } else {
+                (&mut self.call_timeout_ms, "20000 ms")
+            };
+            match parse_decimal(value)
+                .and_then(|ms| u32::try_from(ms).ok())
+                .filter(|&ms| (1..=MAX_TIMEOUT_MS).contains(&ms))
+            {
+                Some(ms) => *field = ms,
+                None => report(&Event::BadConfig {
+                    key,
+                    problem: "not a number of milliseconds from 1 to 3600000",
+                    fallback: default,
+                }),
+            }
+        } else if key == FAULT_INJECTION {
+            self.fault_injection = match yes_no(value) {
+                Some(v) => v,
+                None => {
+                    report(&Event::BadConfig {
+                        key,
+                        problem: "not YES or NO",
+                        fallback: "NO",
+                    });
+                    false
+                }
+            };
+        } else if key == LOG_FILE {
+            if value.is_empty() {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "empty",
+                    fallback: "the log goes to /ptk_halog.log",
+                });
+            } else {
+                self.log_file = value.into();
+            }
+        } else if key == LOG_NAME {
+            if (1..=64).contains(&value.len()) && value.bytes().all(|b| b.is_ascii_graphic()) {
+                self.log_name = value.into();
+            } else {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "not 1 to 64 printable characters without spaces",
+                    fallback: "ptk_cryptoki is used",
+                });
+            }
+        } else if key == CONF {
+            // It names the file these items come from (see `load`).
+        } else if Self::is_item(key) {
+            report(&Event::BadConfig {
+                key,
+                problem: "not an item p11ha knows",
+                fallback: "ignored",
+            });
+        }
+    }
+
+    fn apply_modules(&mut self, key: &str, value: &str, report: Report<'_>) {
+        self.modules.clear();
+        for path in value.split(';').map(str::trim).filter(|p| !p.is_empty()) {
+            if self.modules.len() == MAX_MODULES {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "more than 8 modules",
+                    fallback: "the modules after the eighth are not loaded",
+                });
+                return;
+            }
+            self.modules.push(path.into());
+        }
+    }
+
+    fn apply_servers(&mut self, key: &str, value: &str, report: Report<'_>) {
+        self.servers.clear();
+        for address in value.split_ascii_whitespace() {
+            if self.servers.len() == MAX_SERVERS {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "more than 16 servers",
+                    fallback: "the servers after the sixteenth are not members",
+                });
+                return;
+            }
+            self.servers.push(address.into());
+        }
+    }
+
+    /// Applies the items of a configuration file's text: `KEY=VALUE` lines,
+    /// `#` starts a comment line, blank lines are ignored. A line that is
+    /// not an item is reported by its number only: its text could hold
+    /// anything, a secret included.
+    pub fn apply_file(&mut self, text: &str, report: Report<'_>) {
+        for (number, line) in text.lines().enumerate() {
+            let line = line.trim();
+            if line.is_empty() || line.starts_with('#') {
+                continue;
+            }
+            match line.split_once('=') {
+                Some((key, value)) if !key.trim().is_empty() => {
+                    self.apply(key.trim(), value, report)
+                }
+                _ => report(&Event::BadConfig {
+                    key: CONF,
+                    problem: &format!("line {} is not KEY=VALUE", number + 1),
+                    fallback: "the line is ignored",
+                }),
+            }
+        }
+    }
+
+    /// Reads the configuration: the file named by `P11HA_CONF` first, then
+    /// the environment, which wins. Problems go to stderr, and are returned
+    /// for the HA log.
+    pub fn load() -> (HostConfig, Vec<String>) {
+        let mut cfg = HostConfig::default();
+        let mut problems = Vec::new();
+        let mut sink = |e: &Event<'_>| {
+            report(e);
+            problems.push(e.to_string());
+        };
+        if let Some(path) = std::env::var_os(CONF) {
+            match read_limited(&path) {
+                Ok(text) => cfg.apply_file(&text, &mut sink),
+                Err(problem) => sink(&Event::BadConfig {
+                    key: CONF,
+                    problem,
+                    fallback: "only the environment is used",
+                }),
+            }
+        }
+        for (key, value) in std::env::vars_os() {
+            let Some(key) = key.to_str() else { continue };
+            if !Self::is_item(key) {
+                continue;
+            }
+            match value.to_str() {
+                Some(value) => cfg.apply(key, value, &mut sink),
+                None => sink(&Event::BadConfig {
+                    key,
+                    problem: "the value is not UTF-8",
+                    fallback: "ignored",
+                }),
+            }
+        }
+        (cfg, problems)
+    }
+}
+
+fn read_limited(path: &OsStr) -> Result<String, &'static str> {
+    use std::io::Read;
+    let file = std::fs::File::open(path).map_err(|_| "cannot open the file")?;
+    let mut text = String::new();
+    file.take(MAX_FILE)
+        .read_to_string(&mut text)
+        .map_err(|_| "cannot read the file as UTF-8 text")?;
+    Ok(text)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use p11ha_core::config::Mode;
+
+    fn parse(items: &[(&str, &str)]) -> (HostConfig, usize) {
+        let mut cfg = HostConfig::default();
+        let mut reports = 0;
+        for (k, v) in items {
+            cfg.apply(k, v, &mut |_| reports += 1);
+        }
+        (cfg, reports)
+    }
+
+    #[test]
+    fn modules_split_on_semicolons_and_are_not_capped_in_length() {
+        let (cfg, reports) = parse(&[(MODULES, " /a.so ;; /b.so;")]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.modules, ["/a.so", "/b.so"]);
+        let long = format!("/{}/libvendor.so", "d".repeat(1000));
+        let (cfg, reports) = parse(&[(MODULES, &long)]);
+        assert_eq!((cfg.modules.len(), reports), (1, 0));
+        assert_eq!(cfg.modules[0], long);
+        let (cfg, reports) = parse(&[(MODULES, "a;b;c;d;e;f;g;h;i")]);
+        assert_eq!((cfg.modules.len(), reports), (8, 1));
+    }
+
+    #[test]
+    fn servers_and_deadlines() {
+        let (cfg, reports) = parse(&[]);
+        assert_eq!(reports, 0);
+        assert!(cfg.servers.is_empty());
+        assert_eq!(
+            (cfg.connect_timeout_ms, cfg.call_timeout_ms),
+            (3_000, 20_000)
+        );
+        let (cfg, reports) = parse(&[
+            (
+                SERVERS,
+                " unix:path=/run/a.sock\ttcp:host=hsm2,port=2345  unix:path=/run/c.sock ",
+            ),
+            (CONNECT_TIMEOUT, "500"),
+            (CALL_TIMEOUT, "2500"),
+        ]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.servers.len(), 3);
+        assert_eq!(cfg.servers[1], "tcp:host=hsm2,port=2345");
+        assert_eq!((cfg.connect_timeout_ms, cfg.call_timeout_ms), (500, 2_500));
+        let (cfg, reports) = parse(&[
+            (CONNECT_TIMEOUT, "0"),
+            (CALL_TIMEOUT, "3600001"),
+            (CALL_TIMEOUT, "soon"),
+        ]);
+        assert_eq!(reports, 3);
+        assert_eq!(
+            (cfg.connect_timeout_ms, cfg.call_timeout_ms),
+            (3_000, 20_000)
+        );
+    }
+
+    #[test]
+    fn the_ha_log_items_and_their_defaults() {
+        let (cfg, _) = parse(&[]);
+        assert_eq!(
+            (cfg.log_file.as_str(), cfg.log_name.as_str()),
+            ("/ptk_halog.log", "ptk_cryptoki")
+        );
+        let (cfg, reports) = parse(&[
+            (LOG_FILE, "/tmp/hsm_log.log"),
+            (LOG_NAME, "myapp"),
+            ("ET_PTKC_HA_RECOVER_DELAY", "120"),
+        ]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.log_file, "/tmp/hsm_log.log");
+        assert_eq!(cfg.log_name, "myapp");
+        assert_eq!(cfg.core.recover_delay(), Some(7_200_000));
+        let (cfg, reports) = parse(&[(LOG_NAME, "two words"), (LOG_FILE, "")]);
+        assert_eq!(reports, 2);
+        assert_eq!(cfg, HostConfig::default());
+    }
+
+    #[test]
+    fn file_lines_comments_and_precedence() {
+        let mut cfg = HostConfig::default();
+        let mut reports = 0;
+        let mut bad_line = false;
+        cfg.apply_file(
+            "# comment\n\nET_PTKC_GENERAL_LIBRARY_MODE = WLD\nsecret 1234\nP11HA_TYPO=1\n",
+            &mut |e| {
+                reports += 1;
+                if let Event::BadConfig { key, problem, .. } = e {
+                    // The bad line is named by number, never echoed.
+                    bad_line |= *key == CONF && *problem == "line 4 is not KEY=VALUE";
+                }
+            },
+        );
+        assert_eq!((cfg.core.mode, reports, bad_line), (Mode::Wld, 2, true));
+        // The environment is applied after the file and wins.
+        cfg.apply("ET_PTKC_GENERAL_LIBRARY_MODE", "HA", &mut |_| reports += 1);
+        assert_eq!(cfg.core.mode, Mode::Ha);
+        // Unrelated variables are not items and are never reported.
+        assert!(!HostConfig::is_item("HOME"));
+    }
+}
