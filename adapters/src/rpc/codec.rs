@@ -7,6 +7,7 @@
 //! soon or holds something impossible: a malformed reply is a member
 //! failure, never a panic or a read past the end.
 
+use p11ha_core::bytes;
 use p11ha_core::ck::{Rv, attr};
 use p11ha_core::port::{Attr, Mechanism, Param};
 use p11ha_core::{Error, Result};
@@ -19,49 +20,43 @@ pub const NATIVE: usize = core::mem::size_of::<core::ffi::c_ulong>();
 pub const HANDSHAKE: &[u8] = b"PRIVATE-GNOME-KEYRING-PKCS11-PROTOCOL-V-1";
 
 /// Writes big-endian values into a buffer; every method answers `None`
-/// when the buffer is full.
-pub struct Writer<'a> {
-    buf: &'a mut [u8],
-    at: usize,
-}
+/// when the buffer is full (over the core's bounds-checked cursor).
+pub struct Writer<'a>(bytes::Writer<'a>);
 
 impl<'a> Writer<'a> {
     /// A writer at the start of `buf`.
     pub fn new(buf: &'a mut [u8]) -> Self {
-        Writer { buf, at: 0 }
+        Writer(bytes::Writer::new(buf))
     }
 
     /// Bytes written.
     pub fn len(&self) -> usize {
-        self.at
+        self.0.len()
     }
 
     /// Whether nothing was written.
     pub fn is_empty(&self) -> bool {
-        self.at == 0
+        self.0.is_empty()
     }
 
     /// Raw bytes.
     pub fn raw(&mut self, b: &[u8]) -> Option<()> {
-        let end = self.at.checked_add(b.len())?;
-        self.buf.get_mut(self.at..end)?.copy_from_slice(b);
-        self.at = end;
-        Some(())
+        self.0.put(b)
     }
 
     /// `y`.
     pub fn byte(&mut self, x: u8) -> Option<()> {
-        self.raw(&[x])
+        self.0.u8(x)
     }
 
     /// A u32 (lengths, counts, capacities, attribute types).
     pub fn u32(&mut self, x: u32) -> Option<()> {
-        self.raw(&x.to_be_bytes())
+        self.0.u32_be(x)
     }
 
     /// `u`: a CK_ULONG, always 64 bits.
     pub fn ulong(&mut self, x: u64) -> Option<()> {
-        self.raw(&x.to_be_bytes())
+        self.0.u64_be(x)
     }
 
     /// A byte array inside values: u32 length + bytes.
@@ -88,42 +83,33 @@ impl<'a> Writer<'a> {
     }
 }
 
-/// Reads big-endian values out of a reply body.
-pub struct Reader<'a> {
-    buf: &'a [u8],
-    at: usize,
-}
+/// Reads big-endian values out of a reply body (over the core's
+/// bounds-checked cursor).
+pub struct Reader<'a>(bytes::Reader<'a>);
 
 impl<'a> Reader<'a> {
     /// A reader at the start of `buf`.
     pub fn new(buf: &'a [u8]) -> Self {
-        Reader { buf, at: 0 }
+        Reader(bytes::Reader::new(buf))
     }
 
     fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        let end = self.at.checked_add(n)?;
-        let b = self.buf.get(self.at..end)?;
-        self.at = end;
-        Some(b)
+        self.0.take(n)
     }
 
     /// `y`.
     pub fn byte(&mut self) -> Option<u8> {
-        Some(self.take(1)?[0])
+        self.0.u8()
     }
 
     /// A u32.
     pub fn u32(&mut self) -> Option<u32> {
-        let b = self.take(4)?;
-        Some(u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+        self.0.u32_be()
     }
 
     /// `u`.
     pub fn ulong(&mut self) -> Option<u64> {
-        let b = self.take(8)?;
-        let mut a = [0u8; 8];
-        a.copy_from_slice(b);
-        Some(u64::from_be_bytes(a))
+        self.0.u64_be()
     }
 
     /// A byte array inside values; `None` inside `Some` for NULL.
