@@ -6,7 +6,7 @@
 # rustup's toolchains on these machines have only the host target and no rust-src, so this
 # script uses Debian's Rust (rustc-web + cargo-web + rust-web-src, all the same version) with
 # RUSTC_BOOTSTRAP=1 and -Zbuild-std=core, and Debian's ld.lld-22 as the linker. It installs
-# whatever of those is missing (apt-get, as root), then:
+# whatever of those is missing (scripts/lib/apt.sh), then:
 #   1. builds the real crate in the real workspace, against the committed Cargo.lock (--locked):
 #        cargo build -p p11ha-core --release --target thumbv7em-none-eabihf -Zbuild-std=core
 #      Only `core` (+ compiler_builtins) exists for that target, so any `extern crate std` or
@@ -48,6 +48,8 @@ on_exit() {
     fi
 }
 trap on_exit EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+source "$ROOT/scripts/lib/apt.sh"
 
 # ---------------------------------------------------------------------------------------------
 # 1. Toolchain packages (Debian 12 names; rustc/cargo/rust-src in bookworm main are 1.63, far
@@ -60,29 +62,9 @@ RUSTDOC_BIN=/usr/bin/rustdoc
 CARGO_BIN=/usr/bin/cargo
 LLD_BIN=/usr/bin/ld.lld-22
 
-is_installed() {
-    [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
-}
-
-command -v dpkg-query >/dev/null || fail "dpkg-query not found: this script expects Debian 12"
-missing=()
-for p in "${PKGS[@]}"; do
-    is_installed "$p" || missing+=("$p")
-done
-if (( ${#missing[@]} )); then
-    say "installing missing packages: ${missing[*]}"
-    SUDO=()
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null || fail "need root (or sudo) to apt-get install ${missing[*]}"
-        SUDO=(sudo)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -q
-    # Install all four together so rustc-web and rust-web-src come from the same version.
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    say "packages already installed: ${PKGS[*]}"
-fi
+# All together, so that rustc-web and rust-web-src come from the same version.
+apt_install "${PKGS[@]}"
+say "packages installed: ${PKGS[*]}"
 
 for f in "$RUSTC_BIN" "$RUSTDOC_BIN" "$CARGO_BIN" "$LLD_BIN"; do
     [[ -x $f ]] || fail "$f missing after installing ${PKGS[*]}"
@@ -255,6 +237,6 @@ ARCHIVE=$OUT/libp11ha_nostd_probe.a
 elf_size=$(stat -c %s "$PROBE/probe.elf")
 say "linked $(basename "$ARCHIVE") whole with ld.lld-22: no undefined symbols ($elf_size bytes ELF)"
 
-STEP=done
+STEP="done"
 say "elapsed: $((SECONDS - START)) s"
 echo "no_std check: $CRATE (and the no_std adapters) build for $TARGET (core only, no alloc)"

@@ -24,8 +24,8 @@
 #    "ERROR SUMMARY" and leak figures.
 #
 # Installs what is missing: the nightly toolchain, its miri and rust-src components (rustup), and
-# valgrind (apt-get, as root or with sudo). SoftHSM, p11-kit, OpenSC and openssl come from
-# scripts/setup-debian.sh. Exits non-zero on any finding or failure.
+# valgrind (apt-get, as root or with sudo: scripts/lib/apt.sh). SoftHSM, p11-kit, OpenSC and
+# openssl come from scripts/setup-debian.sh. Exits non-zero on any finding or failure.
 #
 # Env: P11HA_SANITIZE_TARGET_DIR  cargo target dir base (default <repo>/target; asan/ and miri/
 #                                 under it, so these builds never disturb the normal ones)
@@ -49,6 +49,8 @@ on_exit() {
     fi
 }
 trap on_exit EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+source "$ROOT/scripts/lib/apt.sh"
 
 STEPS=("$@")
 (( ${#STEPS[@]} )) || STEPS=(miri asan valgrind)
@@ -79,14 +81,7 @@ if wants miri; then
     fi
 fi
 if wants valgrind && ! command -v valgrind >/dev/null; then
-    say "installing valgrind"
-    SUDO=()
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null || fail "need root (or sudo) to apt-get install valgrind"
-        SUDO=(sudo)
-    fi
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends valgrind
+    apt_install valgrind
 fi
 for tool in softhsm2-util p11-kit pkcs11-tool openssl; do
     command -v "$tool" >/dev/null || fail "$tool not found: run scripts/setup-debian.sh"
