@@ -4,100 +4,94 @@
 # no_std adapters (the fault wrapper and the PKCS#11 RPC client).
 #
 # rustup's toolchains on these machines have only the host target and no rust-src, so this
-# script uses Debian's Rust (rustc-web + cargo-web + rust-web-src, all the same version) with
-# RUSTC_BOOTSTRAP=1 and -Zbuild-std=core, and Debian's ld.lld-22 as the linker. It installs
-# whatever of those is missing (apt-get, as root), then:
+# script uses Debian's Rust (rustc-web + cargo-web + rust-web-src, with its rustfmt-web and
+# rust-web-clippy, all the same version) with RUSTC_BOOTSTRAP=1 and -Zbuild-std=core, and
+# Debian's ld.lld-22 as the linker. It installs whatever of those is missing
+# (scripts/lib/apt.sh), then:
 #   1. builds the real crate in the real workspace, against the committed Cargo.lock (--locked):
 #        cargo build -p p11ha-core --release --target thumbv7em-none-eabihf -Zbuild-std=core
 #      Only `core` (+ compiler_builtins) exists for that target, so any `extern crate std` or
 #      `extern crate alloc`, in p11ha-core or in any of its dependencies, fails to compile;
-#   2. builds a throwaway `#![no_std]` staticlib (in a temp dir outside the repo) that depends on
-#      p11ha-core and p11ha-adapters (features fault, rpc) by path, defines only a panic handler
-#      and one entry point that instantiates the RPC client over a made-up stream (every member
-#      call, through the vtable), and links the *whole* archive (every object of every crate,
-#      --whole-archive, no gc) into an ELF with ld.lld-22. Undefined symbols are errors, so this
-#      fails if anything in the graph expects an OS, a libc (malloc, write, ...), an allocator
-#      (__rust_alloc ...) or some other runtime symbol.
+#   2. builds the link probe, targets/nostd-probe: a `#![no_std]` staticlib, its own workspace,
+#      that depends on p11ha-core and p11ha-adapters (features fault, rpc) by path, defines
+#      only a panic handler and one entry point that instantiates the RPC client over a made-up
+#      stream (every member call, through the vtable), and links the *whole* archive (every
+#      object of every crate, --whole-archive, no gc) into an ELF with ld.lld-22. Undefined
+#      symbols are errors, so this fails if anything in the graph expects an OS, a libc
+#      (malloc, write, ...), an allocator (__rust_alloc ...) or some other runtime symbol.
+#      Before that, the probe must be built as the workspace is: its [profile.*] sections are
+#      those of the root Cargo.toml, and its Cargo.lock (it is built --locked) pins no version
+#      the root Cargo.lock does not; and `cargo fmt --check` must pass on it. After the link,
+#      clippy -D warnings must pass on it too, run as the build is (for thumbv7em-none-eabihf,
+#      -Zbuild-std=core). Both are Debian's (rustfmt-web, rust-web-clippy): rustup's clippy
+#      has no thumbv7em target and no rust-src here. Only the probe's own code is linted:
+#      p11ha-core and the adapters are not members of its workspace (the root workspace's
+#      `cargo clippy` lints them, for the host).
 #
 # Usage: scripts/check-nostd.sh            (from anywhere; exits non-zero on any failure)
-# Env:   P11HA_NOSTD_TARGET_DIR  cargo target dir (default: <repo>/target/nostd)
-#        P11HA_NOSTD_KEEP_PROBE=1 keep the temp probe crate and print its path
+# Env:   P11HA_NOSTD_TARGET_DIR  cargo target dir (default: <repo>/target/nostd); the probe's
+#                                ELF stays there (thumbv7em-none-eabihf/release/)
 set -euo pipefail
 
 START=$SECONDS
 TARGET=thumbv7em-none-eabihf
 CRATE=p11ha-core
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+PROBE=$ROOT/targets/nostd-probe
 TARGET_DIR=${P11HA_NOSTD_TARGET_DIR:-$ROOT/target/nostd}
 STEP=setup
+# What a failure at STEP means, for the last line.
+WHAT="$CRATE does not build for $TARGET with core only"
 
 say() { printf '==> %s\n' "$*" >&2; }
 fail() { printf 'error: %s\n' "$*" >&2; exit 1; }
 on_exit() {
     local rc=$?
-    if [[ -n ${PROBE:-} && -d ${PROBE:-} ]]; then
-        if [[ ${P11HA_NOSTD_KEEP_PROBE:-0} == 1 ]]; then
-            say "probe crate kept in $PROBE"
-        else
-            rm -rf -- "$PROBE"
-        fi
-    fi
     if (( rc != 0 )); then
-        printf 'no_std check: FAILED at step "%s" (exit %d): %s does not build for %s with core only\n' \
-            "$STEP" "$rc" "$CRATE" "$TARGET"
+        printf 'no_std check: FAILED at step "%s" (exit %d): %s\n' "$STEP" "$rc" "$WHAT"
     fi
 }
 trap on_exit EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+source "$ROOT/scripts/lib/apt.sh"
 
 # ---------------------------------------------------------------------------------------------
 # 1. Toolchain packages (Debian 12 names; rustc/cargo/rust-src in bookworm main are 1.63, far
 #    too old for edition 2024, so only the -web packages from bookworm-security will do).
 # ---------------------------------------------------------------------------------------------
 STEP="install toolchain"
-PKGS=(rustc-web cargo-web rust-web-src lld-22)
+PKGS=(rustc-web cargo-web rust-web-src rustfmt-web rust-web-clippy lld-22)
 RUSTC_BIN=/usr/bin/rustc
 RUSTDOC_BIN=/usr/bin/rustdoc
 CARGO_BIN=/usr/bin/cargo
+RUSTFMT_BIN=/usr/bin/rustfmt
+CARGO_FMT_BIN=/usr/bin/cargo-fmt
+CARGO_CLIPPY_BIN=/usr/bin/cargo-clippy
 LLD_BIN=/usr/bin/ld.lld-22
 
-is_installed() {
-    [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
-}
+# All together, so that rustc-web, rust-web-src and the tools come from the same version.
+apt_install "${PKGS[@]}"
+say "packages installed: ${PKGS[*]}"
 
-command -v dpkg-query >/dev/null || fail "dpkg-query not found: this script expects Debian 12"
-missing=()
-for p in "${PKGS[@]}"; do
-    is_installed "$p" || missing+=("$p")
-done
-if (( ${#missing[@]} )); then
-    say "installing missing packages: ${missing[*]}"
-    SUDO=()
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null || fail "need root (or sudo) to apt-get install ${missing[*]}"
-        SUDO=(sudo)
-    fi
-    export DEBIAN_FRONTEND=noninteractive
-    "${SUDO[@]}" apt-get update -q
-    # Install all four together so rustc-web and rust-web-src come from the same version.
-    "${SUDO[@]}" apt-get install -y -q --no-install-recommends "${missing[@]}"
-else
-    say "packages already installed: ${PKGS[*]}"
-fi
-
-for f in "$RUSTC_BIN" "$RUSTDOC_BIN" "$CARGO_BIN" "$LLD_BIN"; do
+for f in "$RUSTC_BIN" "$RUSTDOC_BIN" "$CARGO_BIN" "$RUSTFMT_BIN" "$CARGO_FMT_BIN" \
+    "$CARGO_CLIPPY_BIN" /usr/bin/clippy-driver "$LLD_BIN"; do
     [[ -x $f ]] || fail "$f missing after installing ${PKGS[*]}"
 done
 
 # The core sources must be exactly the compiler's version (Debian's core does not compile with
-# any other rustc).
+# any other rustc), and clippy-driver is a rustc of its own: the same version too.
 v_rustc=$(dpkg-query -W -f='${Version}' rustc-web)
 v_src=$(dpkg-query -W -f='${Version}' rust-web-src)
 v_cargo=$(dpkg-query -W -f='${Version}' cargo-web)
+v_clippy=$(dpkg-query -W -f='${Version}' rust-web-clippy)
 [[ $v_rustc == "$v_src" ]] || fail "rustc-web $v_rustc and rust-web-src $v_src differ; run: apt-get install rustc-web rust-web-src"
+[[ $v_rustc == "$v_clippy" ]] ||
+    fail "rustc-web $v_rustc and rust-web-clippy $v_clippy differ; run: apt-get install rustc-web rust-web-clippy"
 SYSROOT=$("$RUSTC_BIN" --print sysroot)
 [[ -f $SYSROOT/lib/rustlib/src/rust/library/core/src/lib.rs ]] ||
     fail "no core sources under $SYSROOT/lib/rustlib/src/rust/library (rust-web-src)"
 say "rustc-web $v_rustc, cargo-web $v_cargo, rust-web-src $v_src, lld-22 $(dpkg-query -W -f='${Version}' lld-22)"
+say "rustfmt-web $(dpkg-query -W -f='${Version}' rustfmt-web), rust-web-clippy $v_clippy"
 say "$("$RUSTC_BIN" --version); $("$CARGO_BIN" --version)"
 
 # If a prebuilt std/alloc for the target sat in the sysroot, `extern crate std` could resolve to
@@ -108,13 +102,15 @@ fi
 
 # ---------------------------------------------------------------------------------------------
 # Environment for Debian's cargo. rustup's ~/.cargo/bin comes first in PATH, so everything is
-# called by absolute path. Host-oriented settings from the caller must not leak into the cross
-# build.
+# called by absolute path; cargo also looks for its subcommands (fmt, clippy) in ~/.cargo/bin
+# first, so cargo-fmt and cargo-clippy are called directly, told which cargo and rustfmt are
+# theirs. Host-oriented settings from the caller must not leak into the cross build.
 # ---------------------------------------------------------------------------------------------
 unset RUSTFLAGS CARGO_ENCODED_RUSTFLAGS CARGO_BUILD_RUSTFLAGS RUSTC_WRAPPER \
       RUSTC_WORKSPACE_WRAPPER CARGO_BUILD_TARGET CARGO_TARGET_DIR CARGO_BUILD_TARGET_DIR \
       RUSTUP_TOOLCHAIN
 export RUSTC=$RUSTC_BIN RUSTDOC=$RUSTDOC_BIN RUSTC_BOOTSTRAP=1
+export CARGO=$CARGO_BIN RUSTFMT=$RUSTFMT_BIN
 # The workspace's release profile says panic = "unwind" (the ffi cdylib catches panics). Firmware
 # is built with panic = "abort", and a no_std staticlib with unwind would need an eh_personality
 # (the rlib alone builds either way), so override it for these builds only.
@@ -146,115 +142,57 @@ if compgen -G "$OUT/deps/libstd-*.rlib" >/dev/null || compgen -G "$OUT/deps/liba
 fi
 
 # ---------------------------------------------------------------------------------------------
-# 3. Link probe: a no_std staticlib depending on p11ha-core and the no_std adapters (the RPC
-#    client included), whole archive linked with ld.lld.
+# 3. Link probe: targets/nostd-probe, a no_std staticlib depending on p11ha-core and the no_std
+#    adapters (the RPC client included), whole archive linked with ld.lld.
 # ---------------------------------------------------------------------------------------------
+STEP="link probe: the workspace's profiles and versions"
+WHAT="targets/nostd-probe is not built as the workspace is"
+# The [profile.*] sections, without comments and blank lines.
+profiles() {
+    awk '/^[[]/ { inprof = ($0 ~ /^[[]profile[.]/) } inprof && !/^[[:space:]]*(#|$)/' "$1"
+}
+[[ $(profiles "$PROBE/Cargo.toml") == "$(profiles "$ROOT/Cargo.toml")" ]] ||
+    fail "the [profile.*] sections of $PROBE/Cargo.toml are not those of $ROOT/Cargo.toml: copy them"
+REFRESH="refresh it (this keeps the workspace's versions and drops the rest):
+    cp Cargo.lock targets/nostd-probe/ &&
+        cargo metadata --manifest-path targets/nostd-probe/Cargo.toml --format-version 1 >/dev/null"
+[[ -f $PROBE/Cargo.lock ]] || fail "$PROBE/Cargo.lock missing; $REFRESH"
+# "name version" of every package a Cargo.lock pins.
+pins() {
+    awk '/^[[][[]package[]][]]/ { n = "" } /^name = / { n = $3 } /^version = / && n != "" { print n, $3 }' \
+        "$1" | LC_ALL=C sort -u
+}
+stale=$(LC_ALL=C comm -23 <(pins "$PROBE/Cargo.lock" | grep -v '^"p11ha-nostd-probe" ') \
+    <(pins "$ROOT/Cargo.lock"))
+[[ -z $stale ]] || fail "$PROBE/Cargo.lock pins versions the workspace's Cargo.lock does not: \
+${stale//$'\n'/, }; $REFRESH"
+# A dependency added or dropped since: the --locked build below would refuse the lock.
+(cd "$PROBE" && "$CARGO_BIN" metadata --locked --offline --format-version 1 >/dev/null) ||
+    fail "$PROBE/Cargo.lock does not match what the probe depends on now; $REFRESH"
+
+STEP="link probe: cargo fmt --check"
+WHAT="targets/nostd-probe is not formatted (run cargo fmt in targets/nostd-probe)"
+say "cargo fmt --check in $PROBE ($("$RUSTFMT_BIN" --version))"
+(cd "$PROBE" && "$CARGO_FMT_BIN" --check)
+
 STEP="link probe"
-PROBE=$(mktemp -d "${TMPDIR:-/tmp}/p11ha-nostd-probe.XXXXXX")
-mkdir -p "$PROBE/src"
-cat >"$PROBE/Cargo.toml" <<EOF
-[package]
-name = "p11ha-nostd-probe"
-version = "0.0.0"
-edition = "2024"
-publish = false
-
-[lib]
-crate-type = ["staticlib"]
-
-[dependencies]
-p11ha-core = { path = "$ROOT/core" }
-p11ha-adapters = { path = "$ROOT/adapters", default-features = false, features = ["fault", "rpc"] }
-embedded-io = { version = "0.7", default-features = false }
-
-# Its own workspace, whatever the temp dir sits under.
-[workspace]
-
-EOF
-# The workspace's own [profile.*] sections (panic is overridden by the environment as above):
-# with identical profiles cargo reuses the core/compiler_builtins/dependency builds of step 2.
-awk '/^[[]/ { inprof = ($0 ~ /^[[]profile[.]/) } inprof' "$ROOT/Cargo.toml" >>"$PROBE/Cargo.toml"
-cat >"$PROBE/src/lib.rs" <<'EOF'
-#![no_std]
-// No `extern crate alloc`, no #[global_allocator]: if anything in the graph needed an
-// allocator or std, this crate could not be built or linked.
-extern crate p11ha_adapters;
-extern crate p11ha_core;
-
-use p11ha_adapters::rpc::{Connector, RpcMember};
-use p11ha_core::error::TransportError;
-use p11ha_core::port::Member;
-use p11ha_core::sync::SpinLock;
-
-/// A stream a board would give (a UART, a TCP socket of its own stack): here, one whose bytes
-/// the optimiser cannot predict, so that the RPC client is instantiated and linked in full.
-struct Wire;
-
-impl embedded_io::ErrorType for Wire {
-    type Error = embedded_io::ErrorKind;
-}
-
-impl embedded_io::Read for Wire {
-    fn read(&mut self, buf: &mut [u8]) -> Result<usize, Self::Error> {
-        for b in buf.iter_mut() {
-            *b = core::hint::black_box(0);
-        }
-        Ok(core::hint::black_box(buf.len()))
-    }
-}
-
-impl embedded_io::Write for Wire {
-    fn write(&mut self, buf: &[u8]) -> Result<usize, Self::Error> {
-        Ok(buf.len())
-    }
-    fn flush(&mut self) -> Result<(), Self::Error> {
-        Ok(())
-    }
-}
-
-struct Dial;
-
-impl Connector for Dial {
-    type Stream = Wire;
-    fn connect(&self) -> Result<Wire, TransportError> {
-        Ok(Wire)
-    }
-}
-
-/// Entry point for the link check; keeps the archive's objects meaningful to the linker.
-#[unsafe(no_mangle)]
-pub extern "C" fn p11ha_nostd_probe() -> usize {
-    static mut BUF: [u8; 4096] = [0; 4096];
-    // SAFETY: the probe is linked, never run; nothing else touches BUF.
-    let buf: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(BUF) };
-    match RpcMember::connect(Dial, SpinLock::new(), buf, 0) {
-        Ok((member, _)) => {
-            // Every method, through the vtable.
-            let member: &dyn Member = core::hint::black_box(&member);
-            member.open_session(6).unwrap_or(0) as usize
-        }
-        Err(e) => core::hint::black_box(e.rv().0) as usize,
-    }
-}
-
-#[panic_handler]
-fn panic(_info: &core::panic::PanicInfo<'_>) -> ! {
-    loop {
-        core::hint::spin_loop();
-    }
-}
-EOF
-# Same dependency versions as the workspace (cargo prunes what the probe does not use).
-cp "$ROOT/Cargo.lock" "$PROBE/Cargo.lock"
+WHAT="$CRATE does not build for $TARGET with core only"
 say "building the link probe in $PROBE"
-(cd "$PROBE" && "$CARGO_BIN" build "${BUILD_FLAGS[@]}")
+(cd "$PROBE" && "$CARGO_BIN" build --locked "${BUILD_FLAGS[@]}")
 ARCHIVE=$OUT/libp11ha_nostd_probe.a
 [[ -f $ARCHIVE ]] || fail "$ARCHIVE was not produced"
-"$LLD_BIN" --entry=p11ha_nostd_probe --whole-archive "$ARCHIVE" --no-whole-archive \
-    -o "$PROBE/probe.elf"
-elf_size=$(stat -c %s "$PROBE/probe.elf")
+ELF=$OUT/p11ha-nostd-probe.elf
+rm -f -- "$ELF"
+"$LLD_BIN" --entry=p11ha_nostd_probe --whole-archive "$ARCHIVE" --no-whole-archive -o "$ELF"
+elf_size=$(stat -c %s "$ELF")
 say "linked $(basename "$ARCHIVE") whole with ld.lld-22: no undefined symbols ($elf_size bytes ELF)"
 
-STEP=done
+# Last, so that a probe that does not build for the target is reported as such above.
+STEP="link probe: clippy"
+WHAT="clippy finds fault with targets/nostd-probe"
+say "clippy -D warnings on the probe, for $TARGET"
+(cd "$PROBE" && "$CARGO_CLIPPY_BIN" clippy --locked "${BUILD_FLAGS[@]}" -- -D warnings)
+
+STEP="done"
 say "elapsed: $((SECONDS - START)) s"
 echo "no_std check: $CRATE (and the no_std adapters) build for $TARGET (core only, no alloc)"

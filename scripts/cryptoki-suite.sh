@@ -114,21 +114,7 @@ if ! (cd "$SRC" && cargo test --locked --test '*' --no-run --message-format=json
 fi
 t1=$(date +%s.%N)
 # "<binary-name> <executable>" for each integration-test target.
-mapfile -t BINARIES < <(python3 - "$OUT/logs/build.json" <<'EOF'
-import json, sys
-seen = {}
-for line in open(sys.argv[1]):
-    try:
-        m = json.loads(line)
-    except ValueError:
-        continue
-    if (m.get("reason") == "compiler-artifact" and m.get("executable")
-            and m["profile"].get("test") and "test" in m["target"]["kind"]):
-        seen[m["target"]["name"]] = m["executable"]
-for name in sorted(seen):
-    print(name, seen[name])
-EOF
-)
+mapfile -t BINARIES < <(python3 "$ROOT/scripts/python/cargo_test_binaries.py" "$OUT/logs/build.json")
 [ ${#BINARIES[@]} -gt 0 ] || die "no test binaries found in the build output"
 
 # ---------------------------------------------------------------- run

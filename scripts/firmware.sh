@@ -7,8 +7,9 @@
 #
 # 1. installs what is missing: Debian's Rust for the target (rustc-web, cargo-web,
 #    rust-web-src, lld-22: see scripts/check-nostd.sh for why these), qemu-system-arm,
-#    binutils-arm-none-eabi (apt); defmt-print (cargo install --locked, with rustup's cargo);
-#    the test's SoftHSM, p11-kit, OpenSC and openssl (scripts/setup-debian.sh);
+#    binutils-arm-none-eabi (apt, scripts/lib/apt.sh); defmt-print (cargo install --locked,
+#    with rustup's cargo); the test's SoftHSM, p11-kit, OpenSC and openssl
+#    (scripts/setup-debian.sh);
 # 2. builds the firmware in release with Debian's toolchain (RUSTC_BOOTSTRAP=1,
 #    -Zbuild-std=core, linked by ld.lld-22), in its own workspace (targets/firmware);
 # 3. prints its size from `arm-none-eabi-size -A`:
@@ -50,28 +51,12 @@ grep -q "LENGTH = 64K" "$CRATE_DIR/memory.x" ||
 # ---------------------------------------------------------------------------------------------
 # 1. What is missing.
 # ---------------------------------------------------------------------------------------------
-command -v dpkg-query >/dev/null || fail "dpkg-query not found: this script expects Debian 12"
-is_installed() {
-    [[ $(dpkg-query -W -f='${db:Status-Status}' "$1" 2>/dev/null || true) == installed ]]
-}
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+source "$ROOT/scripts/lib/apt.sh"
 "$ROOT/scripts/setup-debian.sh" >&2
 PKGS=(rustc-web cargo-web rust-web-src lld-22 qemu-system-arm binutils-arm-none-eabi)
-missing=()
-for p in "${PKGS[@]}"; do
-    is_installed "$p" || missing+=("$p")
-done
-if (( ${#missing[@]} )); then
-    say "installing missing packages: ${missing[*]}"
-    SUDO=()
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null || fail "need root (or sudo) to apt-get install ${missing[*]}"
-        SUDO=(sudo)
-    fi
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get update -q
-    # Together, so that rustc-web and rust-web-src come from the same version.
-    "${SUDO[@]}" env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends \
-        "${missing[@]}"
-fi
+# Together, so that rustc-web and rust-web-src come from the same version.
+apt_install "${PKGS[@]}"
 RUSTC_BIN=/usr/bin/rustc
 CARGO_BIN=/usr/bin/cargo
 for f in "$RUSTC_BIN" /usr/bin/rustdoc "$CARGO_BIN" /usr/bin/ld.lld-22 \

@@ -13,8 +13,9 @@
 #    against the ASan-built library (TEST_P11HA_LIB). The ASan runtime is linked statically into
 #    the instrumented test executable only; `-Wl,--export-dynamic` exports its symbols so that
 #    the instrumented cdylib, loaded with dlopen, binds to that one runtime. Before that, a canary
-#    (a throwaway cdylib and executable built the same way, outside the repository) must be caught
-#    reading out of bounds and leaking: the run cannot pass because ASan is not watching.
+#    (scripts/sanitize/canary: a cdylib and an executable that loads it, its own workspace,
+#    built the same way; first checked with `cargo fmt --check` and clippy -D warnings) must be
+#    caught reading out of bounds and leaking: the run cannot pass because ASan is not watching.
 #    ASAN_OPTIONS below; LSAN_OPTIONS reads scripts/sanitize/lsan.supp (third-party frames only).
 # 3. valgrind: builds the release libp11ha.so (not instrumented) and runs OpenSC's pkcs11-tool on
 #    it under memcheck (--leak-check=full, definite and indirect leaks are errors,
@@ -24,11 +25,12 @@
 #    "ERROR SUMMARY" and leak figures.
 #
 # Installs what is missing: the nightly toolchain, its miri and rust-src components (rustup), and
-# valgrind (apt-get, as root or with sudo). SoftHSM, p11-kit, OpenSC and openssl come from
-# scripts/setup-debian.sh. Exits non-zero on any finding or failure.
+# valgrind (apt-get, as root or with sudo: scripts/lib/apt.sh). SoftHSM, p11-kit, OpenSC and
+# openssl come from scripts/setup-debian.sh. Exits non-zero on any finding or failure.
 #
-# Env: P11HA_SANITIZE_TARGET_DIR  cargo target dir base (default <repo>/target; asan/ and miri/
-#                                 under it, so these builds never disturb the normal ones)
+# Env: P11HA_SANITIZE_TARGET_DIR  cargo target dir base (default <repo>/target; asan/, miri/ and
+#                                 canary-lint/ under it, so these builds never disturb the
+#                                 normal ones)
 set -euo pipefail
 
 START=$SECONDS
@@ -49,6 +51,8 @@ on_exit() {
     fi
 }
 trap on_exit EXIT
+# shellcheck source-path=SCRIPTDIR source=lib/apt.sh
+source "$ROOT/scripts/lib/apt.sh"
 
 STEPS=("$@")
 (( ${#STEPS[@]} )) || STEPS=(miri asan valgrind)
@@ -79,14 +83,7 @@ if wants miri; then
     fi
 fi
 if wants valgrind && ! command -v valgrind >/dev/null; then
-    say "installing valgrind"
-    SUDO=()
-    if (( EUID != 0 )); then
-        command -v sudo >/dev/null || fail "need root (or sudo) to apt-get install valgrind"
-        SUDO=(sudo)
-    fi
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get update -q
-    DEBIAN_FRONTEND=noninteractive "${SUDO[@]}" apt-get install -y -q --no-install-recommends valgrind
+    apt_install valgrind
 fi
 for tool in softhsm2-util p11-kit pkcs11-tool openssl; do
     command -v "$tool" >/dev/null || fail "$tool not found: run scripts/setup-debian.sh"
@@ -138,70 +135,18 @@ asan_cargo() {
     RUSTFLAGS=$ASAN_FLAGS CARGO_TARGET_DIR=$BASE/asan cargo +nightly "$@"
 }
 if wants asan; then
-    STEP="asan canary"
+    STEP="asan canary lint"
     t0=$SECONDS
     [[ -f $SUPP/lsan.supp ]] || fail "$SUPP/lsan.supp missing"
-    CANARY=$WORK/canary
-    mkdir -p "$CANARY/lib/src" "$CANARY/app/src"
-    cat >"$CANARY/Cargo.toml" <<'EOF'
-[workspace]
-members = ["lib", "app"]
-resolver = "2"
-EOF
-    cat >"$CANARY/lib/Cargo.toml" <<'EOF'
-[package]
-name = "p11ha-asan-canary"
-version = "0.0.0"
-edition = "2024"
-publish = false
-[lib]
-crate-type = ["cdylib"]
-EOF
-    cat >"$CANARY/lib/src/lib.rs" <<'EOF'
-//! A library that reads out of bounds and leaks on request: ASan must catch both.
-#[unsafe(no_mangle)]
-pub extern "C" fn canary_oob(i: usize) -> u8 {
-    let v = std::hint::black_box(vec![1u8; 8]);
-    // SAFETY: none; i = 8 reads one byte past the end, on purpose.
-    unsafe { *v.as_ptr().add(i) }
-}
-#[unsafe(no_mangle)]
-pub extern "C" fn canary_leak() {
-    std::mem::forget(std::hint::black_box(vec![7u8; 4096]));
-}
-EOF
-    cat >"$CANARY/app/Cargo.toml" <<'EOF'
-[package]
-name = "p11ha-asan-canary-app"
-version = "0.0.0"
-edition = "2024"
-publish = false
-[dependencies]
-libc = "0.2"
-EOF
-    cat >"$CANARY/app/src/main.rs" <<'EOF'
-//! Loads the canary with dlopen, as the tests load libp11ha.so, and calls it.
-fn main() {
-    let args: Vec<String> = std::env::args().collect();
-    let path = std::ffi::CString::new(args[2].as_str()).unwrap();
-    // SAFETY: loading and calling the canary is the point.
-    unsafe {
-        let h = libc::dlopen(path.as_ptr(), libc::RTLD_NOW);
-        assert!(!h.is_null(), "dlopen {}", args[2]);
-        if args[1] == "oob" {
-            let f: extern "C" fn(usize) -> u8 =
-                std::mem::transmute(libc::dlsym(h, c"canary_oob".as_ptr()));
-            println!("{}", f(std::hint::black_box(8)));
-        } else {
-            let f: extern "C" fn() = std::mem::transmute(libc::dlsym(h, c"canary_leak".as_ptr()));
-            f();
-        }
-    }
-}
-EOF
-    cp "$ROOT/Cargo.lock" "$CANARY/Cargo.lock"
+    CANARY=$SUPP/canary
+    [[ -f $CANARY/Cargo.toml ]] || fail "$CANARY missing"
+    say "asan: the canary's fmt and clippy (-D warnings)"
+    (cd "$CANARY" && cargo fmt --check)
+    (cd "$CANARY" && CARGO_TARGET_DIR=$BASE/canary-lint cargo clippy --quiet --locked --all-targets \
+        -- -D warnings)
+    STEP="asan canary"
     say "asan: the canary (must be caught)"
-    (cd "$CANARY" && asan_cargo build --quiet --release --target "$HOST")
+    (cd "$CANARY" && asan_cargo build --quiet --locked --release --target "$HOST")
     OUT=$BASE/asan/$HOST/release
     if "$OUT/p11ha-asan-canary-app" oob "$OUT/libp11ha_asan_canary.so" >"$WORK/oob.log" 2>&1; then
         fail "ASan missed an out-of-bounds read in a dlopened cdylib: $(cat "$WORK/oob.log")"
