@@ -1,14 +1,19 @@
 //! The one place where the application's raw pointers become Rust
 //! references.
 //!
-//! Every function here checks what PKCS#11 lets a library check (NULL where
-//! a pointer is required, a NULL buffer with a non-zero length, lengths that
-//! do not fit this platform) and answers `CKR_ARGUMENTS_BAD` otherwise. What
-//! no library can check (that a non-NULL pointer really points at as many
-//! bytes as the application says) is the application's side of the PKCS#11
-//! contract, and the `# Safety` sections below say so.
+//! Every conversion here checks what PKCS#11 lets a library check (NULL
+//! where a pointer is required, a NULL buffer with a non-zero length,
+//! lengths that do not fit this platform) and answers `CKR_ARGUMENTS_BAD`
+//! otherwise. What no library can check (that a non-NULL pointer really
+//! points at as many bytes as the application says) is the application's
+//! side of the PKCS#11 contract: [`Contract`] stands for it. An exported
+//! function makes one, once, for the call it serves (the one `unsafe` of
+//! every export), and the bodies in [`crate::calls`] turn that call's
+//! pointer arguments into references through its methods, which are safe:
+//! the contract was asserted where the call came in.
 
-use std::ffi::c_void;
+use std::ffi::{CStr, c_char, c_void};
+use std::marker::PhantomData;
 use std::ptr;
 
 use cryptoki_sys::*;
@@ -39,7 +44,7 @@ fn len(n: CK_ULONG) -> Result<usize> {
 /// # Safety
 /// A non-NULL `p` points at `n` readable bytes that stay valid, and are not
 /// written through another reference, for `'a`.
-pub unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8]> {
+unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8]> {
     let n = len(n)?;
     if p.is_null() {
         return if n == 0 { Ok(&[]) } else { Err(BAD) };
@@ -53,7 +58,7 @@ pub unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8]> {
 /// # Safety
 /// A non-NULL `p` points at `n` writable bytes that stay valid, and are not
 /// used through another reference, for `'a`.
-pub unsafe fn bytes_mut<'a>(p: *mut u8, n: CK_ULONG) -> Result<&'a mut [u8]> {
+unsafe fn bytes_mut<'a>(p: *mut u8, n: CK_ULONG) -> Result<&'a mut [u8]> {
     let n = len(n)?;
     if p.is_null() {
         return if n == 0 { Ok(&mut []) } else { Err(BAD) };
@@ -67,7 +72,7 @@ pub unsafe fn bytes_mut<'a>(p: *mut u8, n: CK_ULONG) -> Result<&'a mut [u8]> {
 ///
 /// # Safety
 /// As [`bytes`].
-pub unsafe fn optional<'a>(p: *const u8, n: CK_ULONG) -> Result<Option<&'a [u8]>> {
+unsafe fn optional<'a>(p: *const u8, n: CK_ULONG) -> Result<Option<&'a [u8]>> {
     if p.is_null() {
         Ok(None)
     } else {
@@ -80,7 +85,7 @@ pub unsafe fn optional<'a>(p: *const u8, n: CK_ULONG) -> Result<Option<&'a [u8]>
 ///
 /// # Safety
 /// A non-NULL `p` points at a writable `T` valid for `'a`.
-pub unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
+unsafe fn out<'a, T>(p: *mut T) -> Result<&'a mut T> {
     // SAFETY: checked for NULL; valid and writable by the caller's contract.
     unsafe { p.as_mut() }.ok_or(BAD)
 }
@@ -105,7 +110,7 @@ impl<'a> OutBuf<'a> {
     /// at `*len` writable bytes; both stay valid for `'a` and are not used
     /// through another reference meanwhile (use [`OutBuf::with_input`] when
     /// an input buffer may share memory with this one).
-    pub unsafe fn new(p: *mut u8, len: *mut CK_ULONG) -> Result<Self> {
+    unsafe fn new(p: *mut u8, len: *mut CK_ULONG) -> Result<Self> {
         // SAFETY: forwarded contract.
         let len = unsafe { out(len) }?;
         let buf = if p.is_null() {
@@ -125,7 +130,7 @@ impl<'a> OutBuf<'a> {
     ///
     /// # Safety
     /// As [`OutBuf::new`] and [`bytes`].
-    pub unsafe fn with_input(
+    unsafe fn with_input(
         input: *const u8,
         input_len: CK_ULONG,
         p: *mut u8,
@@ -196,7 +201,7 @@ impl Input<'_> {
 /// # Safety
 /// A non-NULL `t` points at `n` `CK_ATTRIBUTE`s whose values are as
 /// [`bytes`] requires, all valid for `'a`.
-pub unsafe fn template<'a>(t: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr<'a>>> {
+unsafe fn template<'a>(t: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr<'a>>> {
     let n = count::<CK_ATTRIBUTE>(n)?;
     if t.is_null() {
         return if n == 0 { Ok(Vec::new()) } else { Err(BAD) };
@@ -221,7 +226,7 @@ pub unsafe fn template<'a>(t: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<At
 /// A non-NULL `t` points at `n` writable `CK_ATTRIBUTE`s; each non-NULL
 /// `pValue` points at `ulValueLen` writable bytes not shared with another
 /// attribute; all valid for `'a`.
-pub unsafe fn out_template<'a>(
+unsafe fn out_template<'a>(
     t: *mut CK_ATTRIBUTE,
     n: CK_ULONG,
 ) -> Result<(Vec<AttrOut<'a>>, &'a mut [CK_ATTRIBUTE])> {
@@ -281,7 +286,7 @@ unsafe fn read_struct<T: Copy>(p: *const c_void, n: usize) -> Option<T> {
 /// # Safety
 /// A non-NULL `m` points at a `CK_MECHANISM` whose parameter, and whatever
 /// buffers the parameter structure points at, are readable for `'a`.
-pub unsafe fn mechanism<'a>(m: *const CK_MECHANISM) -> Result<Mechanism<'a>> {
+unsafe fn mechanism<'a>(m: *const CK_MECHANISM) -> Result<Mechanism<'a>> {
     // SAFETY: checked for NULL; readable by the contract.
     let m = unsafe { m.as_ref() }.ok_or(BAD)?;
     let ty = from_ulong(m.mechanism);
@@ -295,35 +300,45 @@ pub unsafe fn mechanism<'a>(m: *const CK_MECHANISM) -> Result<Mechanism<'a>> {
             param: Param::None,
         });
     }
+    // The structures' own buffers are readable by the contract, like the
+    // parameter itself: `field` makes a slice of one.
+    let field = |p: *const u8, n: CK_ULONG| {
+        // SAFETY: a buffer a parameter structure points at is readable for
+        // its length, for 'a, by the caller's contract.
+        unsafe { bytes(p, n) }
+    };
     let decoded = match param_kind(ty) {
         ParamKind::Flat => Some(Param::Flat(raw)),
-        // SAFETY (this and the arms below): p has n readable bytes; the
-        // buffers the structure points at are readable by the contract.
         ParamKind::Handle => {
-            unsafe { read_struct::<CK_OBJECT_HANDLE>(p, n) }.map(|h| Param::Handle(from_ulong(h)))
+            // SAFETY: p has n readable bytes (above).
+            let h = unsafe { read_struct::<CK_OBJECT_HANDLE>(p, n) };
+            h.map(|h| Param::Handle(from_ulong(h)))
         }
+        // SAFETY: p has n readable bytes (above).
         ParamKind::Oaep => match unsafe { read_struct::<CK_RSA_PKCS_OAEP_PARAMS>(p, n) } {
             Some(o) => Some(Param::Oaep {
                 hash: from_ulong(o.hashAlg),
                 mgf: from_ulong(o.mgf),
                 source: from_ulong(o.source),
-                source_data: unsafe { bytes(o.pSourceData as *const u8, o.ulSourceDataLen) }?,
+                source_data: field(o.pSourceData as *const u8, o.ulSourceDataLen)?,
             }),
             None => None,
         },
+        // SAFETY: p has n readable bytes (above).
         ParamKind::Ecdh1 => match unsafe { read_struct::<CK_ECDH1_DERIVE_PARAMS>(p, n) } {
             Some(e) => Some(Param::Ecdh1 {
                 kdf: from_ulong(e.kdf),
-                shared_data: unsafe { bytes(e.pSharedData, e.ulSharedDataLen) }?,
-                public_data: unsafe { bytes(e.pPublicData, e.ulPublicDataLen) }?,
+                shared_data: field(e.pSharedData, e.ulSharedDataLen)?,
+                public_data: field(e.pPublicData, e.ulPublicDataLen)?,
             }),
             None => None,
         },
+        // SAFETY: p has n readable bytes (above).
         ParamKind::Gcm => match unsafe { read_struct::<CK_GCM_PARAMS>(p, n) } {
             Some(g) => Some(Param::Gcm {
-                iv: unsafe { bytes(g.pIv, g.ulIvLen) }?,
+                iv: field(g.pIv, g.ulIvLen)?,
                 iv_bits: from_ulong(g.ulIvBits),
-                aad: unsafe { bytes(g.pAAD, g.ulAADLen) }?,
+                aad: field(g.pAAD, g.ulAADLen)?,
                 tag_bits: from_ulong(g.ulTagBits),
             }),
             None => None,
@@ -342,7 +357,7 @@ pub unsafe fn mechanism<'a>(m: *const CK_MECHANISM) -> Result<Mechanism<'a>> {
 /// # Safety
 /// `count` is NULL or writable; a non-NULL `list` has `*count` writable
 /// entries; both valid for the call.
-pub unsafe fn ulong_list(
+unsafe fn ulong_list(
     list: *mut CK_ULONG,
     count: *mut CK_ULONG,
     fill: impl Fn(Option<&mut [u64]>) -> Result<usize>,
@@ -378,6 +393,199 @@ pub unsafe fn ulong_list(
     Ok(())
 }
 
+/// The PKCS#11 contract of one call: the pointer arguments the application
+/// passed to the exported function being served are NULL where PKCS#11
+/// allows it, or valid for the lengths given (and for writes where they are
+/// outputs), and unaliased by anything p11ha holds, for the duration of the
+/// call (`'call`).
+///
+/// Only an exported function makes one ([`Contract::assume`]), for the
+/// call it serves, and hands it with that call's arguments to the body in
+/// [`crate::calls`]; the methods below may be given only those arguments.
+#[derive(Clone, Copy)]
+pub struct Contract<'call>(PhantomData<&'call mut ()>);
+
+impl<'call> Contract<'call> {
+    /// The contract of the call being served.
+    ///
+    /// # Safety
+    /// Called by an exported PKCS#11 function (or p11ha extension), whose
+    /// caller passed its arguments as PKCS#11 defines them for it; the
+    /// contract is handed only that call's arguments, and does not outlive
+    /// the call.
+    pub unsafe fn assume() -> Self {
+        Contract(PhantomData)
+    }
+
+    /// A required output location: `CKR_ARGUMENTS_BAD` for NULL.
+    pub fn out<T>(self, p: *mut T) -> Result<&'call mut T> {
+        // SAFETY: by the call's contract, a non-NULL p is a writable T.
+        unsafe { out(p) }
+    }
+
+    /// An input that may be NULL.
+    pub fn optional_ref<T>(self, p: *const T) -> Option<&'call T> {
+        // SAFETY: by the call's contract, a non-NULL p is a readable T.
+        unsafe { p.as_ref() }
+    }
+
+    /// `n` input bytes at `p` (NULL for none).
+    pub fn bytes(self, p: *const u8, n: CK_ULONG) -> Result<&'call [u8]> {
+        // SAFETY: by the call's contract, a non-NULL p has n readable bytes.
+        unsafe { bytes(p, n) }
+    }
+
+    /// `n` bytes at `p` to write (NULL for none).
+    pub fn bytes_mut(self, p: *mut u8, n: CK_ULONG) -> Result<&'call mut [u8]> {
+        // SAFETY: by the call's contract, a non-NULL p has n writable bytes.
+        unsafe { bytes_mut(p, n) }
+    }
+
+    /// A secret (a PIN): NULL means none (the protected authentication
+    /// path), whatever `n` says.
+    pub fn optional(self, p: *const u8, n: CK_ULONG) -> Result<Option<&'call [u8]>> {
+        // SAFETY: by the call's contract, a non-NULL p has n readable bytes.
+        unsafe { optional(p, n) }
+    }
+
+    /// A NUL-terminated string, or NULL.
+    pub fn c_str(self, p: *const c_char) -> Option<&'call CStr> {
+        // SAFETY: by the call's contract, a non-NULL p is NUL-terminated and
+        // readable up to its NUL.
+        (!p.is_null()).then(|| unsafe { CStr::from_ptr(p) })
+    }
+
+    /// A variable-length output (`p`, `*len`).
+    pub fn out_buf(self, p: *mut u8, len: *mut CK_ULONG) -> Result<OutBuf<'call>> {
+        // SAFETY: by the call's contract: len is NULL or writable, a
+        // non-NULL p has *len writable bytes.
+        unsafe { OutBuf::new(p, len) }
+    }
+
+    /// An input (`input`, `input_len`) and a variable-length output (`p`,
+    /// `*len`), which PKCS#11 lets share memory.
+    pub fn in_out(
+        self,
+        input: *const u8,
+        input_len: CK_ULONG,
+        p: *mut u8,
+        len: *mut CK_ULONG,
+    ) -> Result<(Input<'call>, OutBuf<'call>)> {
+        // SAFETY: by the call's contract, as out_buf and bytes.
+        unsafe { OutBuf::with_input(input, input_len, p, len) }
+    }
+
+    /// An input template of `n` attributes.
+    pub fn template(self, t: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr<'call>>> {
+        // SAFETY: by the call's contract, a non-NULL t has n attributes whose
+        // values are readable.
+        unsafe { template(t, n) }
+    }
+
+    /// An output template (`C_GetAttributeValue`), and the array itself for
+    /// the lengths written back.
+    pub fn out_template(
+        self,
+        t: *mut CK_ATTRIBUTE,
+        n: CK_ULONG,
+    ) -> Result<(Vec<AttrOut<'call>>, &'call mut [CK_ATTRIBUTE])> {
+        // SAFETY: by the call's contract, a non-NULL t has n writable
+        // attributes whose values are writable and do not overlap.
+        unsafe { out_template(t, n) }
+    }
+
+    /// A mechanism and its parameter.
+    pub fn mechanism(self, m: *const CK_MECHANISM) -> Result<Mechanism<'call>> {
+        // SAFETY: by the call's contract, a non-NULL m and its parameter's
+        // buffers are readable.
+        unsafe { mechanism(m) }
+    }
+
+    /// A list of `CK_ULONG`s with its count in/out (`list` NULL asks for the
+    /// count), filled by `fill` as [`ulong_list`] says.
+    pub fn ulong_list(
+        self,
+        list: *mut CK_ULONG,
+        count: *mut CK_ULONG,
+        fill: impl Fn(Option<&mut [u64]>) -> Result<usize>,
+    ) -> Result<()> {
+        // SAFETY: by the call's contract: count is NULL or writable, a
+        // non-NULL list has *count writable entries.
+        unsafe { ulong_list(list, count, fill) }
+    }
+
+    /// Room for at most `max` handles at `p` (`C_FindObjects`), into which
+    /// [`Handles::write`] puts those found.
+    pub fn handles(self, p: *mut CK_ULONG, max: CK_ULONG) -> Result<Handles<'call>> {
+        // No slice is made over the array: any `max` that fits is taken.
+        let max = ulong_to_len(max).ok_or(BAD)?;
+        if p.is_null() && max != 0 {
+            return Err(BAD);
+        }
+        Ok(Handles {
+            p,
+            max,
+            _call: PhantomData,
+        })
+    }
+
+    /// Writes `items` to `list` as PKCS#11 lists of structures go: a NULL
+    /// `list` asks for the count, a short one gets `CKR_BUFFER_TOO_SMALL`
+    /// with the count written.
+    pub fn list_of<T: Copy>(self, list: *mut T, count: *mut CK_ULONG, items: &[T]) -> Result<()> {
+        let count = self.out(count)?;
+        let needed = len_to_ulong(items.len())?;
+        if list.is_null() {
+            *count = needed;
+            return Ok(());
+        }
+        if *count < needed {
+            *count = needed;
+            return Err(Error::BufferTooSmall {
+                needed: items.len(),
+            });
+        }
+        for (i, item) in items.iter().enumerate() {
+            // SAFETY: by the call's contract list has *count >= items.len()
+            // writable entries.
+            unsafe { list.add(i).write(*item) };
+        }
+        *count = needed;
+        Ok(())
+    }
+
+    /// `C_Initialize`'s argument: NULL or a `CK_C_INITIALIZE_ARGS`.
+    pub fn init_args(self, p: *mut c_void) -> Option<&'call CK_C_INITIALIZE_ARGS> {
+        self.optional_ref(p as *const CK_C_INITIALIZE_ARGS)
+    }
+}
+
+/// The application's array of object handles of one `C_FindObjects`.
+pub struct Handles<'call> {
+    p: *mut CK_ULONG,
+    max: usize,
+    _call: PhantomData<&'call mut CK_ULONG>,
+}
+
+impl Handles<'_> {
+    /// How many it holds.
+    pub fn max(&self) -> usize {
+        self.max
+    }
+
+    /// Writes `items` (at most [`Handles::max`]) from the start; how many.
+    /// Only those entries are touched, whatever `max` the application gave.
+    pub fn write(&mut self, items: &[u64]) -> Result<usize> {
+        let n = items.len().min(self.max);
+        for (i, &h) in items[..n].iter().enumerate() {
+            // SAFETY: i < max, and the array has max writable entries by the
+            // call's contract (made in Contract::handles).
+            unsafe { self.p.add(i).write(p11ha_adapters::sys::to_ulong(h)?) };
+        }
+        Ok(n)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -391,7 +599,7 @@ mod tests {
             ulValueLen: 0,
         }];
         let absurd = CK_ULONG::MAX - 1;
-        // SAFETY (each call): the buffers are real and small; the lengths
+        // SAFETY: (each call) the buffers are real and small; the lengths
         // are larger than any object, which is what must be refused before
         // the pointer is used.
         unsafe {

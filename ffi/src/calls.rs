@@ -1,13 +1,10 @@
 //! The body of every exported function: arguments checked and turned into
-//! Rust values (through [`crate::args`]), the engine called, results written
-//! back as PKCS#11 says.
+//! Rust values, the engine called, results written back as PKCS#11 says.
 //!
-//! # Safety
-//! Every function here is `unsafe` with one contract: its arguments are
-//! what PKCS#11 defines for the C function of the same name (pointers NULL
-//! or valid for the lengths given, for the duration of the call). The
-//! exports in [`crate::exports`] forward the application's arguments as
-//! they are.
+//! Nothing here is `unsafe`: each body gets, with the application's
+//! arguments as they are, the [`Contract`] of its call, which the export in
+//! [`crate::exports`] asserted, and turns pointers into references only
+//! through it ([`crate::args`]).
 
 use std::ffi::c_void;
 
@@ -16,12 +13,13 @@ use p11ha_adapters::sys::{
     from_ulong, len_to_ulong, sys_mechanism_info, sys_session_info, sys_slot_info, sys_token_info,
     to_ulong,
 };
-use p11ha_core::ck::Rv;
+use p11ha_core::ck::{Rv, flags};
 use p11ha_core::port::{DualOp, Op};
 use p11ha_core::{Error, Result};
 
-use crate::args::{self, OutBuf, bytes, mechanism, optional, out, template};
+use crate::args::Contract;
 use crate::runtime::{self, Runtime, with};
+use crate::types::P11HA_MEMBER_INFO;
 
 const BAD: Error = Error::Rv(Rv::ARGUMENTS_BAD);
 
@@ -33,23 +31,22 @@ fn copy_padded<const N: usize>(dst: &mut [u8; N], src: &[u8]) {
 
 // ---- general purpose --------------------------------------------------------
 
-pub(crate) unsafe fn initialize(args: *mut c_void) -> Result<()> {
+pub(crate) fn initialize(c: Contract<'_>, args: *mut c_void) -> Result<()> {
     // SAFETY: args is NULL or a CK_C_INITIALIZE_ARGS (module contract).
-    let args = unsafe { runtime::init_args(args) }?;
-    runtime::initialize(args)
+    runtime::initialize(runtime::init_args(c.init_args(args))?)
 }
 
-pub(crate) unsafe fn finalize(reserved: *mut c_void) -> Result<()> {
+pub(crate) fn finalize(_: Contract<'_>, reserved: *mut c_void) -> Result<()> {
     if !reserved.is_null() {
         return Err(BAD);
     }
     runtime::finalize()
 }
 
-pub(crate) unsafe fn get_info(info: *mut CK_INFO) -> Result<()> {
+pub(crate) fn get_info(c: Contract<'_>, info: *mut CK_INFO) -> Result<()> {
     with(|_| {
         // SAFETY: a writable CK_INFO or NULL (module contract).
-        let info = unsafe { out(info) }?;
+        let info = c.out(info)?;
         let mut manufacturer = [0u8; 32];
         copy_padded(&mut manufacturer, b"p11ha");
         let mut description = [0u8; 32];
@@ -77,57 +74,63 @@ fn crate_version() -> (u8, u8) {
 
 // ---- slots and tokens ---------------------------------------------------------
 
-pub(crate) unsafe fn get_slot_list(
+pub(crate) fn get_slot_list(
+    c: Contract<'_>,
     present: CK_BBOOL,
     list: *mut CK_SLOT_ID,
     count: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
         r.rescan();
-        let present = Runtime::token_present_flag(present);
-        // SAFETY: module contract for list/count.
-        unsafe { args::ulong_list(list, count, |o| r.engine.slot_list(present, o)) }
+        let present = present != CK_FALSE;
+        c.ulong_list(list, count, |o| r.engine.slot_list(present, o))
     })
 }
 
-pub(crate) unsafe fn get_slot_info(slot: CK_SLOT_ID, info: *mut CK_SLOT_INFO) -> Result<()> {
+pub(crate) fn get_slot_info(
+    c: Contract<'_>,
+    slot: CK_SLOT_ID,
+    info: *mut CK_SLOT_INFO,
+) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let info = unsafe { out(info) }?;
+        let info = c.out(info)?;
         *info = sys_slot_info(&r.engine.slot_info(from_ulong(slot))?);
         Ok(())
     })
 }
 
-pub(crate) unsafe fn get_token_info(slot: CK_SLOT_ID, info: *mut CK_TOKEN_INFO) -> Result<()> {
+pub(crate) fn get_token_info(
+    c: Contract<'_>,
+    slot: CK_SLOT_ID,
+    info: *mut CK_TOKEN_INFO,
+) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let info = unsafe { out(info) }?;
+        let info = c.out(info)?;
         *info = sys_token_info(&r.engine.token_info(from_ulong(slot))?);
         Ok(())
     })
 }
 
-pub(crate) unsafe fn get_mechanism_list(
+pub(crate) fn get_mechanism_list(
+    c: Contract<'_>,
     slot: CK_SLOT_ID,
     list: *mut CK_MECHANISM_TYPE,
     count: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
         let slot = from_ulong(slot);
-        // SAFETY: module contract for list/count.
-        unsafe { args::ulong_list(list, count, |o| r.engine.mechanism_list(slot, o)) }
+        c.ulong_list(list, count, |o| r.engine.mechanism_list(slot, o))
     })
 }
 
-pub(crate) unsafe fn get_mechanism_info(
+pub(crate) fn get_mechanism_info(
+    c: Contract<'_>,
     slot: CK_SLOT_ID,
     mech: CK_MECHANISM_TYPE,
     info: *mut CK_MECHANISM_INFO,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let info = unsafe { out(info) }?;
+        let info = c.out(info)?;
         *info = sys_mechanism_info(
             &r.engine
                 .mechanism_info(from_ulong(slot), from_ulong(mech))?,
@@ -136,34 +139,34 @@ pub(crate) unsafe fn get_mechanism_info(
     })
 }
 
-pub(crate) unsafe fn init_token(
+pub(crate) fn init_token(
+    c: Contract<'_>,
     slot: CK_SLOT_ID,
     pin: *mut CK_UTF8CHAR,
     pin_len: CK_ULONG,
     label: *mut CK_UTF8CHAR,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract: a PIN of pin_len bytes or NULL, and a
-        // 32-byte label.
-        let (pin, label) = unsafe { (optional(pin, pin_len)?, bytes(label, 32)?) };
+        let (pin, label) = (c.optional(pin, pin_len)?, c.bytes(label, 32)?);
         let label: &[u8; 32] = label.try_into().map_err(|_| BAD)?;
         r.engine.init_token(from_ulong(slot), pin, label)
     })
 }
 
-pub(crate) unsafe fn init_pin(
+pub(crate) fn init_pin(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     pin: *mut CK_UTF8CHAR,
     len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let pin = unsafe { optional(pin, len) }?;
+        let pin = c.optional(pin, len)?;
         r.engine.init_pin(from_ulong(s), pin)
     })
 }
 
-pub(crate) unsafe fn set_pin(
+pub(crate) fn set_pin(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     old: *mut CK_UTF8CHAR,
     old_len: CK_ULONG,
@@ -171,15 +174,15 @@ pub(crate) unsafe fn set_pin(
     new_len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (old, new) = unsafe { (optional(old, old_len)?, optional(new, new_len)?) };
+        let (old, new) = (c.optional(old, old_len)?, c.optional(new, new_len)?);
         r.engine.set_pin(from_ulong(s), old, new)
     })
 }
 
 // ---- sessions ---------------------------------------------------------------
 
-pub(crate) unsafe fn open_session(
+pub(crate) fn open_session(
+    c: Contract<'_>,
     slot: CK_SLOT_ID,
     flags: CK_FLAGS,
     _application: *mut c_void,
@@ -187,49 +190,48 @@ pub(crate) unsafe fn open_session(
     session: *mut CK_SESSION_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract. Notification callbacks are optional for
-        // a library (PKCS#11 5.6): p11ha never calls them.
-        let session = unsafe { out(session) }?;
+        let session = c.out(session)?;
         let h = r.engine.open_session(from_ulong(slot), from_ulong(flags))?;
         *session = to_ulong(h)?;
         Ok(())
     })
 }
 
-pub(crate) unsafe fn close_session(s: CK_SESSION_HANDLE) -> Result<()> {
+pub(crate) fn close_session(_: Contract<'_>, s: CK_SESSION_HANDLE) -> Result<()> {
     with(|r| r.engine.close_session(from_ulong(s)))
 }
 
-pub(crate) unsafe fn close_all_sessions(slot: CK_SLOT_ID) -> Result<()> {
+pub(crate) fn close_all_sessions(_: Contract<'_>, slot: CK_SLOT_ID) -> Result<()> {
     with(|r| r.engine.close_all_sessions(from_ulong(slot)))
 }
 
-pub(crate) unsafe fn get_session_info(
+pub(crate) fn get_session_info(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     info: *mut CK_SESSION_INFO,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let info = unsafe { out(info) }?;
+        let info = c.out(info)?;
         *info = sys_session_info(&r.engine.session_info(from_ulong(s))?);
         Ok(())
     })
 }
 
-pub(crate) unsafe fn get_operation_state(
+pub(crate) fn get_operation_state(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     state: *mut CK_BYTE,
     len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let mut o = unsafe { OutBuf::new(state, len) }?;
+        let mut o = c.out_buf(state, len)?;
         let n = r.engine.operation_state(from_ulong(s), o.buf());
         o.finish(n)
     })
 }
 
-pub(crate) unsafe fn set_operation_state(
+pub(crate) fn set_operation_state(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     state: *mut CK_BYTE,
     len: CK_ULONG,
@@ -237,47 +239,47 @@ pub(crate) unsafe fn set_operation_state(
     auth: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let state = unsafe { bytes(state, len) }?;
+        let state = c.bytes(state, len)?;
         r.engine
             .set_operation_state(from_ulong(s), state, from_ulong(enc), from_ulong(auth))
     })
 }
 
-pub(crate) unsafe fn login(
+pub(crate) fn login(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     user: CK_USER_TYPE,
     pin: *mut CK_UTF8CHAR,
     len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let pin = unsafe { optional(pin, len) }?;
+        let pin = c.optional(pin, len)?;
         r.engine.login(from_ulong(s), from_ulong(user), pin)
     })
 }
 
-pub(crate) unsafe fn logout(s: CK_SESSION_HANDLE) -> Result<()> {
+pub(crate) fn logout(_: Contract<'_>, s: CK_SESSION_HANDLE) -> Result<()> {
     with(|r| r.engine.logout(from_ulong(s)))
 }
 
 // ---- objects ----------------------------------------------------------------
 
-pub(crate) unsafe fn create_object(
+pub(crate) fn create_object(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     t: *mut CK_ATTRIBUTE,
     n: CK_ULONG,
     object: *mut CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (t, object) = unsafe { (template(t, n)?, out(object)?) };
+        let (t, object) = (c.template(t, n)?, c.out(object)?);
         *object = to_ulong(r.engine.create_object(from_ulong(s), &t)?)?;
         Ok(())
     })
 }
 
-pub(crate) unsafe fn copy_object(
+pub(crate) fn copy_object(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     src: CK_OBJECT_HANDLE,
     t: *mut CK_ATTRIBUTE,
@@ -285,39 +287,42 @@ pub(crate) unsafe fn copy_object(
     object: *mut CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (t, object) = unsafe { (template(t, n)?, out(object)?) };
+        let (t, object) = (c.template(t, n)?, c.out(object)?);
         *object = to_ulong(r.engine.copy_object(from_ulong(s), from_ulong(src), &t)?)?;
         Ok(())
     })
 }
 
-pub(crate) unsafe fn destroy_object(s: CK_SESSION_HANDLE, object: CK_OBJECT_HANDLE) -> Result<()> {
+pub(crate) fn destroy_object(
+    _: Contract<'_>,
+    s: CK_SESSION_HANDLE,
+    object: CK_OBJECT_HANDLE,
+) -> Result<()> {
     with(|r| r.engine.destroy_object(from_ulong(s), from_ulong(object)))
 }
 
-pub(crate) unsafe fn get_object_size(
+pub(crate) fn get_object_size(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     object: CK_OBJECT_HANDLE,
     size: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let size = unsafe { out(size) }?;
+        let size = c.out(size)?;
         *size = to_ulong(r.engine.object_size(from_ulong(s), from_ulong(object))?)?;
         Ok(())
     })
 }
 
-pub(crate) unsafe fn get_attribute_value(
+pub(crate) fn get_attribute_value(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     object: CK_OBJECT_HANDLE,
     t: *mut CK_ATTRIBUTE,
     n: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (mut outs, raw) = unsafe { args::out_template(t, n) }?;
+        let (mut outs, raw) = c.out_template(t, n)?;
         let result = r
             .engine
             .get_attributes(from_ulong(s), from_ulong(object), &mut outs);
@@ -327,35 +332,35 @@ pub(crate) unsafe fn get_attribute_value(
             Ok(())
             | Err(Error::Rv(
                 Rv::ATTRIBUTE_SENSITIVE | Rv::ATTRIBUTE_TYPE_INVALID | Rv::BUFFER_TOO_SMALL,
-            )) => args::write_lengths(raw, &outs),
+            )) => crate::args::write_lengths(raw, &outs),
             Err(_) => {}
         }
         result
     })
 }
 
-pub(crate) unsafe fn set_attribute_value(
+pub(crate) fn set_attribute_value(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     object: CK_OBJECT_HANDLE,
     t: *mut CK_ATTRIBUTE,
     n: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let t = unsafe { template(t, n) }?;
+        let t = c.template(t, n)?;
         r.engine
             .set_attributes(from_ulong(s), from_ulong(object), &t)
     })
 }
 
-pub(crate) unsafe fn find_objects_init(
+pub(crate) fn find_objects_init(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     t: *mut CK_ATTRIBUTE,
     n: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let t = unsafe { template(t, n) }?;
+        let t = c.template(t, n)?;
         r.engine.find_init(from_ulong(s), &t)
     })
 }
@@ -364,31 +369,24 @@ pub(crate) unsafe fn find_objects_init(
 /// fewer than asked, and the application calls again.
 const FIND_BATCH: usize = 1024;
 
-pub(crate) unsafe fn find_objects(
+pub(crate) fn find_objects(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     objects: *mut CK_OBJECT_HANDLE,
     max: CK_ULONG,
     count: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let count = unsafe { out(count) }?;
-        let max = p11ha_adapters::sys::ulong_to_len(max).ok_or(BAD)?;
-        if objects.is_null() && max != 0 {
-            return Err(BAD);
-        }
-        let mut found = vec![0u64; max.min(FIND_BATCH)];
+        let count = c.out(count)?;
+        let mut objects = c.handles(objects, max)?;
+        let mut found = vec![0u64; objects.max().min(FIND_BATCH)];
         let n = r.engine.find(from_ulong(s), &mut found)?;
-        for (i, h) in found[..n].iter().enumerate() {
-            // SAFETY: objects has max >= n writable entries (contract).
-            unsafe { objects.add(i).write(to_ulong(*h)?) };
-        }
-        *count = len_to_ulong(n)?;
+        *count = len_to_ulong(objects.write(&found[..n])?)?;
         Ok(())
     })
 }
 
-pub(crate) unsafe fn find_objects_final(s: CK_SESSION_HANDLE) -> Result<()> {
+pub(crate) fn find_objects_final(_: Contract<'_>, s: CK_SESSION_HANDLE) -> Result<()> {
     with(|r| r.engine.find_final(from_ulong(s)))
 }
 
@@ -412,20 +410,21 @@ fn or_abandon<T>(
     a
 }
 
-pub(crate) unsafe fn op_init(
+pub(crate) fn op_init(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     op: Op,
     m: *mut CK_MECHANISM,
     key: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let m = unsafe { mechanism(m) }?;
+        let m = c.mechanism(m)?;
         r.engine.op_init(from_ulong(s), op, &m, from_ulong(key))
     })
 }
 
-pub(crate) unsafe fn op_single(
+pub(crate) fn op_single(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     op: Op,
     data: *mut CK_BYTE,
@@ -434,15 +433,15 @@ pub(crate) unsafe fn op_single(
     o_len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract (input and output may overlap).
-        let a = unsafe { OutBuf::with_input(data, len, o, o_len) };
+        let a = c.in_out(data, len, o, o_len);
         let (input, mut o) = or_abandon(r, s, op, true, a)?;
         let n = r.engine.op_single(from_ulong(s), op, input.get(), o.buf());
         o.finish(n)
     })
 }
 
-pub(crate) unsafe fn op_update_out(
+pub(crate) fn op_update_out(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     op: Op,
     data: *mut CK_BYTE,
@@ -451,44 +450,44 @@ pub(crate) unsafe fn op_update_out(
     o_len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract (input and output may overlap).
-        let a = unsafe { OutBuf::with_input(data, len, o, o_len) };
+        let a = c.in_out(data, len, o, o_len);
         let (input, mut o) = or_abandon(r, s, op, false, a)?;
         let n = r.engine.op_update(from_ulong(s), op, input.get(), o.buf());
         o.finish(n)
     })
 }
 
-pub(crate) unsafe fn op_update(
+pub(crate) fn op_update(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     op: Op,
     data: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let data = or_abandon(r, s, op, false, unsafe { bytes(data, len) })?;
+        let data = or_abandon(r, s, op, false, c.bytes(data, len))?;
         r.engine
             .op_update(from_ulong(s), op, data, None)
             .map(|_| ())
     })
 }
 
-pub(crate) unsafe fn op_final(
+pub(crate) fn op_final(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     op: Op,
     o: *mut CK_BYTE,
     o_len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let mut o = or_abandon(r, s, op, false, unsafe { OutBuf::new(o, o_len) })?;
+        let mut o = or_abandon(r, s, op, false, c.out_buf(o, o_len))?;
         let n = r.engine.op_final(from_ulong(s), op, o.buf());
         o.finish(n)
     })
 }
 
-pub(crate) unsafe fn verify(
+pub(crate) fn verify(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     data: *mut CK_BYTE,
     len: CK_ULONG,
@@ -496,30 +495,36 @@ pub(crate) unsafe fn verify(
     sig_len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let a = unsafe { bytes(data, len).and_then(|d| Ok((d, bytes(sig, sig_len)?))) };
+        let a = c
+            .bytes(data, len)
+            .and_then(|d| Ok((d, c.bytes(sig, sig_len)?)));
         let (data, sig) = or_abandon(r, s, Op::Verify, true, a)?;
         r.engine.verify(from_ulong(s), data, sig)
     })
 }
 
-pub(crate) unsafe fn verify_final(
+pub(crate) fn verify_final(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     sig: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let sig = or_abandon(r, s, Op::Verify, false, unsafe { bytes(sig, len) })?;
+        let sig = or_abandon(r, s, Op::Verify, false, c.bytes(sig, len))?;
         r.engine.verify_final(from_ulong(s), sig)
     })
 }
 
-pub(crate) unsafe fn digest_key(s: CK_SESSION_HANDLE, key: CK_OBJECT_HANDLE) -> Result<()> {
+pub(crate) fn digest_key(
+    _: Contract<'_>,
+    s: CK_SESSION_HANDLE,
+    key: CK_OBJECT_HANDLE,
+) -> Result<()> {
     with(|r| r.engine.digest_key(from_ulong(s), from_ulong(key)))
 }
 
-pub(crate) unsafe fn dual_update(
+pub(crate) fn dual_update(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     op: DualOp,
     data: *mut CK_BYTE,
@@ -528,8 +533,7 @@ pub(crate) unsafe fn dual_update(
     o_len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract (input and output may overlap).
-        let (input, mut o) = unsafe { OutBuf::with_input(data, len, o, o_len) }?;
+        let (input, mut o) = c.in_out(data, len, o, o_len)?;
         let n = r
             .engine
             .dual_update(from_ulong(s), op, input.get(), o.buf());
@@ -539,7 +543,8 @@ pub(crate) unsafe fn dual_update(
 
 // ---- key management -----------------------------------------------------------
 
-pub(crate) unsafe fn generate_key(
+pub(crate) fn generate_key(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     m: *mut CK_MECHANISM,
     t: *mut CK_ATTRIBUTE,
@@ -547,15 +552,15 @@ pub(crate) unsafe fn generate_key(
     key: *mut CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (m, t, key) = unsafe { (mechanism(m)?, template(t, n)?, out(key)?) };
+        let (m, t, key) = (c.mechanism(m)?, c.template(t, n)?, c.out(key)?);
         *key = to_ulong(r.engine.generate_key(from_ulong(s), &m, &t)?)?;
         Ok(())
     })
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn generate_key_pair(
+pub(crate) fn generate_key_pair(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     m: *mut CK_MECHANISM,
     pt: *mut CK_ATTRIBUTE,
@@ -566,14 +571,13 @@ pub(crate) unsafe fn generate_key_pair(
     private: *mut CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (m, pt, st, public, private) = unsafe {
+        let (m, pt, st, public, private) = {
             (
-                mechanism(m)?,
-                template(pt, pn)?,
-                template(st, sn)?,
-                out(public)?,
-                out(private)?,
+                c.mechanism(m)?,
+                c.template(pt, pn)?,
+                c.template(st, sn)?,
+                c.out(public)?,
+                c.out(private)?,
             )
         };
         let (p, k) = r.engine.generate_key_pair(from_ulong(s), &m, &pt, &st)?;
@@ -583,7 +587,8 @@ pub(crate) unsafe fn generate_key_pair(
     })
 }
 
-pub(crate) unsafe fn wrap_key(
+pub(crate) fn wrap_key(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     m: *mut CK_MECHANISM,
     wrapping: CK_OBJECT_HANDLE,
@@ -592,8 +597,7 @@ pub(crate) unsafe fn wrap_key(
     o_len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (m, mut o) = unsafe { (mechanism(m)?, OutBuf::new(o, o_len)?) };
+        let (m, mut o) = (c.mechanism(m)?, c.out_buf(o, o_len)?);
         let n = r.engine.wrap_key(
             from_ulong(s),
             &m,
@@ -606,7 +610,8 @@ pub(crate) unsafe fn wrap_key(
 }
 
 #[allow(clippy::too_many_arguments)]
-pub(crate) unsafe fn unwrap_key(
+pub(crate) fn unwrap_key(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     m: *mut CK_MECHANISM,
     unwrapping: CK_OBJECT_HANDLE,
@@ -617,13 +622,12 @@ pub(crate) unsafe fn unwrap_key(
     key: *mut CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (m, wrapped, t, key) = unsafe {
+        let (m, wrapped, t, key) = {
             (
-                mechanism(m)?,
-                bytes(wrapped, wrapped_len)?,
-                template(t, n)?,
-                out(key)?,
+                c.mechanism(m)?,
+                c.bytes(wrapped, wrapped_len)?,
+                c.template(t, n)?,
+                c.out(key)?,
             )
         };
         let k = r
@@ -634,7 +638,8 @@ pub(crate) unsafe fn unwrap_key(
     })
 }
 
-pub(crate) unsafe fn derive_key(
+pub(crate) fn derive_key(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     m: *mut CK_MECHANISM,
     base: CK_OBJECT_HANDLE,
@@ -643,8 +648,7 @@ pub(crate) unsafe fn derive_key(
     key: *mut CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let (m, t, key) = unsafe { (mechanism(m)?, template(t, n)?, out(key)?) };
+        let (m, t, key) = (c.mechanism(m)?, c.template(t, n)?, c.out(key)?);
         *key = to_ulong(
             r.engine
                 .derive_key(from_ulong(s), &m, from_ulong(base), &t)?,
@@ -655,39 +659,41 @@ pub(crate) unsafe fn derive_key(
 
 // ---- random numbers, legacy, events -------------------------------------------
 
-pub(crate) unsafe fn seed_random(
+pub(crate) fn seed_random(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     seed: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
-        // SAFETY: module contract.
-        let seed = unsafe { bytes(seed, len) }?;
+        let seed = c.bytes(seed, len)?;
         r.engine.seed_random(from_ulong(s), seed)
     })
 }
 
-pub(crate) unsafe fn generate_random(
+pub(crate) fn generate_random(
+    c: Contract<'_>,
     s: CK_SESSION_HANDLE,
     o: *mut CK_BYTE,
     len: CK_ULONG,
 ) -> Result<()> {
     with(|r| {
         // SAFETY: NULL or len writable bytes (module contract).
-        let buf = unsafe { args::bytes_mut(o, len) }?;
+        let buf = c.bytes_mut(o, len)?;
         r.engine.generate_random(from_ulong(s), buf)
     })
 }
 
-pub(crate) unsafe fn get_function_status(s: CK_SESSION_HANDLE) -> Result<()> {
+pub(crate) fn get_function_status(_: Contract<'_>, s: CK_SESSION_HANDLE) -> Result<()> {
     with(|r| r.engine.function_status(from_ulong(s)))
 }
 
-pub(crate) unsafe fn cancel_function(s: CK_SESSION_HANDLE) -> Result<()> {
+pub(crate) fn cancel_function(_: Contract<'_>, s: CK_SESSION_HANDLE) -> Result<()> {
     with(|r| r.engine.cancel_function(from_ulong(s)))
 }
 
-pub(crate) unsafe fn wait_for_slot_event(
+pub(crate) fn wait_for_slot_event(
+    _: Contract<'_>,
     event_flags: CK_FLAGS,
     slot: *mut CK_SLOT_ID,
     reserved: *mut c_void,
@@ -698,21 +704,29 @@ pub(crate) unsafe fn wait_for_slot_event(
         }
         Ok(())
     })?;
-    runtime::wait_for_slot_event(from_ulong(event_flags)).map(|_| ())
+    // p11ha reports no slot events.
+    with(|_| {
+        if from_ulong(event_flags) & flags::DONT_BLOCK != 0 {
+            Err(Error::Rv(Rv::NO_EVENT))
+        } else {
+            Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED))
+        }
+    })
 }
 
 // ---- p11ha extensions ---------------------------------------------------------
 
-pub(crate) unsafe fn get_member_info(
+pub(crate) fn get_member_info(
+    c: Contract<'_>,
     index: CK_ULONG,
-    info: *mut crate::exports::P11HA_MEMBER_INFO,
+    info: *mut P11HA_MEMBER_INFO,
 ) -> Result<()> {
     with(|r| {
         // SAFETY: NULL or writable (extension contract, as PKCS#11's).
-        let info = unsafe { out(info) }?;
+        let info = c.out(info)?;
         let index = p11ha_adapters::sys::ulong_to_len(index).ok_or(BAD)?;
         let st = r.engine.member_status(index).ok_or(BAD)?;
-        *info = crate::exports::P11HA_MEMBER_INFO {
+        *info = P11HA_MEMBER_INFO {
             slotID: to_ulong(st.slot)?,
             memberSlotID: to_ulong(st.member_slot)?,
             ulSessionCount: CK_ULONG::from(st.sessions),
@@ -722,27 +736,29 @@ pub(crate) unsafe fn get_member_info(
     })
 }
 
-pub(crate) unsafe fn get_session_member(s: CK_SESSION_HANDLE, index: *mut CK_ULONG) -> Result<()> {
+pub(crate) fn get_session_member(
+    c: Contract<'_>,
+    s: CK_SESSION_HANDLE,
+    index: *mut CK_ULONG,
+) -> Result<()> {
     with(|r| {
         // SAFETY: NULL or writable (extension contract).
-        let index = unsafe { out(index) }?;
+        let index = c.out(index)?;
         *index = len_to_ulong(r.engine.session_member(from_ulong(s))?)?;
         Ok(())
     })
 }
 
-pub(crate) unsafe fn inject_fault(index: CK_ULONG, command: *const std::ffi::c_char) -> Result<()> {
+pub(crate) fn inject_fault(
+    c: Contract<'_>,
+    index: CK_ULONG,
+    command: *const std::ffi::c_char,
+) -> Result<()> {
     with(|r| {
         if !r.config.fault_injection {
             return Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED));
         }
-        if command.is_null() {
-            return Err(BAD);
-        }
-        // SAFETY: a non-NULL command is NUL-terminated (extension contract).
-        let command = unsafe { std::ffi::CStr::from_ptr(command) }
-            .to_str()
-            .map_err(|_| BAD)?;
+        let command = c.c_str(command).ok_or(BAD)?.to_str().map_err(|_| BAD)?;
         let index = p11ha_adapters::sys::ulong_to_len(index).ok_or(BAD)?;
         r.engine
             .with_member(index, |m| m.plan().command(command))

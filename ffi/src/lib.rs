@@ -5,10 +5,15 @@
 //! README); the members are the slots of the modules listed in
 //! `P11HA_MODULES`.
 //!
-//! - [`exports`]: the exported functions, one-line shims;
-//! - [`calls`]: their bodies;
-//! - [`args`]: the only place raw pointers become references;
-//! - [`runtime`]: the process-wide engine and its life cycle;
+//! The modules import one way: [`exports`] → [`calls`] → [`runtime`] →
+//! the engine.
+//! - [`exports`]: the exported functions, one-line shims, and the function
+//!   list built from the same list;
+//! - [`calls`]: their bodies, safe Rust;
+//! - [`args`]: the only place raw pointers become references ([`args::Contract`]);
+//! - [`types`]: p11ha's own C types;
+//! - [`config`]: the configuration, from a file and the environment;
+//! - [`runtime`]: the process-wide engine, its members and its life cycle;
 //! - [`host`]: the Linux platform (futex locks, the journal arena, events);
 //! - [`halog`]: the HA log file.
 
@@ -19,3 +24,4 @@ pub mod exports;
 pub mod halog;
 pub mod host;
 pub mod runtime;
+pub mod types;

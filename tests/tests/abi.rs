@@ -88,6 +88,7 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
     };
 
     // Before C_Initialize.
+    // SAFETY: CK_INFO is plain data, valid all zeros.
     let mut info: CK_INFO = unsafe { std::mem::zeroed() };
     check(
         "GetInfo before init",
@@ -112,6 +113,7 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
         CKR_ARGUMENTS_BAD,
     );
     check("GetFunctionList", call!(C_GetFunctionList(&mut fl)), CKR_OK);
+    // SAFETY: C_GetFunctionList answered CKR_OK, so fl is the library's list.
     assert_eq!(unsafe { (*fl).version.major }, 2);
 
     // PKCS#11 3.0 interface discovery.
@@ -128,10 +130,9 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
         exported!(C_GetInterface: GetInterface(null_mut(), null_mut(), &mut iface, 0)),
         CKR_OK,
     );
-    assert_eq!(
-        unsafe { (*iface).pFunctionList } as *const CK_FUNCTION_LIST,
-        fl as *const _
-    );
+    // SAFETY: C_GetInterface answered CKR_OK, so iface is the library's.
+    let list = unsafe { (*iface).pFunctionList };
+    assert_eq!(list as *const CK_FUNCTION_LIST, fl as *const _);
     check(
         "GetInterface PKCS 11",
         exported!(C_GetInterface: GetInterface(c"PKCS 11".as_ptr() as *mut _, null_mut(), &mut iface, 0)),
@@ -169,6 +170,7 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
         CKR_ARGUMENTS_BAD,
     );
     unsafe extern "C" fn create(m: *mut *mut std::ffi::c_void) -> CK_RV {
+        // SAFETY: the library passes a writable pointer, as PKCS#11 says.
         unsafe { *m = std::ptr::dangling_mut() };
         CKR_OK
     }
@@ -245,6 +247,7 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
     );
     assert_eq!((count, slots[0]), (1, 0));
 
+    // SAFETY: plain data, valid all zeros.
     let mut slot_info: CK_SLOT_INFO = unsafe { std::mem::zeroed() };
     check(
         "GetSlotInfo bad slot",
@@ -256,6 +259,7 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
         call!(C_GetSlotInfo(0, null_mut())),
         CKR_ARGUMENTS_BAD,
     );
+    // SAFETY: plain data, valid all zeros.
     let mut token: CK_TOKEN_INFO = unsafe { std::mem::zeroed() };
     check(
         "GetTokenInfo bad slot",
@@ -329,6 +333,7 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
         )),
         CKR_OK,
     );
+    // SAFETY: plain data, valid all zeros.
     let mut si: CK_SESSION_INFO = unsafe { std::mem::zeroed() };
     check(
         "GetSessionInfo(0)",

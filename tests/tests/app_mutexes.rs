@@ -80,7 +80,7 @@ fn application_mutex_callbacks_are_used_and_released() {
         flags: 0,
         pReserved: null_mut(),
     };
-    // SAFETY (all calls below): valid arguments as PKCS#11 defines them.
+    // SAFETY: (all calls below) valid arguments as PKCS#11 defines them.
     unsafe {
         assert_eq!(
             f.C_Initialize.unwrap()(&mut args as *mut _ as *mut _),

@@ -38,9 +38,7 @@ fn a_failed_member_comes_back_after_the_delay_and_takes_sessions() {
     drop(sessions);
     // C_Finalize stops the thread.
     // SAFETY: NULL is C_Finalize's only argument.
-    assert_eq!(
-        unsafe { raw().C_Finalize.unwrap()(std::ptr::null_mut()) },
-        0
-    );
+    let rv = unsafe { raw().C_Finalize.unwrap()(std::ptr::null_mut()) };
+    assert_eq!(rv, 0);
     assert!(!thread_names().contains(&"p11ha-recovery".to_owned()));
 }

@@ -25,11 +25,8 @@ fn inject(member: usize, command: &str) {
     let f: unsafe extern "C" fn(CK_ULONG, *const c_char) -> CK_RV = symbol("P11HA_InjectFault");
     let c = CString::new(command).unwrap();
     // SAFETY: a NUL-terminated command.
-    assert_eq!(
-        unsafe { f(member as CK_ULONG, c.as_ptr()) },
-        0,
-        "inject {command}"
-    );
+    let rv = unsafe { f(member as CK_ULONG, c.as_ptr()) };
+    assert_eq!(rv, 0, "inject {command}");
 }
 
 /// Sends fd 2 to a file while the test runs, to read what the library
@@ -45,6 +42,7 @@ impl Stderr {
         let file = std::fs::File::create(&path).unwrap();
         // SAFETY: dup/dup2 on this process's own descriptors.
         let saved = unsafe { libc::dup(2) };
+        // SAFETY: as above: fd 2 now points at the file.
         unsafe { libc::dup2(file.as_raw_fd(), 2) };
         Stderr { saved, path }
     }
