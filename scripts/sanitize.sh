@@ -10,7 +10,8 @@
 # 2. asan: builds libp11ha.so and every integration test that loads it into its own process
 #    (all of tests/tests but pkcs11_tool and firmware) with `-Zsanitizer=address` (nightly, --target x86_64-unknown-linux-gnu, no
 #    -Zbuild-std: std is not instrumented, p11ha's code and its dependencies are) and runs them
-#    against the ASan-built library (TEST_P11HA_LIB). The ASan runtime is linked statically into
+#    against the ASan-built library (TEST_P11HA_LIB, and its test build with fault injection,
+#    TEST_P11HA_FAULT_LIB). The ASan runtime is linked statically into
 #    the instrumented test executable only; `-Wl,--export-dynamic` exports its symbols so that
 #    the instrumented cdylib, loaded with dlopen, binds to that one runtime. Before that, a canary
 #    (scripts/sanitize/canary: a cdylib and an executable that loads it, its own workspace,
@@ -161,8 +162,14 @@ if wants asan; then
     say "asan: the canary's out-of-bounds read and leak were both caught"
 
     STEP="asan build"
-    say "asan: building libp11ha.so and the integration tests ($ASAN_FLAGS)"
+    say "asan: building libp11ha.so, its test build and the integration tests ($ASAN_FLAGS)"
+    # Both builds the tests load: the release build, and the test build with fault injection
+    # (for the tests configured with P11HA_FAULT_INJECTION=YES); one output path, so the first
+    # is set aside.
     asan_cargo build --locked --release --target "$HOST" -p p11ha-ffi
+    mkdir -p "$WORK/release"
+    cp "$OUT/libp11ha.so" "$WORK/release/libp11ha.so"
+    asan_cargo build --locked --release --target "$HOST" -p p11ha-ffi --features fault-injection
     # Every test file that loads the library into its own process; not pkcs11_tool (OpenSC's
     # pkcs11-tool, not instrumented, loads it: valgrind covers that path) nor firmware (QEMU).
     ASAN_TESTS=(abi abi_table app_mutexes concurrency ha ha_chaos ha_limits ha_norecover
@@ -171,14 +178,20 @@ if wants asan; then
     test_args=()
     for t in "${ASAN_TESTS[@]}"; do test_args+=(--test "$t"); done
     asan_cargo test --locked --release --target "$HOST" -p p11ha-tests "${test_args[@]}" --no-run
-    LIB=$OUT/libp11ha.so
-    nm -D "$LIB" | grep ' U __asan_' >/dev/null || fail "$LIB is not instrumented"
+    LIB=$WORK/release/libp11ha.so
+    FAULT_LIB=$OUT/libp11ha.so
+    for l in "$LIB" "$FAULT_LIB"; do
+        nm -D "$l" | grep ' U __asan_' >/dev/null || fail "$l is not instrumented"
+    done
+    nm -D "$FAULT_LIB" | grep -q ' T P11HA_InjectFault' || fail "$FAULT_LIB has no fault injection"
+    ! nm -D "$LIB" | grep -q ' T P11HA_InjectFault' || fail "$LIB has fault injection"
 
     STEP="asan tests"
     log=$WORK/asan.log
-    say "asan: running ${ASAN_TESTS[*]} against $LIB"
+    say "asan: running ${ASAN_TESTS[*]} against $LIB and $FAULT_LIB"
     set +e
-    TEST_P11HA_LIB=$LIB asan_cargo test --locked --release --target "$HOST" -p p11ha-tests \
+    TEST_P11HA_LIB=$LIB TEST_P11HA_FAULT_LIB=$FAULT_LIB \
+        asan_cargo test --locked --release --target "$HOST" -p p11ha-tests \
         "${test_args[@]}" 2>&1 | tee "$log"
     rc=${PIPESTATUS[0]}
     set -e

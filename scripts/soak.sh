@@ -21,7 +21,9 @@ SECS=${1:-60}
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || { echo "soak.sh: SECONDS must be a positive integer, got '$SECS'" >&2; exit 2; }
 
 echo "==> building libp11ha.so and p11ha-soak (release)"
-cargo build --release -p p11ha-ffi -p p11ha-tests --bin p11ha-soak
+# Two commands: `--bin` narrows the targets of every package it is given with.
+cargo build --release --locked -p p11ha-ffi
+cargo build --release --locked -p p11ha-tests --bin p11ha-soak
 
 echo "==> soak for $SECS s"
 rc=0

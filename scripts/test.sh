@@ -5,9 +5,10 @@
 #
 # 1. installs what is missing (scripts/setup-debian.sh);
 # 2. checks formatting and clippy (warnings are errors);
-# 3. builds libp11ha.so and runs the unit and integration tests (cargo test:
-#    the integration tests load the built library through the cryptoki crate,
-#    pkcs11-tool and the raw C ABI, against real SoftHSM2 tokens);
+# 3. builds libp11ha.so, and its test build with fault injection (target/fault/), and runs
+#    the unit and integration tests (cargo test: the integration tests load the built library
+#    through the cryptoki crate, pkcs11-tool and the raw C ABI, against real SoftHSM2 tokens;
+#    those that make members fail on command load the test build);
 # 4. runs the cryptoki crate's own published tests against SoftHSM directly
 #    and through libp11ha.so (NORMAL mode), and fails on any difference; then
 #    the same suite over the RPC protocol, through libp11ha.so and through
@@ -33,12 +34,15 @@ step "packages"
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy -p p11ha-ffi --features fault-injection --all-targets --locked -- -D warnings
 
-step "build libp11ha.so"
+step "build libp11ha.so, and its test build with fault injection"
 cargo build --release --locked -p p11ha-ffi
+cargo build --release --locked -p p11ha-ffi --features fault-injection --target-dir target/fault
 
 step "unit and integration tests"
-TEST_P11HA_LIB="$ROOT/target/release/libp11ha.so" cargo test --workspace --locked
+TEST_P11HA_LIB="$ROOT/target/release/libp11ha.so" \
+    TEST_P11HA_FAULT_LIB="$ROOT/target/fault/release/libp11ha.so" cargo test --workspace --locked
 
 step "the cryptoki crate's published tests, directly and through libp11ha.so"
 "$ROOT/scripts/cryptoki-compare.sh" "$ROOT/target/release/libp11ha.so" \

@@ -749,6 +749,7 @@ pub(crate) fn get_session_member(
     })
 }
 
+#[cfg(feature = "fault-injection")]
 pub(crate) fn inject_fault(
     c: Contract<'_>,
     index: CK_ULONG,

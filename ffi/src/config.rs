@@ -63,8 +63,9 @@ pub struct HostConfig {
     /// `ET_PTKC_HA_LOG_NAME`: the application name in each log line.
     /// Default `ptk_cryptoki`, as PTK.
     pub log_name: String,
-    /// `P11HA_FAULT_INJECTION=YES`: tests may make members fail on command,
-    /// in a build with the `fault-injection` feature (never in production).
+    /// `P11HA_FAULT_INJECTION=YES`: tests may make members fail on command.
+    /// Only the test build (the `fault-injection` feature) takes it; the
+    /// release build reports it and ignores it.
     pub fault_injection: bool,
 }
 
@@ -117,6 +118,12 @@ impl HostConfig {
                     fallback: default,
                 }),
             }
+        } else if key == FAULT_INJECTION && !cfg!(feature = "fault-injection") {
+            report(&Event::BadConfig {
+                key,
+                problem: "this build of libp11ha.so has no fault injection (a test build has)",
+                fallback: "ignored",
+            });
         } else if key == FAULT_INJECTION {
             self.fault_injection = match yes_no(value) {
                 Some(v) => v,

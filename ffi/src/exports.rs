@@ -298,10 +298,13 @@ exports! {
         /// p11ha extension: the index of the member that serves a session.
         fn P11HA_GetSessionMember(hSession: CK_SESSION_HANDLE, pulIndex: *mut CK_ULONG)
             => calls::get_session_member(c, hSession, pulIndex);
-        /// p11ha extension, for tests: arms member `index`'s fault plan with a
-        /// command (`heal`, `down[:RV]`, `after:N[:RV]`, `on:CALL[:N[:RV]]`, see
-        /// the fault adapter). `CKR_FUNCTION_NOT_SUPPORTED` unless the library
-        /// was initialised with `P11HA_FAULT_INJECTION=YES`.
+        /// p11ha extension, for tests, in the build with the
+        /// `fault-injection` feature only: arms member `index`'s fault plan
+        /// with a command (`heal`, `down[:RV]`, `after:N[:RV]`,
+        /// `on:CALL[:N[:RV]]`, see the fault adapter).
+        /// `CKR_FUNCTION_NOT_SUPPORTED` unless the library was initialised
+        /// with `P11HA_FAULT_INJECTION=YES`.
+        #[cfg(feature = "fault-injection")]
         fn P11HA_InjectFault(index: CK_ULONG, pCommand: *const std::ffi::c_char)
             => calls::inject_fault(c, index, pCommand);
         /// Finds the interface "PKCS 11" (a NULL name or version matches it);

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU32, Ordering};
 
 use cryptoki_sys::*;
 use p11ha_adapters::either::Either;
+#[cfg(feature = "fault-injection")]
 use p11ha_adapters::fault::Faulty;
 use p11ha_adapters::module::ModuleMember;
 use p11ha_adapters::net::NetConnector;
@@ -24,10 +25,25 @@ use crate::halog::HaLog;
 /// The platform of `libp11ha.so`.
 pub struct Host;
 
+/// A member: a slot of a module, or a token of a server.
+#[cfg(not(feature = "fault-injection"))]
+pub type Member = Either<ModuleMember, Remote>;
+
+/// A member: a slot of a module, or a token of a server, behind a fault
+/// plan (the test build), which stays unarmed (one relaxed load per call)
+/// unless `P11HA_FAULT_INJECTION=YES`.
+#[cfg(feature = "fault-injection")]
+pub type Member = Faulty<Either<ModuleMember, Remote>>;
+
+/// Makes `m` a member (behind its fault plan, in the test build).
+pub fn member(m: Either<ModuleMember, Remote>) -> Member {
+    #[cfg(feature = "fault-injection")]
+    let m = Faulty::new(m);
+    m
+}
+
 impl Platform for Host {
-    /// Module slots or remote tokens behind a fault plan, which stays
-    /// unarmed (one relaxed load per call) unless `P11HA_FAULT_INJECTION=YES`.
-    type Member = Faulty<Either<ModuleMember, Remote>>;
+    type Member = Member;
     type Lock = HostLock;
     type Events = HostEvents;
     type Clock = HostClock;

@@ -1,5 +1,5 @@
-//! Helpers for the HA tests: a library in HA mode over three SoftHSM
-//! members behind the fault adapter, and the HA log it writes.
+//! Helpers for the HA tests: a library in HA mode over SoftHSM members
+//! behind the fault adapter (the test build), and the HA log it writes.
 
 use std::ffi::{CString, c_char};
 use std::path::PathBuf;
@@ -15,16 +15,24 @@ pub fn log_path() -> PathBuf {
     std::env::temp_dir().join(format!("p11ha-ha-{}.log", std::process::id()))
 }
 
-/// `libp11ha.so` in HA mode over `n` members that tests can make fail,
-/// recovering failed members `recover_ms` after their failure, with `extra`
+/// `libp11ha.so` in HA mode over `n` members that tests can make fail (the
+/// test build, with fault injection: see [`crate::lib_path`]), recovering
+/// failed members `recover_ms` after their failure, with `extra`
 /// configuration on top. The log goes to [`log_path`], named `p11ha-test`.
 pub fn start(n: usize, recover_ms: u64, extra: &[(&str, &str)]) -> &'static Library {
     Library::start_with(|| {
         let tokens = tokens(n);
-        configure_ha(&tokens, recover_ms, extra);
+        let mut config = vec![FAULT_INJECTION];
+        config.extend_from_slice(extra);
+        configure_ha(&tokens, recover_ms, &config);
         tokens
     })
 }
+
+/// The item that makes members fail on command ([`inject`]), which only the
+/// test build of `libp11ha.so` takes: a test configured with it loads that
+/// build.
+pub const FAULT_INJECTION: (&str, &str) = ("P11HA_FAULT_INJECTION", "YES");
 
 /// The configuration of [`start`], put in the environment for `tokens`.
 pub fn configure_ha(tokens: &Tokens, recover_ms: u64, extra: &[(&str, &str)]) {
@@ -35,7 +43,6 @@ pub fn configure_ha(tokens: &Tokens, recover_ms: u64, extra: &[(&str, &str)]) {
     let mut config = vec![
         ("ET_PTKC_GENERAL_LIBRARY_MODE", "HA"),
         ("ET_PTKC_WLD_SLOT_0", LABEL),
-        ("P11HA_FAULT_INJECTION", "YES"),
         ("ET_PTKC_HA_LOG_FILE", log.as_str()),
         ("ET_PTKC_HA_LOG_NAME", "p11ha-test"),
         ("P11HA_HA_RECOVER_DELAY_MS", recover.as_str()),
@@ -44,7 +51,8 @@ pub fn configure_ha(tokens: &Tokens, recover_ms: u64, extra: &[(&str, &str)]) {
     configure(tokens, &config);
 }
 
-/// Arms member `index`'s fault plan (see `P11HA_InjectFault`).
+/// Arms member `index`'s fault plan (see `P11HA_InjectFault`; the library
+/// must be configured with [`FAULT_INJECTION`]).
 pub fn inject(index: usize, command: &str) {
     let f: unsafe extern "C" fn(CK_ULONG, *const c_char) -> CK_RV = symbol("P11HA_InjectFault");
     let c = CString::new(command).expect("command");

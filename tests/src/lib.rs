@@ -45,15 +45,38 @@ pub fn repo_root() -> PathBuf {
         .to_path_buf()
 }
 
-/// The `libp11ha.so` under test: `$TEST_P11HA_LIB`, or the release build.
+/// The `libp11ha.so` under test. Two builds are tested:
+/// - the release build (`$TEST_P11HA_LIB`, default
+///   `target/release/libp11ha.so`), what users run;
+/// - the test build with the `fault-injection` feature (`$TEST_P11HA_FAULT_LIB`,
+///   default `target/fault/release/libp11ha.so`), whose members can be made
+///   to fail on command (`P11HA_InjectFault`).
+///
+/// A test gets the test build when its process is configured with
+/// `P11HA_FAULT_INJECTION=YES` (as [`ha::configure_ha`] does), the release
+/// build otherwise.
 pub fn lib_path() -> PathBuf {
-    let path = std::env::var_os("TEST_P11HA_LIB")
+    let fault = std::env::var("P11HA_FAULT_INJECTION").is_ok_and(|v| v.eq_ignore_ascii_case("YES"));
+    let (var, default, build) = if fault {
+        (
+            "TEST_P11HA_FAULT_LIB",
+            "target/fault/release/libp11ha.so",
+            "cargo build --release -p p11ha-ffi --features fault-injection --target-dir target/fault",
+        )
+    } else {
+        (
+            "TEST_P11HA_LIB",
+            "target/release/libp11ha.so",
+            "cargo build --release -p p11ha-ffi",
+        )
+    };
+    let path = std::env::var_os(var)
         .map(PathBuf::from)
-        .unwrap_or_else(|| repo_root().join("target/release/libp11ha.so"));
+        .unwrap_or_else(|| repo_root().join(default));
     assert!(
         path.exists(),
-        "{} does not exist: build it first with `cargo build --release -p p11ha-ffi` \
-         (scripts/test.sh does), or point TEST_P11HA_LIB at it",
+        "{} does not exist: build it first with `{build}` (scripts/test.sh does), \
+         or point {var} at it",
         path.display()
     );
     path

@@ -5,13 +5,13 @@
 //! with the right answers.
 
 use cryptoki::mechanism::Mechanism;
-use p11ha_tests::ha::{failure_line, inject, log_lines, wait_for};
+use p11ha_tests::ha::{FAULT_INJECTION, failure_line, inject, log_lines, wait_for};
 use p11ha_tests::remote::{self, with_server};
 use p11ha_tests::*;
 
 #[test]
 fn sessions_fail_over_between_remote_and_module_members() {
-    let l = remote::start_mixed(1, 1, 200, &[]);
+    let l = remote::start_mixed(1, 1, 200, &[FAULT_INJECTION]);
     assert_eq!(member_info(2).map(|m| m.up), None, "two members");
     let s = l.user_session();
     let data: Vec<u8> = (0..9000u32).map(|i| (i % 251) as u8).collect();

@@ -23,7 +23,7 @@ use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
 use cryptoki::error::{Error, RvError};
 use cryptoki::session::{SessionState, UserType};
 use cryptoki::types::AuthPin;
-use p11ha_tests::ha::{configure_ha, inject, members, wait_for};
+use p11ha_tests::ha::{FAULT_INJECTION, configure_ha, inject, members, wait_for};
 use p11ha_tests::{SOFTHSM, Tokens, USER_PIN, lib_path, member_info, session_member, tokens};
 
 /// The PIN set on every token: distinctive enough to search for.
@@ -266,7 +266,7 @@ fn print_flags() {
 /// it and the umask 0 (the log's 0600 must be p11ha's own doing).
 fn start(t: &Tokens, extra: &[(&str, &str)]) -> Pkcs11 {
     let log = std::env::var(LOG).expect("the log path");
-    let mut config = vec![("ET_PTKC_HA_LOG_FILE", log.as_str())];
+    let mut config = vec![("ET_PTKC_HA_LOG_FILE", log.as_str()), FAULT_INJECTION];
     config.extend_from_slice(extra);
     configure_ha(t, 200, &config);
     // SAFETY: umask(2) cannot fail; only this thread creates files now.

@@ -10,7 +10,6 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use p11ha_adapters::either::Either;
-use p11ha_adapters::fault::Faulty;
 use p11ha_adapters::module::Module;
 use p11ha_adapters::net::{Address, NetConnector};
 use p11ha_adapters::rpc::RpcMember;
@@ -20,7 +19,7 @@ use p11ha_core::port::Events;
 use p11ha_core::{Error, Result};
 
 use crate::config::HostConfig;
-use crate::host::{Locking, Remote};
+use crate::host::{self, Locking, Remote};
 
 use super::{Runtime, capacity};
 
@@ -132,7 +131,7 @@ impl Runtime {
                 let Ok(member) = module.member(slot) else {
                     continue;
                 };
-                match self.engine.add_member(Faulty::new(Either::A(member))) {
+                match self.engine.add_member(host::member(Either::A(member))) {
                     Ok(Some(_)) => {
                         taken.modules.insert((mi, slot));
                     }
@@ -225,7 +224,7 @@ impl Runtime {
     }
 
     fn add_remote(&self, member: Remote) {
-        if let Err(e) = self.engine.add_member(Faulty::new(Either::B(member))) {
+        if let Err(e) = self.engine.add_member(host::member(Either::B(member))) {
             self.engine.events().event(&Event::BadConfig {
                 key: "ET_HSM_NETCLIENT_SERVERLIST",
                 problem: if e.rv() == Rv::HOST_MEMORY {

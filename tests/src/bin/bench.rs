@@ -1446,6 +1446,7 @@ struct Options {
     slices: usize,
     chunk: usize,
     lib: Option<PathBuf>,
+    fault_lib: Option<PathBuf>,
     softhsm: PathBuf,
     kit_client: PathBuf,
     ops: Vec<Op>,
@@ -1469,6 +1470,8 @@ usage: p11ha-bench [options]
   --rounds N     repetitions of the whole set; the best is reported (default 1)
   --chunk BYTES  C_DigestUpdate/C_EncryptUpdate chunk, multiple of 16 (default 16384)
   --lib PATH     libp11ha.so (default <repo>/target/release/libp11ha.so)
+  --fault-lib PATH  the test build with fault injection, for the failover measurements
+                 (default <repo>/target/fault/release/libp11ha.so)
   --softhsm PATH SoftHSM module (default /usr/lib/softhsm/libsofthsm2.so)
   --kit-client PATH  p11-kit's RPC client module, the remote baseline
                  (default /usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so)
@@ -1493,6 +1496,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         slices: 10,
         chunk: 16 * 1024,
         lib: None,
+        fault_lib: None,
         softhsm: PathBuf::from(DEFAULT_SOFTHSM),
         kit_client: PathBuf::from(DEFAULT_KIT_CLIENT),
         ops: Op::ALL.to_vec(),
@@ -1519,6 +1523,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--slices" => o.slices = num(val()?)? as usize,
             "--chunk" => o.chunk = num(val()?)? as usize,
             "--lib" => o.lib = Some(PathBuf::from(val()?)),
+            "--fault-lib" => o.fault_lib = Some(PathBuf::from(val()?)),
             "--softhsm" => o.softhsm = PathBuf::from(val()?),
             "--kit-client" => o.kit_client = PathBuf::from(val()?),
             "--ops" => {
@@ -2307,9 +2312,24 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     }
     let server_list: Vec<(&str, String)> = servers.iter().map(|s| (s.name, s.address())).collect();
     let failover_cfg = if o.latency {
+        // The failover is made by the fault adapter, which only the test
+        // build has (the `fault-injection` feature).
+        let fault_lib = o
+            .fault_lib
+            .clone()
+            .unwrap_or_else(|| root.join("target/fault/release/libp11ha.so"));
+        if !fault_lib.is_file() {
+            return Err(format!(
+                "the test build of libp11ha.so not found at {}: build it with `cargo build \
+                 --release -p p11ha-ffi --features fault-injection --target-dir target/fault` \
+                 or name it with --fault-lib PATH",
+                fault_lib.display()
+            ));
+        }
+        let fault_lib = fault_lib.canonicalize().unwrap_or(fault_lib);
         Some(Config::local(
             "ha3-failover",
-            &lib,
+            &fault_lib,
             tokens.clone_for("ha3-failover", true)?,
             0,
             Kind::Failover,
