@@ -142,8 +142,8 @@ struct Ctx {
     destroyed: CK_OBJECT_HANDLE,
     /// A session object of a session that was closed.
     orphaned: CK_OBJECT_HANDLE,
-    /// The key a row made to be wrapped ([`Needs::KeyToWrap`]); the AES
-    /// key in rows that made none.
+    /// The object a row made on its session first ([`Needs::Made`]); the
+    /// AES key where none was made.
     made: CK_OBJECT_HANDLE,
 }
 
@@ -339,8 +339,10 @@ enum Needs {
     /// An operation SoftHSM 2.6.1 cannot start: only the argument checks
     /// run, and a call without one answers one of these codes.
     Lacking(&'static [CK_RV]),
-    /// A key that may be wrapped, made on the row's session (`Ctx::made`).
-    KeyToWrap,
+    /// An object, made on the row's session by this function (`Ctx::made`):
+    /// so that a call the library accepts by mistake cannot change the
+    /// token's objects the other rows use.
+    Made(fn(CK_SESSION_HANDLE) -> CK_OBJECT_HANDLE),
     /// The user logged out; logged in again afterwards.
     LoggedOut,
 }
@@ -449,17 +451,17 @@ fn shapes() -> &'static [Shape] {
         // ---- objects (5.7) ---------------------------------------------------
         C_CreateObject(Session, Template("pTemplate", data_template), Ptr("phObject"));
         C_CopyObject(
-            Session, Object("hObject", |c| c.aes, OBJECT),
+            Session, Object("hObject", |c| c.made, OBJECT),
             Template("pTemplate", session_template), Ptr("phNewObject"),
-        );
-        C_DestroyObject(Session, Object("hObject", |c| c.aes, OBJECT));
+        ), needs Made(data_object);
+        C_DestroyObject(Session, Object("hObject", |c| c.made, OBJECT)), needs Made(data_object);
         C_GetObjectSize(Session, Object("hObject", |c| c.aes, OBJECT), Ptr("pulSize"));
         C_GetAttributeValue(
             Session, Object("hObject", |c| c.aes, OBJECT), OutTemplate("pTemplate", CKA_LABEL),
         );
         C_SetAttributeValue(
-            Session, Object("hObject", |c| c.aes, OBJECT), Template("pTemplate", label_template),
-        );
+            Session, Object("hObject", |c| c.made, OBJECT), Template("pTemplate", label_template),
+        ), needs Made(data_object);
         C_FindObjectsInit(Session, Template("pTemplate", data_template));
         C_FindObjects(Session, Array("phObject", ULONG, 4), Ptr("pulObjectCount")),
             needs Op(&["C_FindObjectsInit"]);
@@ -528,7 +530,7 @@ fn shapes() -> &'static [Shape] {
             Session, Mech(CKM_AES_KEY_WRAP),
             Object("hWrappingKey", |c| c.aes, CKR_WRAPPING_KEY_HANDLE_INVALID),
             Object("hKey", |c| c.made, KEY), Out("pWrappedKey"),
-        ), needs KeyToWrap;
+        ), needs Made(extractable_key);
         C_UnwrapKey(
             Session, Mech(CKM_AES_KEY_WRAP),
             Object("hUnwrappingKey", |c| c.aes, CKR_UNWRAPPING_KEY_HANDLE_INVALID),
@@ -663,7 +665,7 @@ impl Shape {
                         assert_eq!(rv, CKR_OK, "{func} first");
                     }
                 }
-                Needs::KeyToWrap => c.made = extractable_key(s),
+                Needs::Made(make) => c.made = make(s),
                 Needs::LoggedOut => assert_eq!(ck!(C_Logout(s)), CKR_OK, "C_Logout first"),
             }
             let rv = f(&c, s);
