@@ -205,18 +205,35 @@ struct OneLine<'a>(&'a str);
 
 impl fmt::Display for OneLine<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let mut rest = self.0;
-        while let Some(at) = rest.find(char::is_control) {
-            f.write_str(&rest[..at])?;
-            let c = rest[at..].chars().next().unwrap_or_default();
-            if c.is_ascii() {
-                write!(f, "\\x{:02x}", u32::from(c))?;
-            } else {
-                write!(f, "\\u{{{:x}}}", u32::from(c))?;
-            }
-            rest = &rest[at + c.len_utf8()..];
+        // The control characters are C0 and DEL (one byte each) and C1
+        // (U+0080-U+009F: 0xC2 then 0x80-0x9F); a byte test finds them
+        // without pulling Unicode tables into a firmware.
+        const HEX: &[u8; 16] = b"0123456789abcdef";
+        let bytes = self.0.as_bytes();
+        let mut start = 0;
+        let mut i = 0;
+        while i < bytes.len() {
+            let (prefix, suffix, b, len) = match bytes[i] {
+                b @ (0..0x20 | 0x7f) => ("\\x", "", b, 1),
+                0xc2 if matches!(bytes.get(i + 1), Some(0x80..=0x9f)) => {
+                    ("\\u{", "}", bytes[i + 1], 2)
+                }
+                _ => {
+                    i += 1;
+                    continue;
+                }
+            };
+            // Boundaries of ASCII bytes and of whole 2-byte sequences are
+            // char boundaries: `get` never fails here, and has no panic path.
+            f.write_str(self.0.get(start..i).ok_or(fmt::Error)?)?;
+            let hex = [HEX[usize::from(b >> 4)], HEX[usize::from(b & 15)]];
+            f.write_str(prefix)?;
+            f.write_str(core::str::from_utf8(&hex).map_err(|_| fmt::Error)?)?;
+            f.write_str(suffix)?;
+            i += len;
+            start = i;
         }
-        f.write_str(rest)
+        f.write_str(self.0.get(start..).ok_or(fmt::Error)?)
     }
 }
 
