@@ -13,16 +13,20 @@
 #    and through libp11ha.so (NORMAL mode), and fails on any difference; then
 #    the same suite over the RPC protocol, through libp11ha.so and through
 #    p11-kit-client.so, each against a p11-kit server (scripts/cryptoki-remote.sh);
-# 5. builds p11ha-core and the adapters' no_std features (fault, rpc) for
+# 5. runs the PKCS#11 clients users run (GnuTLS's p11tool and certtool, OpenSSL 3 with the
+#    libp11 engine, Java 17 SunPKCS11, python-pkcs11, PyKCS11) directly on SoftHSM and
+#    through libp11ha.so in NORMAL, WLD and HA mode, every output checked outside p11ha, and
+#    an HA failover under PyKCS11 (scripts/clients.sh);
+# 6. builds p11ha-core and the adapters' no_std features (fault, rpc) for
 #    thumbv7em-none-eabihf with core only (scripts/check-nostd.sh: no std, no alloc);
-# 6. builds the firmware (targets/firmware), prints its flash and RAM, and runs it under
+# 7. builds the firmware (targets/firmware), prints its flash and RAM, and runs it under
 #    QEMU against two p11-kit servers, one killed midway (scripts/firmware.sh);
-# 7. runs the core's unit tests under miri, the integration tests against an
+# 8. runs the core's unit tests under miri, the integration tests against an
 #    AddressSanitizer build, and pkcs11-tool on the library under valgrind (scripts/sanitize.sh);
-# 8. runs the chaos soak for 60 s (scripts/soak.sh);
-# 9. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
-#    handling and the configuration parser for 100,000 executions each from a fixed seed
-#    (scripts/fuzz.sh --ci: deterministic; installs cargo-fuzz on first use).
+# 9. runs the chaos soak for 60 s (scripts/soak.sh);
+# 10. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
+#     handling and the configuration parser for 100,000 executions each from a fixed seed
+#     (scripts/fuzz.sh --ci: deterministic; installs cargo-fuzz on first use).
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
 cd "$ROOT"
@@ -50,6 +54,9 @@ step "the cryptoki crate's published tests, directly and through libp11ha.so"
 
 step "the cryptoki crate's published tests over the RPC protocol: p11ha and p11-kit-client"
 "$ROOT/scripts/cryptoki-remote.sh" "$ROOT/target/release/libp11ha.so"
+
+step "the clients users run: p11tool, certtool, OpenSSL, Java, python-pkcs11, PyKCS11"
+"$ROOT/scripts/clients.sh" "$ROOT/target/release/libp11ha.so"
 
 step "the core without std: thumbv7em-none-eabihf"
 "$ROOT/scripts/check-nostd.sh"
