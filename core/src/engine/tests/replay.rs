@@ -248,3 +248,32 @@ fn a_resumed_search_whose_new_member_fails_too_loses_nothing() {
     assert_eq!(found, every_object(&e, s), "each object once, none skipped");
     assert_eq!(found.len(), 2);
 }
+
+#[test]
+fn a_search_whose_member_fails_at_find_objects_init_starts_on_the_next() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let s = logged_in(&e);
+    let dead = member_of(&e, s);
+    tokens[dead].kill_at("find_init", 1);
+    e.find_init(s, &[]).unwrap();
+    assert_ne!(member_of(&e, s), dead, "the session moved");
+    let found = once_each(find_all(&e, s, 1));
+    assert_eq!(found, every_object(&e, s));
+    assert_eq!(found.len(), 2);
+}
+
+#[test]
+fn a_search_whose_member_fails_at_find_objects_final_ends_cleanly() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let s = logged_in(&e);
+    e.find_init(s, &[]).unwrap();
+    let mut out = [0u64; 8];
+    let n = e.find(s, &mut out).unwrap();
+    let dead = member_of(&e, s);
+    tokens[dead].kill_at("find_final", 1);
+    e.find_final(s).unwrap();
+    assert_ne!(member_of(&e, s), dead, "the session moved");
+    // No search is left active on the new member: a new one starts.
+    let found = once_each(out[..n].to_vec());
+    assert_eq!(found, every_object(&e, s));
+}
