@@ -435,8 +435,10 @@ where
             .any(|c| u64::from(u32::from_le_bytes([c[0], c[1], c[2], c[3]])) == handle)
     }
 
-    /// The search returned `handle`. Returns the reason the search became
-    /// unrestartable if this is what made it so.
+    /// The application received `handle` from the search: recorded once the
+    /// call that returns it can no longer fail over, so that a restarted
+    /// search leaves out exactly what the application has. Returns the
+    /// reason the search became unrestartable if this is what made it so.
     pub fn find_record(&mut self, handle: u64) -> Option<Lost> {
         let r = self.region(3);
         let f = self.find.as_mut()?;

@@ -190,6 +190,9 @@ struct State {
     attempts: Vec<Vec<u8>>,
     /// Every call, by name, in order.
     calls: Vec<&'static str>,
+    /// [`Token::kill_at`]: the call that kills the token, and how many
+    /// more of it until then (1: the next one).
+    kill_at: Option<(&'static str, usize)>,
 }
 
 /// A scripted software token labelled [`LABEL`], with a user PIN [`PIN`]
@@ -220,6 +223,7 @@ impl Token {
                 pin: PIN.to_vec(),
                 attempts: Vec::new(),
                 calls: Vec::new(),
+                kill_at: None,
             }),
         };
         for o in objects {
@@ -249,9 +253,19 @@ impl Token {
         self.dead.store(true, Ordering::SeqCst);
     }
 
+    /// Dies at the `n`th (1-based) call named `call` (a [`Member`] method's
+    /// name) from now: that call answers `CKR_DEVICE_ERROR`, as does every
+    /// call after it, as with [`Token::kill`]. Lets a test fail a member in
+    /// the middle of an engine call, after some of its member calls
+    /// succeeded.
+    pub fn kill_at(&self, call: &'static str, n: usize) {
+        self.state().kill_at = Some((call, n.max(1)));
+    }
+
     /// It answers again, having lost every session (an HSM that restarted).
     pub fn restart(&self) {
         let mut s = self.state();
+        s.kill_at = None;
         s.sessions.clear();
         s.objects.retain(|_, o| o.session.is_none());
         s.user = None;
@@ -297,7 +311,18 @@ impl Token {
 
     /// Notes `call`, and fails if the token is dead.
     fn enter(&self, call: &'static str) -> Result<()> {
-        self.state().calls.push(call);
+        let mut st = self.state();
+        st.calls.push(call);
+        if let Some((at, left)) = &mut st.kill_at
+            && *at == call
+        {
+            *left -= 1;
+            if *left == 0 {
+                st.kill_at = None;
+                self.dead.store(true, Ordering::SeqCst);
+            }
+        }
+        drop(st);
         match self.dead.load(Ordering::SeqCst) {
             true => Err(Error::Rv(Rv::DEVICE_ERROR)),
             false => Ok(()),

@@ -368,6 +368,52 @@ fn a_search_restarts_where_it_stopped() {
     }
 }
 
+/// The first search on a member after its recovery reads each result's
+/// identity (`C_GetAttributeValue`), since the member's handles were
+/// forgotten: when the member fails there, after the first result was
+/// read, the call fails over and the search restarts on another member,
+/// which must return that result too.
+#[test]
+fn a_search_whose_member_fails_while_its_results_are_read() {
+    let _g = serial();
+    let l = lib();
+    let s = l.user_session();
+    find_init(&s);
+    let reference: BTreeSet<u64> = find_batch(&s, 10).into_iter().collect();
+    find_final(&s);
+    assert_eq!(reference.len(), 5, "five token objects");
+    // Member m fails and comes back: p11ha forgets its handles.
+    let m = fail_one(l);
+    inject(m, "heal");
+    wait_for("the member back", || member_info(m).unwrap().up == 1);
+    // A session on m (new sessions go to the least loaded members).
+    let mut others = Vec::new();
+    let on_m = loop {
+        let t = l.session();
+        if session_member(&t) == m {
+            break t;
+        }
+        assert!(others.len() < 20, "no session lands on member {m}");
+        others.push(t);
+    };
+    find_init(&on_m);
+    inject(m, "on:get_attributes:2");
+    let mut got = find_batch(&on_m, 10);
+    loop {
+        let batch = find_batch(&on_m, 10);
+        if batch.is_empty() {
+            break;
+        }
+        got.extend(batch);
+    }
+    find_final(&on_m);
+    assert_ne!(session_member(&on_m), m, "the session moved");
+    let set: BTreeSet<u64> = got.iter().copied().collect();
+    assert_eq!(set.len(), got.len(), "no handle twice");
+    assert_eq!(set, reference, "none skipped");
+    heal_all();
+}
+
 #[test]
 fn login_survives_failure_before_and_after_it() {
     let _g = serial();

@@ -88,11 +88,14 @@ impl<P: Platform> Engine<P> {
                 })
             };
             if cleaned.is_ok() {
-                self.pool.put_back(m);
+                // Said before the member is back in service: whoever sees
+                // it in service finds the line written, and its next
+                // failure's line comes after this one.
                 self.events.event(&Event::MemberRecovered {
                     hsm_idx: m,
                     hsm_slot_id: entry.member.slot_id(),
                 });
+                self.pool.put_back(m);
                 back += 1;
             }
         }

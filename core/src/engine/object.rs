@@ -244,43 +244,67 @@ impl<P: Platform> Engine<P> {
     /// `C_FindObjects`: virtual handles, each object once, also across a
     /// failover (the search restarts on the new member and what was already
     /// returned is left out).
+    ///
+    /// The journal lists what the application received, nothing else: the
+    /// handles of an attempt are journalled only once every member call of
+    /// that attempt succeeded. A member that fails in the middle of one (at
+    /// `C_FindObjects`, or while p11ha reads the identity of a result to
+    /// adopt it) fails the attempt; the call then runs again on the next
+    /// member, which must return those handles, so they must not be listed
+    /// as returned.
     pub fn find(&self, handle: u64, out: &mut [u64]) -> Result<usize> {
         self.call(
             handle,
             Uses::Find,
             |m, s, _| {
                 let resumed = self.ha && s.journal.find.is_some_and(|f| f.resumed);
-                if !resumed {
+                let n = if resumed {
+                    self.find_resumed(m, s, out)?
+                } else {
                     let n = m.find(s.real, out)?.min(out.len());
                     for h in out[..n].iter_mut() {
                         *h = self.adopt(s, None, *h)?;
-                        if self.ha {
-                            self.lose(s.journal.find_record(*h));
-                        }
                     }
-                    return Ok(n);
-                }
-                let mut filled = 0;
-                let mut batch = [0u64; 16];
-                while filled < out.len() {
-                    let want = (out.len() - filled).min(batch.len());
-                    let n = m.find(s.real, &mut batch[..want])?.min(want);
-                    if n == 0 {
-                        break;
-                    }
-                    for &real in &batch[..n] {
-                        let h = self.adopt(s, None, real)?;
-                        if !s.journal.find_returned(h) {
-                            out[filled] = h;
-                            filled += 1;
-                            self.lose(s.journal.find_record(h));
-                        }
+                    n
+                };
+                if self.ha {
+                    for &h in &out[..n] {
+                        self.lose(s.journal.find_record(h));
                     }
                 }
-                Ok(filled)
+                Ok(n)
             },
             |_, _| {},
         )
+    }
+
+    /// One attempt of `C_FindObjects` on a search restarted by a failover:
+    /// the member's results, less those the application already received,
+    /// until `out` is full or the member has no more.
+    fn find_resumed(
+        &self,
+        m: &P::Member,
+        s: &mut Session<P::Journal>,
+        out: &mut [u64],
+    ) -> Result<usize> {
+        let mut filled = 0;
+        let mut batch = [0u64; 16];
+        while filled < out.len() {
+            let want = (out.len() - filled).min(batch.len());
+            let n = m.find(s.real, &mut batch[..want])?.min(want);
+            if n == 0 {
+                break;
+            }
+            for &real in &batch[..n] {
+                let h = self.adopt(s, None, real)?;
+                // Not journalled yet, so also checked against this attempt.
+                if !s.journal.find_returned(h) && !out[..filled].contains(&h) {
+                    out[filled] = h;
+                    filled += 1;
+                }
+            }
+        }
+        Ok(filled)
     }
 
     /// `C_FindObjectsFinal`.

@@ -167,3 +167,113 @@ fn with_every_member_down_a_session_answers_at_once_and_comes_back() {
     assert_eq!(member_of(&e, s), 1);
     assert_eq!(e.session_info(s).unwrap().state, 3, "logged in again");
 }
+
+/// Every handle a search in `s` returns in calls of `batch`, until it
+/// returns none, and `C_FindObjectsFinal`.
+fn find_all(e: &E, s: u64, batch: usize) -> Vec<u64> {
+    let mut all = Vec::new();
+    let mut out = std::vec![0u64; batch];
+    loop {
+        let n = e.find(s, &mut out).unwrap();
+        if n == 0 {
+            break;
+        }
+        all.extend_from_slice(&out[..n]);
+    }
+    e.find_final(s).unwrap();
+    all
+}
+
+/// The handles a search with an empty template finds in `s`, with no
+/// failure, sorted.
+fn every_object(e: &E, s: u64) -> Vec<u64> {
+    e.find_init(s, &[]).unwrap();
+    let mut all = find_all(e, s, 8);
+    all.sort_unstable();
+    all
+}
+
+/// `handles`, sorted, after checking that none is there twice.
+fn once_each(mut handles: Vec<u64>) -> Vec<u64> {
+    let n = handles.len();
+    handles.sort_unstable();
+    handles.dedup();
+    assert_eq!(handles.len(), n, "a handle returned twice: {handles:?}");
+    handles
+}
+
+#[test]
+fn a_search_whose_member_fails_while_its_results_are_adopted_returns_them_all() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let s = logged_in(&e);
+    e.find_init(s, &[]).unwrap();
+    // The member answers C_FindObjects with both objects, then fails while
+    // p11ha reads the second one's identity (the aes key takes one
+    // C_GetAttributeValue; the data object, with no key type and no id, a
+    // second): the first was adopted before the failure, but the
+    // application never received it.
+    let dead = member_of(&e, s);
+    tokens[dead].kill_at("get_attributes", 2);
+    let found = once_each(find_all(&e, s, 8));
+    assert_ne!(member_of(&e, s), dead, "the session moved");
+    assert_eq!(e.events().count("HSM Failure detected"), 1);
+    assert_eq!(found, every_object(&e, s), "each object once, none skipped");
+    assert_eq!(found.len(), 2);
+}
+
+#[test]
+fn a_resumed_search_whose_new_member_fails_too_loses_nothing() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let s = logged_in(&e);
+    e.find_init(s, &[]).unwrap();
+    let mut first = [0u64; 1];
+    assert_eq!(e.find(s, &mut first).unwrap(), 1);
+    let a = member_of(&e, s);
+    let b = 1 - a;
+    tokens[a].kill();
+    // The search restarts on b, which returns both objects in one batch
+    // (the one already returned is left out, the other kept for the
+    // application), then fails when asked for more: no member is left, and
+    // the call returns nothing.
+    tokens[b].kill_at("find", 2);
+    let mut rest = [0u64; 8];
+    assert_eq!(e.find(s, &mut rest), Err(Error::Rv(Rv::DEVICE_ERROR)));
+    // a comes back; the search restarts there and goes on.
+    tokens[a].restart();
+    assert_eq!(e.recover(1_000), 1);
+    let mut found = std::vec![first[0]];
+    found.extend(find_all(&e, s, 8));
+    let found = once_each(found);
+    assert_eq!(member_of(&e, s), a);
+    assert_eq!(found, every_object(&e, s), "each object once, none skipped");
+    assert_eq!(found.len(), 2);
+}
+
+#[test]
+fn a_search_whose_member_fails_at_find_objects_init_starts_on_the_next() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let s = logged_in(&e);
+    let dead = member_of(&e, s);
+    tokens[dead].kill_at("find_init", 1);
+    e.find_init(s, &[]).unwrap();
+    assert_ne!(member_of(&e, s), dead, "the session moved");
+    let found = once_each(find_all(&e, s, 1));
+    assert_eq!(found, every_object(&e, s));
+    assert_eq!(found.len(), 2);
+}
+
+#[test]
+fn a_search_whose_member_fails_at_find_objects_final_ends_cleanly() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let s = logged_in(&e);
+    e.find_init(s, &[]).unwrap();
+    let mut out = [0u64; 8];
+    let n = e.find(s, &mut out).unwrap();
+    let dead = member_of(&e, s);
+    tokens[dead].kill_at("find_final", 1);
+    e.find_final(s).unwrap();
+    assert_ne!(member_of(&e, s), dead, "the session moved");
+    // No search is left active on the new member: a new one starts.
+    let found = once_each(out[..n].to_vec());
+    assert_eq!(found, every_object(&e, s));
+}
