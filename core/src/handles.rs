@@ -331,12 +331,21 @@ where
     }
 
     /// Forgets every mapping to `member` (its handles are gone: it failed).
+    ///
+    /// An object that lives on that member alone ([`ObjectKind::Local`]) is
+    /// removed with its last mapping: nothing can find it again, and a
+    /// search that meets it later gives it a new entry, so keeping the old
+    /// one would leak an entry at each failure of its member.
     pub fn forget_member(&mut self, member: usize) {
+        let member = member as u16;
         for i in 0..self.high {
-            let member = member as u16;
             if let Some(at) = self.entries[i].real.iter().position(|(m, _)| *m == member) {
                 let (_, r) = self.entries[i].real.remove(at);
                 self.index_remove(member, r);
+                if self.entries[i].kind == ObjectKind::Local && self.entries[i].real.is_empty() {
+                    let handle = encode(i, self.entries[i].generation);
+                    self.remove(handle);
+                }
             }
         }
     }
@@ -507,6 +516,29 @@ mod tests {
             t.insert(0, ObjectKind::Local, 0, 3),
             Err(Error::Rv(Rv::HOST_MEMORY))
         );
+    }
+
+    #[test]
+    fn a_local_object_goes_with_its_member_and_nothing_leaks() {
+        let mut e: [ObjectEntry; 2] = Default::default();
+        let mut ix = [IndexCell::default(); 8];
+        let mut t = table(&mut e, &mut ix);
+        let token = ObjectKind::Token(Identity::default());
+        let kept = t.insert(0, token, 0, 1).unwrap();
+        // A member that fails and comes back a hundred times, each time
+        // showing its local object anew: the table never fills up.
+        for round in 0..100u64 {
+            let local = t.insert(0, ObjectKind::Local, 0, 100 + round).unwrap();
+            t.forget_member(0);
+            assert!(
+                t.kind(local).is_none(),
+                "round {round}: freed with its mapping"
+            );
+        }
+        assert_eq!(t.len(), 1);
+        // A token object stays, to be found again by identity.
+        assert!(t.kind(kept).is_some());
+        assert_eq!(t.real(kept, 0), None);
     }
 
     #[test]

@@ -69,7 +69,7 @@ pub use storage::{Capacity, Storage, Tables};
 use logins::Logins;
 use objects::{At, Objects};
 use pool::Pool;
-use sessions::{Session, Sessions};
+use sessions::{LostSearch, Session, Sessions};
 
 /// The most members one engine can have (a virtual slot keeps its members
 /// in a 32-bit mask: 32-bit targets have no 64-bit atomics).
@@ -305,15 +305,19 @@ impl<P: Platform> Engine<P> {
     }
 
     /// State a failover could not rebuild is answered `CKR_DEVICE_ERROR`
-    /// (with a log line) by the first call that needs it.
+    /// by the calls that need it, the first with a log line: the operation
+    /// once (the error ends it), the search until its `C_FindObjectsFinal`.
     fn state_lost(&self, s: &mut Session<P::Journal>, uses: Uses) -> Result<()> {
         let what = match uses {
             Uses::Op if s.lost_op => {
                 s.lost_op = false;
                 "the operation in progress"
             }
-            Uses::Find if s.lost_find => {
-                s.lost_find = false;
+            Uses::Find if s.lost_find == LostSearch::Told => {
+                return Err(Error::Rv(Rv::DEVICE_ERROR));
+            }
+            Uses::Find if s.lost_find == LostSearch::Untold => {
+                s.lost_find = LostSearch::Told;
                 "the search in progress"
             }
             _ => return Ok(()),

@@ -9,7 +9,7 @@ use crate::journal::{Lost, NewRecipe, RecipeKind};
 use crate::port::{Attr, AttrOut, Member, Platform};
 
 use super::objects::{find_unique, identity_with};
-use super::sessions::Session;
+use super::sessions::{LostSearch, Session};
 use super::{Engine, Uses};
 use crate::handles::ObjectKind;
 
@@ -231,7 +231,7 @@ impl<P: Platform> Engine<P> {
             |m, s, _| {
                 m.find_init(s.real, template)?;
                 s.find_active = true;
-                s.lost_find = false;
+                s.lost_find = LostSearch::No;
                 if self.ha {
                     self.lose(s.journal.find_begin(template));
                 }
@@ -313,9 +313,9 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::FindFinal,
             |m, s, _| {
-                if s.lost_find {
+                if s.lost_find != LostSearch::No {
                     // The search died with its member; it ends here.
-                    s.lost_find = false;
+                    s.lost_find = LostSearch::No;
                     return Ok(());
                 }
                 let r = m.find_final(s.real);

@@ -28,7 +28,7 @@ use crate::port::{Events, Member, Op, Platform};
 
 use super::Engine;
 use super::objects::At;
-use super::sessions::Session;
+use super::sessions::{LostSearch, Session};
 
 /// Update data is replayed in pieces of this size (the output of each is
 /// discarded into a buffer twice as large: the application has it already).
@@ -155,7 +155,7 @@ impl<P: Platform> Engine<P> {
                 Err(e) if self.pool.failed(m, Some(real), &e) => return Err(e),
                 Err(_) => {
                     s.journal.find_end();
-                    s.lost_find = true;
+                    s.lost_find = LostSearch::Untold;
                 }
             }
         }

@@ -49,7 +49,7 @@ impl<L: RawLock, J: core::ops::DerefMut<Target = [u8]>> SessionCell<L, J> {
                     owns_objects: false,
                     orphan: false,
                     lost_op: false,
-                    lost_find: false,
+                    lost_find: LostSearch::No,
                     state_restored: false,
                     epoch: 0,
                     journal,
@@ -57,6 +57,21 @@ impl<L: RawLock, J: core::ops::DerefMut<Target = [u8]>> SessionCell<L, J> {
             ),
         }
     }
+}
+
+/// A search a failover could not restart. Its `C_FindObjects` are
+/// answered `CKR_DEVICE_ERROR` (the first with a log line) until the
+/// application ends it, and its `C_FindObjectsFinal` then succeeds, as it
+/// would have: the search is over on p11ha's side, not on the
+/// application's.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum LostSearch {
+    /// The search (if any) is whole.
+    No,
+    /// Lost, not said yet.
+    Untold,
+    /// Lost, and said.
+    Told,
 }
 
 /// One session of the application.
@@ -78,7 +93,7 @@ pub(super) struct Session<J> {
     /// A failover could not rebuild the operation (or search) in progress:
     /// the next call that needs it is answered `CKR_DEVICE_ERROR`.
     pub(super) lost_op: bool,
-    pub(super) lost_find: bool,
+    pub(super) lost_find: LostSearch,
     /// `C_SetOperationState` restored state the journal does not know.
     pub(super) state_restored: bool,
     /// The member's epoch when the session was placed on it: if the member
@@ -110,7 +125,7 @@ impl<J: core::ops::DerefMut<Target = [u8]>> Session<J> {
         self.owns_objects = false;
         self.orphan = false;
         self.lost_op = false;
-        self.lost_find = false;
+        self.lost_find = LostSearch::No;
         self.state_restored = false;
         self.epoch = epoch;
         self.journal.clear();

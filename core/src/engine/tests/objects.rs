@@ -7,6 +7,8 @@ use crate::config::Mode;
 use crate::error::Error;
 use crate::port::{Attr, Op};
 
+extern crate std;
+
 use super::{E, RW, engine, find, logged_in, mechanism, member_of};
 
 /// Two logged-in sessions of `e`, on different members.
@@ -82,4 +84,43 @@ fn a_session_object_dies_with_its_session() {
         e.get_attributes(b, o, &mut []),
         Err(Error::Rv(Rv::OBJECT_HANDLE_INVALID))
     );
+}
+
+/// An object p11ha cannot find on another member (its label is longer than
+/// an identity keeps) gets a new entry each time a search meets it after
+/// its member failed and came back: the old entry must go, or a long-lived
+/// application fills the table with dead objects.
+#[test]
+fn an_object_known_to_one_member_only_leaks_no_entry_across_recoveries() {
+    let long = [b'x'; 100];
+    let data = (crate::ck::class::DATA as core::ffi::c_ulong).to_ne_bytes();
+    let object: &[(u64, &[u8])] = &[
+        (attr::CLASS, &data),
+        (attr::TOKEN, &[1]),
+        (attr::LABEL, &long),
+    ];
+    let token = std::sync::Arc::new(crate::testing::Token::new(1, &[object]));
+    let config = crate::config::Config {
+        mode: Mode::Ha,
+        wld_slots: crate::config::WldSlots::new().with(0, crate::testing::LABEL),
+        recover_delay_ms: Some(1),
+        ..crate::config::Config::new()
+    };
+    let e = crate::testing::engine(&config, [token.clone()]);
+    let s = logged_in(&e);
+    let template = [Attr {
+        ty: attr::LABEL,
+        value: &long,
+    }];
+    // Twice the table's capacity of failures and recoveries.
+    for round in 0..2 * crate::testing::CAPACITY.objects as u64 {
+        e.find_init(s, &template).unwrap();
+        let mut out = [0u64; 2];
+        assert_eq!(e.find(s, &mut out), Ok(1), "round {round}");
+        e.find_final(s).unwrap();
+        token.kill();
+        e.take_out(0, Rv::DEVICE_ERROR);
+        token.restart();
+        assert_eq!(e.recover(round + 1), 1, "round {round}");
+    }
 }

@@ -277,3 +277,36 @@ fn a_search_whose_member_fails_at_find_objects_final_ends_cleanly() {
     let found = once_each(out[..n].to_vec());
     assert_eq!(found, every_object(&e, s));
 }
+
+#[test]
+fn a_search_that_could_not_be_restarted_errs_until_its_final_which_succeeds() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let s = logged_in(&e);
+    // A nested template: the journal cannot copy it, so no failover can
+    // restart this search.
+    let nested = [Attr {
+        ty: attr::WRAP_TEMPLATE,
+        value: &[],
+    }];
+    e.find_init(s, &nested).unwrap();
+    assert_eq!(
+        e.events()
+            .count("Session potentially not recoverable: a template"),
+        1
+    );
+    kill_under(&e, s, &tokens);
+    let mut out = [0u64; 4];
+    for _ in 0..2 {
+        assert_eq!(e.find(s, &mut out), Err(Error::Rv(Rv::DEVICE_ERROR)));
+    }
+    assert_eq!(
+        e.events()
+            .count("Session recovery incomplete: the search in progress"),
+        1,
+        "said once"
+    );
+    // The application ends its search as it would have on one token.
+    assert_eq!(e.find_final(s), Ok(()));
+    // And searches again.
+    assert_ne!(find(&e, s, "aes-key"), 0);
+}
