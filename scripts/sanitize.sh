@@ -164,12 +164,13 @@ if wants asan; then
     STEP="asan build"
     say "asan: building libp11ha.so, its test build and the integration tests ($ASAN_FLAGS)"
     # Both builds the tests load: the release build, and the test build with fault injection
-    # (for the tests configured with P11HA_FAULT_INJECTION=YES); one output path, so the first
-    # is set aside.
+    # (for the tests configured with P11HA_FAULT_INJECTION=YES). They share one output path,
+    # which later cargo runs may write again, so each is copied aside as soon as it is built.
+    mkdir -p "$WORK/release" "$WORK/fault"
     asan_cargo build --locked --release --target "$HOST" -p p11ha-ffi
-    mkdir -p "$WORK/release"
     cp "$OUT/libp11ha.so" "$WORK/release/libp11ha.so"
     asan_cargo build --locked --release --target "$HOST" -p p11ha-ffi --features fault-injection
+    cp "$OUT/libp11ha.so" "$WORK/fault/libp11ha.so"
     # Every test file that loads the library into its own process; not pkcs11_tool (OpenSC's
     # pkcs11-tool, not instrumented, loads it: valgrind covers that path) nor firmware (QEMU).
     ASAN_TESTS=(abi abi_table app_mutexes concurrency ha ha_chaos ha_limits ha_norecover
@@ -179,12 +180,12 @@ if wants asan; then
     for t in "${ASAN_TESTS[@]}"; do test_args+=(--test "$t"); done
     asan_cargo test --locked --release --target "$HOST" -p p11ha-tests "${test_args[@]}" --no-run
     LIB=$WORK/release/libp11ha.so
-    FAULT_LIB=$OUT/libp11ha.so
+    FAULT_LIB=$WORK/fault/libp11ha.so
     for l in "$LIB" "$FAULT_LIB"; do
         nm -D "$l" | grep ' U __asan_' >/dev/null || fail "$l is not instrumented"
     done
-    nm -D "$FAULT_LIB" | grep -q ' T P11HA_InjectFault' || fail "$FAULT_LIB has no fault injection"
-    ! nm -D "$LIB" | grep -q ' T P11HA_InjectFault' || fail "$LIB has fault injection"
+    nm -D "$FAULT_LIB" | grep ' T P11HA_InjectFault' >/dev/null || fail "$FAULT_LIB has no fault injection"
+    ! nm -D "$LIB" | grep ' T P11HA_InjectFault' >/dev/null || fail "$LIB has fault injection"
 
     STEP="asan tests"
     log=$WORK/asan.log
