@@ -265,17 +265,7 @@ impl Config {
                 }),
             }
         } else if key == RECOVER_WAIT {
-            self.recover_wait = match yes_no(value) {
-                Some(v) => v,
-                None => {
-                    report(&Event::BadConfig {
-                        key,
-                        problem: "not YES or NO",
-                        fallback: "NO",
-                    });
-                    false
-                }
-            };
+            self.recover_wait = flag(key, value, report);
         } else if key == UPDATE_LIMIT {
             match parse_decimal(value).and_then(|n| usize::try_from(n).ok()) {
                 Some(n) => self.update_limit = Some(n),
@@ -326,6 +316,19 @@ impl Config {
             .unwrap_or(u64::from(self.recover_delay_minutes) * 60_000);
         (ms != 0).then_some(ms)
     }
+}
+
+/// An item whose value is `YES` or `NO` (in any case); anything else is
+/// reported, and means `NO`.
+pub fn flag(key: &str, value: &str, report: Report<'_>) -> bool {
+    yes_no(value).unwrap_or_else(|| {
+        report(&Event::BadConfig {
+            key,
+            problem: "not YES or NO",
+            fallback: "NO",
+        });
+        false
+    })
 }
 
 /// `YES` or `NO`, in any case.

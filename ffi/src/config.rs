@@ -13,7 +13,7 @@
 
 use std::ffi::OsStr;
 
-use p11ha_core::config::{Config, Report, parse_decimal, yes_no};
+use p11ha_core::config::{Config, Report, flag, parse_decimal};
 use p11ha_core::event::Event;
 
 use crate::host::report;
@@ -125,17 +125,7 @@ impl HostConfig {
                 fallback: "ignored",
             });
         } else if key == FAULT_INJECTION {
-            self.fault_injection = match yes_no(value) {
-                Some(v) => v,
-                None => {
-                    report(&Event::BadConfig {
-                        key,
-                        problem: "not YES or NO",
-                        fallback: "NO",
-                    });
-                    false
-                }
-            };
+            self.fault_injection = flag(key, value, report);
         } else if key == LOG_FILE {
             if value.is_empty() {
                 report(&Event::BadConfig {
