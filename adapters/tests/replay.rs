@@ -16,12 +16,12 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use p11ha_adapters::fault::Faulty;
 use p11ha_core::ck::{Rv, attr, class};
 use p11ha_core::ck::{copy_out, ulong_bytes};
-use p11ha_core::config::{Config, Mode, WldSlots, label};
+use p11ha_core::config::{Config, Mode, WldSlots};
 use p11ha_core::engine::Capacity;
 use p11ha_core::journal::Layout;
 use p11ha_core::port::{
     Attr, AttrOut, DualOp, Mechanism, MechanismInfo, Member, Op, Param, SessionInfo, SlotInfo,
-    TokenInfo, Version,
+    TokenInfo,
 };
 use p11ha_core::testing::{self, ManualClock, Recorder, Testbed};
 use p11ha_core::{Engine, Error, Result};
@@ -69,35 +69,10 @@ impl Member for SoftMember {
         self.slot
     }
     fn slot_info(&self) -> Result<SlotInfo> {
-        Ok(SlotInfo {
-            description: [b' '; 64],
-            manufacturer: [b' '; 32],
-            flags: 1,
-            hardware_version: Version::default(),
-            firmware_version: Version::default(),
-        })
+        Ok(testing::slot_info())
     }
     fn token_info(&self) -> Result<TokenInfo> {
-        Ok(TokenInfo {
-            label: label("TokName").unwrap(),
-            manufacturer: [b' '; 32],
-            model: [b' '; 16],
-            serial: [b' '; 16],
-            flags: 0,
-            max_session_count: 0,
-            session_count: 0,
-            max_rw_session_count: 0,
-            rw_session_count: 0,
-            max_pin_len: 8,
-            min_pin_len: 4,
-            total_public_memory: 0,
-            free_public_memory: 0,
-            total_private_memory: 0,
-            free_private_memory: 0,
-            hardware_version: Version::default(),
-            firmware_version: Version::default(),
-            utc_time: [b' '; 16],
-        })
+        Ok(testing::token_info("TokName", 8))
     }
     fn mechanism_list(&self, out: Option<&mut [u64]>) -> Result<usize> {
         copy_out(&[TOY], out)

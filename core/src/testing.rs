@@ -23,7 +23,7 @@ use std::vec::Vec;
 use core::marker::PhantomData;
 
 use crate::ck::{Rv, attr, class, copy_out, mech, ulong_bytes};
-use crate::config::{Config, Label, label};
+use crate::config::{Config, label};
 use crate::engine::{Capacity, Engine, Storage, Tables};
 use crate::error::{Error, Result};
 use crate::event::Event;
@@ -193,6 +193,15 @@ struct State {
     /// [`Token::kill_at`]: the call that kills the token, and how many
     /// more of it until then (1: the next one).
     kill_at: Option<(&'static str, usize)>,
+}
+
+impl State {
+    /// Session `s`, which [`Token::session`] found open under the same lock.
+    fn session(&mut self, s: u64) -> Result<&mut TokenSession> {
+        self.sessions
+            .get_mut(&s)
+            .ok_or(Error::Rv(Rv::GENERAL_ERROR))
+    }
 }
 
 /// A scripted software token labelled [`LABEL`], with a user PIN [`PIN`]
@@ -393,6 +402,42 @@ fn output(bytes: &[u8], out: Option<&mut [u8]>) -> Result<usize> {
     }
 }
 
+/// A slot with a token in it, as a scripted member reports it.
+pub fn slot_info() -> SlotInfo {
+    SlotInfo {
+        description: [b' '; 64],
+        manufacturer: [b' '; 32],
+        flags: crate::ck::flags::TOKEN_PRESENT,
+        hardware_version: Version::default(),
+        firmware_version: Version::default(),
+    }
+}
+
+/// A token labelled `text` (blank if longer than 32 bytes) whose PINs are
+/// 4 to `max_pin_len` bytes, the rest unset, as a scripted member reports it.
+pub fn token_info(text: &str, max_pin_len: u64) -> TokenInfo {
+    TokenInfo {
+        label: label(text).unwrap_or([b' '; 32]),
+        manufacturer: [b' '; 32],
+        model: [b' '; 16],
+        serial: [b' '; 16],
+        flags: 0,
+        max_session_count: 0,
+        session_count: 0,
+        max_rw_session_count: 0,
+        rw_session_count: 0,
+        max_pin_len,
+        min_pin_len: 4,
+        total_public_memory: 0,
+        free_public_memory: 0,
+        total_private_memory: 0,
+        free_private_memory: 0,
+        hardware_version: Version::default(),
+        firmware_version: Version::default(),
+        utc_time: [b' '; 16],
+    }
+}
+
 fn not_supported<T>() -> Result<T> {
     Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED))
 }
@@ -403,37 +448,11 @@ impl Member for Token {
     }
     fn slot_info(&self) -> Result<SlotInfo> {
         self.enter("slot_info")?;
-        Ok(SlotInfo {
-            description: [b' '; 64],
-            manufacturer: [b' '; 32],
-            flags: crate::ck::flags::TOKEN_PRESENT,
-            hardware_version: Version::default(),
-            firmware_version: Version::default(),
-        })
+        Ok(slot_info())
     }
     fn token_info(&self) -> Result<TokenInfo> {
         self.enter("token_info")?;
-        let l: Label = label(LABEL).unwrap_or([b' '; 32]);
-        Ok(TokenInfo {
-            label: l,
-            manufacturer: [b' '; 32],
-            model: [b' '; 16],
-            serial: [b' '; 16],
-            flags: 0,
-            max_session_count: 0,
-            session_count: 0,
-            max_rw_session_count: 0,
-            rw_session_count: 0,
-            max_pin_len: 64,
-            min_pin_len: 4,
-            total_public_memory: 0,
-            free_public_memory: 0,
-            total_private_memory: 0,
-            free_private_memory: 0,
-            hardware_version: Version::default(),
-            firmware_version: Version::default(),
-            utc_time: [b' '; 16],
-        })
+        Ok(token_info(LABEL, 64))
     }
     fn mechanism_list(&self, out: Option<&mut [u64]>) -> Result<usize> {
         self.enter("mechanism_list")?;
@@ -609,10 +628,7 @@ impl Member for Token {
                 })
                 .map(|(h, _)| *h)
                 .collect();
-            let session = st
-                .sessions
-                .get_mut(&s)
-                .ok_or(Error::Rv(Rv::GENERAL_ERROR))?;
+            let session = st.session(s)?;
             if session.found.is_some() {
                 return Err(Error::Rv(Rv::OPERATION_ACTIVE));
             }
@@ -622,10 +638,7 @@ impl Member for Token {
     }
     fn find(&self, s: u64, out: &mut [u64]) -> Result<usize> {
         self.session("find", s, |st, s| {
-            let session = st
-                .sessions
-                .get_mut(&s)
-                .ok_or(Error::Rv(Rv::GENERAL_ERROR))?;
+            let session = st.session(s)?;
             let found = session
                 .found
                 .as_mut()
@@ -639,10 +652,7 @@ impl Member for Token {
     }
     fn find_final(&self, s: u64) -> Result<()> {
         self.session("find_final", s, |st, s| {
-            let session = st
-                .sessions
-                .get_mut(&s)
-                .ok_or(Error::Rv(Rv::GENERAL_ERROR))?;
+            let session = st.session(s)?;
             session
                 .found
                 .take()
@@ -666,10 +676,7 @@ impl Member for Token {
             } else {
                 value_of(st, key)?
             };
-            let session = st
-                .sessions
-                .get_mut(&s)
-                .ok_or(Error::Rv(Rv::GENERAL_ERROR))?;
+            let session = st.session(s)?;
             if session.op.is_some() {
                 return Err(Error::Rv(Rv::OPERATION_ACTIVE));
             }
@@ -683,10 +690,7 @@ impl Member for Token {
     }
     fn op_update(&self, s: u64, op: Op, input: &[u8], out: Option<&mut [u8]>) -> Result<usize> {
         self.session("op_update", s, |st, s| {
-            let session = st
-                .sessions
-                .get_mut(&s)
-                .ok_or(Error::Rv(Rv::GENERAL_ERROR))?;
+            let session = st.session(s)?;
             let (kind, key, data) = session
                 .op
                 .as_mut()
@@ -710,10 +714,7 @@ impl Member for Token {
     }
     fn op_final(&self, s: u64, op: Op, out: Option<&mut [u8]>) -> Result<usize> {
         self.session("op_final", s, |st, s| {
-            let session = st
-                .sessions
-                .get_mut(&s)
-                .ok_or(Error::Rv(Rv::GENERAL_ERROR))?;
+            let session = st.session(s)?;
             let (kind, key, data) = session
                 .op
                 .as_ref()
@@ -739,10 +740,7 @@ impl Member for Token {
     }
     fn verify_final(&self, s: u64, signature: &[u8]) -> Result<()> {
         self.session("verify_final", s, |st, s| {
-            let session = st
-                .sessions
-                .get_mut(&s)
-                .ok_or(Error::Rv(Rv::GENERAL_ERROR))?;
+            let session = st.session(s)?;
             let (_, key, data) = session
                 .op
                 .take()
