@@ -20,11 +20,12 @@ use p11ha_core::config::Mode;
 use p11ha_core::engine::Storage;
 use p11ha_core::event::{Event, Severity};
 use p11ha_core::journal::Journal;
+use p11ha_core::port::Events;
 use p11ha_core::{Engine, Error, Result};
 
 use crate::config::HostConfig;
 use crate::halog::HaLog;
-use crate::host::{Arena, Boxed, Host, HostClock, HostEvents, Locking, report};
+use crate::host::{Arena, Boxed, Host, HostClock, HostEvents, Locking};
 
 mod init_args;
 mod lifecycle;
@@ -92,29 +93,29 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     }
     let (config, problems) = HostConfig::load();
     let ha = config.core.mode == Mode::Ha;
-    let log = ha.then(|| {
-        let (log, trouble) = HaLog::open(&config.log_file, &config.log_name);
-        if let Some(trouble) = trouble {
-            let e = Event::BadConfig {
-                key: "ET_PTKC_HA_LOG_FILE",
-                problem: &trouble,
-                fallback: "the HA log goes to syslog",
-            };
-            report(&e);
-            log.write(&e);
+    let (log, trouble) = match ha {
+        true => {
+            let (log, trouble) = HaLog::open(&config.log_file, &config.log_name);
+            (Some(log), trouble)
         }
+        false => (None, None),
+    };
+    // Where events go from now on; a configuration problem goes to stderr,
+    // and in HA mode to the log too.
+    let events = HostEvents { log };
+    if let Some(trouble) = trouble {
+        events.event(&Event::BadConfig {
+            key: "ET_PTKC_HA_LOG_FILE",
+            problem: &trouble,
+            fallback: "the HA log goes to syslog",
+        });
+    }
+    if let Some(log) = &events.log {
         for p in &problems {
             log.write_line(Severity::Warning, p);
         }
-        log
-    });
-    // A configuration problem found from here on: stderr, and the HA log.
-    let warn = |e: &Event<'_>| {
-        report(e);
-        if let Some(log) = &log {
-            log.write(e);
-        }
-    };
+    }
+    let warn = |e: &Event<'_>| events.event(e);
     let limit = match config.core.update_limit {
         Some(n) if n > capacity::UPDATE_LIMIT => {
             warn(&Event::BadConfig {
@@ -166,13 +167,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         config.core.recover_wait,
         args.threads,
     );
-    let engine = Engine::new(
-        &config.core,
-        storage,
-        HostEvents { log },
-        HostClock::new(),
-        seed,
-    )?;
+    let engine = Engine::new(&config.core, storage, events, HostClock::new(), seed)?;
     let mut runtime = Box::new(Runtime {
         engine,
         config,
