@@ -397,11 +397,9 @@ impl<P: Platform> Pool<P> {
         events: &impl Events,
         now: impl FnOnce() -> u64,
     ) -> bool {
-        let m = self.entry(index);
-        if !m.up.swap(false, Ordering::AcqRel) {
+        let Some(m) = self.down(index) else {
             return false;
-        }
-        m.epoch.fetch_add(1, Ordering::AcqRel);
+        };
         let hsm_slot_id = m.member.slot_id();
         if self.mode == Mode::Ha {
             events.event(&Event::HsmFailure {
@@ -432,11 +430,9 @@ impl<P: Platform> Pool<P> {
         rv: Rv,
         events: &impl Events,
     ) -> bool {
-        let m = self.entry(index);
-        if !m.up.swap(false, Ordering::AcqRel) {
+        let Some(m) = self.down(index) else {
             return false;
-        }
-        m.epoch.fetch_add(1, Ordering::AcqRel);
+        };
         events.event(&Event::MemberInconsistent {
             hsm_idx: index,
             hsm_slot_id: m.member.slot_id(),
@@ -444,6 +440,17 @@ impl<P: Platform> Pool<P> {
             rv,
         });
         true
+    }
+
+    /// Member `index` out of service, its epoch moved on; `None` if it was
+    /// out already (another thread took it out first).
+    fn down(&self, index: usize) -> Option<&MemberEntry<P::Member>> {
+        let m = self.entry(index);
+        if !m.up.swap(false, Ordering::AcqRel) {
+            return None;
+        }
+        m.epoch.fetch_add(1, Ordering::AcqRel);
+        Some(m)
     }
 
     // ---- recovery schedule --------------------------------------------------
