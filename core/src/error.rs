@@ -21,6 +21,14 @@ pub enum Error {
     },
     /// The member could not be reached or did not answer properly.
     Transport(TransportError),
+    /// Internal to the engine, never an answer to the application: the call
+    /// needs a session object that lives on member `member` (the slot's
+    /// *home*), not on the session's member. The engine moves the session
+    /// there and runs the call again.
+    Elsewhere {
+        /// The member index that holds the object.
+        member: usize,
+    },
 }
 
 /// A portable classification of transport failures, as `embedded-io` does
@@ -53,6 +61,9 @@ impl Error {
             Error::Rv(rv) => rv,
             Error::BufferTooSmall { .. } => Rv::BUFFER_TOO_SMALL,
             Error::Transport(_) => Rv::DEVICE_ERROR,
+            // Never reaches the application; were it to, this is what the
+            // session could not use.
+            Error::Elsewhere { .. } => Rv::OBJECT_HANDLE_INVALID,
         }
     }
 }

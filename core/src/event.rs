@@ -102,6 +102,16 @@ pub enum Event<'a> {
         /// What the application is answered.
         rv: Rv,
     },
+    /// A session had to move to member `hsm_idx`, which holds the
+    /// application's session objects of its slot, and could not: an
+    /// operation or search in progress there cannot be moved exactly. The
+    /// call is answered `rv`; nothing was changed.
+    SessionNotMoved {
+        /// Zero-based member index of the slot's home.
+        hsm_idx: usize,
+        /// What the application is answered.
+        rv: Rv,
+    },
     /// A configuration item was rejected; `fallback` says what is used.
     BadConfig {
         /// The item's name.
@@ -121,7 +131,8 @@ impl Event<'_> {
             | Event::HsmDead
             | Event::MemberDropped { .. }
             | Event::MemberInconsistent { .. }
-            | Event::RecoveryIncomplete { .. } => Severity::Error,
+            | Event::RecoveryIncomplete { .. }
+            | Event::SessionNotMoved { .. } => Severity::Error,
             Event::BadConfig { .. } | Event::NotRecoverable { .. } => Severity::Warning,
             Event::MemberJoined { .. } | Event::MemberRecovered { .. } => Severity::Info,
         }
@@ -181,6 +192,11 @@ impl fmt::Display for Event<'_> {
             Event::RecoveryIncomplete { what, rv } => write!(
                 f,
                 "Session recovery incomplete: {what} could not be rebuilt; the application gets {rv}"
+            ),
+            Event::SessionNotMoved { hsm_idx, rv } => write!(
+                f,
+                "Session not moved to hsmIdx={hsm_idx}, which holds the session objects: \
+                 its operation or search in progress cannot move exactly; the application gets {rv}"
             ),
             Event::BadConfig {
                 key,

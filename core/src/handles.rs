@@ -9,13 +9,15 @@
 //! The object table exists in WLD and HA mode, where one virtual object may
 //! be served by several members, each with its own real handle. Token
 //! objects carry their identity (class, key type, `CKA_ID`, `CKA_LABEL`) so
-//! that they can be found again on a member that has not served them yet;
-//! session objects belong to the member that made them (and, in HA mode,
-//! are re-created on another after a failover).
+//! that they can be found again on a member that has not served them yet.
+//! Session objects of a virtual slot all live on one member, the slot's
+//! *home*, which the table records (and, in HA mode, are re-created on the
+//! next home after a failover).
 
 use heapless::Vec;
 
 use crate::ck::Rv;
+use crate::config::MAX_WLD_SLOTS;
 use crate::error::{Error, Result};
 
 const INDEX_BITS: u32 = 20;
@@ -121,11 +123,22 @@ enum IndexState {
     Removed,
 }
 
+/// Where a virtual slot's session objects live.
+#[derive(Clone, Copy, Debug, Default)]
+struct Home {
+    /// The member that holds them (meaningful while `count` > 0).
+    member: usize,
+    /// How many session objects the slot has.
+    count: u32,
+}
+
 /// The virtual object table over caller-provided storage: `entries` holds
 /// the objects, `index` (ideally twice as long) the reverse index.
 pub struct ObjectTable<E, I> {
     entries: E,
     index: I,
+    /// Per virtual slot (WLD and HA mode have at most [`MAX_WLD_SLOTS`]).
+    homes: [Home; MAX_WLD_SLOTS],
     used: usize,
     /// One past the highest entry ever used: scans of the table stop here,
     /// so they cost what the application uses, not the table's capacity.
@@ -145,6 +158,10 @@ where
         ObjectTable {
             entries,
             index,
+            homes: [Home {
+                member: 0,
+                count: 0,
+            }; MAX_WLD_SLOTS],
             used: 0,
             high: 0,
             index_used: 0,
@@ -207,8 +224,40 @@ where
             })
     }
 
+    /// The member that holds `slot`'s session objects, if it has any.
+    pub fn home(&self, slot: usize) -> Option<usize> {
+        self.homes
+            .get(slot)
+            .filter(|h| h.count > 0)
+            .map(|h| h.member)
+    }
+
+    /// `slot`'s session objects are (to be) on `member` now: its home moved
+    /// there (a failover, or a new object made while the old home is out).
+    pub fn set_home(&mut self, slot: usize, member: usize) {
+        if let Some(h) = self.homes.get_mut(slot) {
+            h.member = member;
+        }
+    }
+
+    /// The session that made session object `handle`.
+    pub fn owner(&self, handle: u64) -> Option<usize> {
+        match self.kind(handle) {
+            Some((ObjectKind::Session { owner, .. }, _)) => Some(*owner),
+            _ => None,
+        }
+    }
+
+    /// Whether session table index `owner` owns a session object.
+    pub fn owns_any(&self, owner: usize) -> bool {
+        self.entries[..self.high]
+            .iter()
+            .any(|e| matches!(e.kind, ObjectKind::Session { owner: o, .. } if o == owner))
+    }
+
     /// Adds an object served by `member` as `real`; returns its new handle.
-    /// `CKR_HOST_MEMORY` when the table or its index is full.
+    /// `CKR_HOST_MEMORY` when the table or its index is full. A session
+    /// object counts towards its slot's home (the first one sets it).
     pub fn insert(
         &mut self,
         slot: usize,
@@ -225,13 +274,23 @@ where
             .position(|e| e.kind == ObjectKind::Free)
             .inspect(|&i| self.high = self.high.max(i + 1))
             .ok_or(Error::Rv(Rv::HOST_MEMORY))?;
+        let session = matches!(kind, ObjectKind::Session { .. });
         let e = &mut self.entries[i];
         e.slot = slot;
         e.kind = kind;
         e.real.clear();
         let handle = encode(i, e.generation);
         self.used += 1;
-        self.add_real(handle, member, real)?;
+        if session && let Some(h) = self.homes.get_mut(slot) {
+            if h.count == 0 {
+                h.member = member;
+            }
+            h.count += 1;
+        }
+        if let Err(e) = self.add_real(handle, member, real) {
+            self.remove(handle);
+            return Err(e);
+        }
         Ok(handle)
     }
 
@@ -266,9 +325,14 @@ where
             self.index_remove(m, r);
         }
         let e = &mut self.entries[i];
-        e.kind = ObjectKind::Free;
+        let (slot, kind) = (e.slot, core::mem::take(&mut e.kind));
         e.generation = next_generation(e.generation);
         self.used -= 1;
+        if matches!(kind, ObjectKind::Session { .. })
+            && let Some(h) = self.homes.get_mut(slot)
+        {
+            h.count = h.count.saturating_sub(1);
+        }
     }
 
     /// Marks the random key behind `handle` (if any) used. Returns whether

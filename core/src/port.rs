@@ -300,6 +300,18 @@ pub enum DualOp {
     DecryptVerify,
 }
 
+impl DualOp {
+    /// The two operations it continues.
+    pub fn parts(self) -> (Op, Op) {
+        match self {
+            DualOp::DigestEncrypt => (Op::Digest, Op::Encrypt),
+            DualOp::DecryptDigest => (Op::Decrypt, Op::Digest),
+            DualOp::SignEncrypt => (Op::Sign, Op::Encrypt),
+            DualOp::DecryptVerify => (Op::Decrypt, Op::Verify),
+        }
+    }
+}
+
 /// One slot of one HSM: the PKCS#11 call surface the engine forwards to.
 ///
 /// Session and object handles here are the member's own. Output buffers

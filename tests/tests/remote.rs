@@ -344,3 +344,76 @@ fn length_queries_answered_locally_keep_the_operation() {
         assert_eq!(pt, &data[..n], "{n} bytes back");
     }
 }
+
+/// Session objects are the application's, not one session's (PKCS#11 v2.40
+/// §4.4): made in one session, used in sessions on other servers, they
+/// live on one server, the slot's home. Its server is killed: the object
+/// the journal can make again is made again on the next home, for every
+/// session; the generated key that was used cannot be, and says so.
+#[test]
+fn session_objects_outlive_their_servers_kill_for_every_session() {
+    use cryptoki::object::{Attribute, KeyType};
+    let _g = serial();
+    let l = lib();
+    let _login = l.user_session();
+    let mut s: Vec<Session> = Vec::new();
+    while s.len() < 3 {
+        let t = l.session();
+        if s.iter().all(|o| session_member(o) != session_member(&t)) {
+            s.push(t);
+        }
+    }
+    let value = pattern(32);
+    let key = s[0]
+        .create_object(&[
+            Attribute::Class(ObjectClass::SECRET_KEY),
+            Attribute::KeyType(KeyType::AES),
+            Attribute::Token(false),
+            Attribute::Value(value.clone()),
+            Attribute::Encrypt(true),
+            Attribute::Decrypt(true),
+        ])
+        .unwrap();
+    let random = s[0]
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(32.into()),
+                Attribute::Encrypt(true),
+            ],
+        )
+        .unwrap();
+    let iv = [3u8; 16];
+    let data = pattern(64);
+    let ct = s[1].encrypt(&Mechanism::AesCbc(iv), key, &data).unwrap();
+    s[1].encrypt(&Mechanism::AesCbc(iv), random, &data).unwrap();
+    let home = session_member(&s[0]);
+    assert_eq!(session_member(&s[1]), home, "moved to the objects");
+    with_server(home, |server| server.kill());
+    // The third session, on another server, needs the key first: its maker
+    // fails over now and makes it again; the same key, the same output.
+    assert_eq!(
+        s[2].decrypt(&Mechanism::AesCbc(iv), key, &ct).unwrap(),
+        data
+    );
+    let new_home = session_member(&s[0]);
+    assert_ne!(new_home, home);
+    assert_eq!(session_member(&s[2]), new_home);
+    assert_eq!(
+        s[1].encrypt(&Mechanism::AesCbc(iv), key, &data).unwrap(),
+        ct
+    );
+    assert_eq!(
+        rv(s[1].encrypt(&Mechanism::AesCbc(iv), random, &data)),
+        RvError::KeyHandleInvalid
+    );
+    let lines = log_lines();
+    assert!(lines.contains(&failure_line(home)), "{lines:#?}");
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("Session recovery incomplete: a session object")),
+        "{lines:#?}"
+    );
+}

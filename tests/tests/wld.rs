@@ -447,42 +447,99 @@ fn attributes_are_read_changed_and_objects_destroyed() {
     );
 }
 
+/// PKCS#11 v2.40 §4.4: a session object is visible to every session of the
+/// application. Java's SunPKCS11, OpenSSL's providers and most frameworks
+/// make keys in one session and use them in others.
 #[test]
-fn a_session_object_lives_on_the_member_that_made_it() {
+fn a_session_object_works_in_every_session_whatever_its_member() {
     let _g = serial();
     let l = lib();
     let _login = l.user_session();
-    let s = sessions_on_distinct_members(2);
-    let obj = s[0]
+    let s = sessions_on_distinct_members(3);
+    let home = session_member(&s[0]);
+    let data = s[0]
         .create_object(&[
             Attribute::Class(ObjectClass::DATA),
             Attribute::Token(false),
-            Attribute::Label(b"local".to_vec()),
+            Attribute::Label(b"everywhere".to_vec()),
+            Attribute::Value(b"one token".to_vec()),
         ])
         .unwrap();
-    // Another session on the same member sees it; one on another member
-    // cannot (the object exists on one HSM only): a clear error, not another
-    // object's data.
-    let mut others = Vec::new();
-    let same = loop {
-        let t = l.session();
-        if session_member(&t) == session_member(&s[0]) {
-            break t;
-        }
-        others.push(t);
-        assert!(
-            others.len() < 10,
-            "no session lands on member {}",
-            session_member(&s[0])
+    // A generated key cannot be made again on another HSM: it is used
+    // where it is.
+    let key = s[0]
+        .generate_key(
+            &Mechanism::AesKeyGen,
+            &[
+                Attribute::Token(false),
+                Attribute::ValueLen(32.into()),
+                Attribute::Encrypt(true),
+                Attribute::Decrypt(true),
+                Attribute::Label(b"everywhere-key".to_vec()),
+            ],
+        )
+        .unwrap();
+    let iv = [7u8; 16];
+    let plain = pattern(100);
+    let ct = s[0]
+        .encrypt(&Mechanism::AesCbcPad(iv), key, &plain)
+        .unwrap();
+    for t in &s[1..] {
+        assert_ne!(session_member(t), home);
+        assert_eq!(
+            t.get_attributes(data, &[AttributeType::Value]).unwrap(),
+            vec![Attribute::Value(b"one token".to_vec())]
         );
-    };
-    assert!(same.get_attributes(obj, &[AttributeType::Label]).is_ok());
+        assert_eq!(
+            t.decrypt(&Mechanism::AesCbcPad(iv), key, &ct).unwrap(),
+            plain
+        );
+        assert_eq!(session_member(t), home, "moved to the objects' member");
+    }
+    // Made in a session on another member: made where the others are.
+    let fresh = l.session();
+    let made_there = fresh
+        .create_object(&[
+            Attribute::Class(ObjectClass::DATA),
+            Attribute::Token(false),
+            Attribute::Label(b"everywhere".to_vec()),
+        ])
+        .unwrap();
+    assert_eq!(session_member(&fresh), home);
+    // Each object found once, by every session.
+    let template = [
+        Attribute::Class(ObjectClass::DATA),
+        Attribute::Label(b"everywhere".to_vec()),
+    ];
+    for t in s.iter().chain([&fresh]) {
+        let mut found = t.find_objects(&template).unwrap();
+        found.sort_by_key(|h| h.handle());
+        let mut want = vec![data, made_there];
+        want.sort_by_key(|h| h.handle());
+        assert_eq!(found, want);
+    }
+    // Destroyed from a session that did not make it: gone for all.
+    s[2].destroy_object(made_there).unwrap();
     assert_eq!(
-        rv(s[1]
-            .get_attributes(obj, &[AttributeType::Label])
+        rv(s[0]
+            .get_attributes(made_there, &[AttributeType::Label])
             .unwrap_err()),
         RvError::ObjectHandleInvalid
     );
+    // The session that made them closes: they end, for every session.
+    let [maker, rest @ ..] = <[Session; 3]>::try_from(s).ok().unwrap();
+    drop(maker);
+    for t in &rest {
+        assert_eq!(
+            rv(t.get_attributes(data, &[AttributeType::Label]).unwrap_err()),
+            RvError::ObjectHandleInvalid
+        );
+        assert_eq!(
+            rv(t.decrypt(&Mechanism::AesCbcPad(iv), key, &ct).unwrap_err()),
+            RvError::KeyHandleInvalid
+        );
+    }
+    assert!(fresh.find_objects(&template).unwrap().is_empty());
 }
 
 #[test]

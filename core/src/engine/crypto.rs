@@ -10,7 +10,7 @@ use crate::journal::Lost;
 use crate::port::{DualOp, Mechanism, Member, Op, Param, Platform};
 
 use super::objects::At;
-use super::sessions::Session;
+use super::sessions::{Session, op_bit};
 use super::{Engine, Uses};
 
 impl<P: Platform> Engine<P> {
@@ -40,17 +40,20 @@ impl<P: Platform> Engine<P> {
         self.translate(self.at(s), mechanism)
     }
 
-    /// Ends the journalled operation as PKCS#11 ends operations: on success
-    /// with output (not a length query), or on any error but
-    /// `CKR_BUFFER_TOO_SMALL`.
-    fn op_outcome<T>(&self, s: &mut Session<P::Journal>, r: &Result<T>, had_buffer: bool) {
-        if !self.ha {
-            return;
-        }
-        match r {
-            Ok(_) if had_buffer => s.journal.op_end(),
-            Ok(_) | Err(Error::BufferTooSmall { .. }) => {}
-            Err(_) => s.journal.op_end(),
+    /// Ends the operations `ops` (bits of [`op_bit`]) and the journalled
+    /// one as PKCS#11 ends operations: on success with output (not a length
+    /// query), or on any error but `CKR_BUFFER_TOO_SMALL`.
+    fn op_outcome<T>(&self, s: &mut Session<P::Journal>, ops: u8, r: &Result<T>, had_buffer: bool) {
+        let ended = match r {
+            Ok(_) => had_buffer,
+            Err(Error::BufferTooSmall { .. }) => false,
+            Err(_) => true,
+        };
+        if ended {
+            s.ops &= !ops;
+            if self.ha {
+                s.journal.op_end();
+            }
         }
     }
 
@@ -69,6 +72,7 @@ impl<P: Platform> Engine<P> {
                     self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?
                 };
                 m.op_init(s.real, op, &real_mech, real_key)?;
+                s.ops |= op_bit(op);
                 if self.ha {
                     s.lost_op = false;
                     s.state_restored = false;
@@ -100,7 +104,7 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::Op,
             |m, s, _| m.op_single(s.real, op, input, out.as_deref_mut()),
-            |s, r| self.op_outcome(s, r, had_buffer),
+            |s, r| self.op_outcome(s, op_bit(op), r, had_buffer),
         )
     }
 
@@ -126,7 +130,7 @@ impl<P: Platform> Engine<P> {
             },
             |s, r| {
                 if r.is_err() {
-                    self.op_outcome(s, r, false);
+                    self.op_outcome(s, op_bit(op), r, false);
                 }
             },
         )
@@ -139,7 +143,7 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::Op,
             |m, s, _| m.op_final(s.real, op, out.as_deref_mut()),
-            |s, r| self.op_outcome(s, r, had_buffer),
+            |s, r| self.op_outcome(s, op_bit(op), r, had_buffer),
         )
     }
 
@@ -149,7 +153,7 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::Op,
             |m, s, _| m.verify(s.real, data, signature),
-            |s, r| self.op_outcome(s, r, true),
+            |s, r| self.op_outcome(s, op_bit(Op::Verify), r, true),
         )
     }
 
@@ -159,7 +163,7 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::Op,
             |m, s, _| m.verify_final(s.real, signature),
-            |s, r| self.op_outcome(s, r, true),
+            |s, r| self.op_outcome(s, op_bit(Op::Verify), r, true),
         )
     }
 
@@ -185,7 +189,7 @@ impl<P: Platform> Engine<P> {
                 }
                 (_, false) => m.op_final(s.real, op, Some(&mut scratch)),
             },
-            |s, r| self.op_outcome(s, r, true),
+            |s, r| self.op_outcome(s, op_bit(op), r, true),
         );
     }
 
@@ -206,7 +210,7 @@ impl<P: Platform> Engine<P> {
             },
             |s, r| {
                 if r.is_err() {
-                    self.op_outcome(s, r, false);
+                    self.op_outcome(s, op_bit(Op::Digest), r, false);
                 }
             },
         )
@@ -232,7 +236,8 @@ impl<P: Platform> Engine<P> {
             },
             |s, r| {
                 if r.is_err() {
-                    self.op_outcome(s, r, false);
+                    let (a, b) = op.parts();
+                    self.op_outcome(s, op_bit(a) | op_bit(b), r, false);
                 }
             },
         )

@@ -8,6 +8,7 @@ use crate::error::Result;
 use crate::journal::{NewRecipe, RecipeKind};
 use crate::port::{Attr, Mechanism, Member, Platform};
 
+use super::objects::token_attribute;
 use super::{Engine, Uses};
 
 impl<P: Platform> Engine<P> {
@@ -23,6 +24,7 @@ impl<P: Platform> Engine<P> {
             Uses::Nothing,
             |m, s, index| {
                 let real_mech = self.real_mechanism(s, mechanism)?;
+                self.home_check(s, token_attribute(template) != Some(true))?;
                 let real = m.generate_key(s.real, &real_mech, template)?;
                 let h = self.adopt_new(s, index, real)?;
                 if self.ha {
@@ -54,6 +56,11 @@ impl<P: Platform> Engine<P> {
             Uses::Nothing,
             |m, s, index| {
                 let real_mech = self.real_mechanism(s, mechanism)?;
+                self.home_check(
+                    s,
+                    token_attribute(public_template) != Some(true)
+                        || token_attribute(private_template) != Some(true),
+                )?;
                 let (public, private) =
                     m.generate_key_pair(s.real, &real_mech, public_template, private_template)?;
                 let public_v = match self.adopt_new(s, index, public) {
@@ -134,6 +141,7 @@ impl<P: Platform> Engine<P> {
                 let real_mech = self.real_mechanism(s, mechanism)?;
                 let unwrapping =
                     self.real_object(s, unwrapping_key, Rv::UNWRAPPING_KEY_HANDLE_INVALID)?;
+                self.home_check(s, token_attribute(template) != Some(true))?;
                 let real = m.unwrap_key(s.real, &real_mech, unwrapping, wrapped, template)?;
                 self.used(unwrapping_key);
                 let h = self.adopt_new(s, index, real)?;
@@ -166,6 +174,7 @@ impl<P: Platform> Engine<P> {
             |m, s, index| {
                 let real_mech = self.real_mechanism(s, mechanism)?;
                 let base = self.real_object(s, base_key, Rv::KEY_HANDLE_INVALID)?;
+                self.home_check(s, token_attribute(template) != Some(true))?;
                 let real = m.derive_key(s.real, &real_mech, base, template)?;
                 self.used(base_key);
                 let h = self.adopt_new(s, index, real)?;

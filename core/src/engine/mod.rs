@@ -273,6 +273,7 @@ impl<P: Platform> Engine<P> {
         f: &mut impl FnMut(&P::Member, &mut Session<P::Journal>, usize) -> Result<T>,
     ) -> Result<T> {
         let mut failovers = 0;
+        let mut moves = 0;
         loop {
             // Counted before the member's state is read, so that recovery
             // (which waits for zero) never closes a session under this call.
@@ -291,6 +292,16 @@ impl<P: Platform> Engine<P> {
             let entry = self.pool.entry(m);
             let _busy = entry.busy();
             let r = f(&entry.member, s, index);
+            if let Err(Error::Elsewhere { member }) = r {
+                // A session object the call needs is on its slot's home.
+                drop(_busy);
+                moves += 1;
+                if moves > MAX_MEMBERS {
+                    return Err(Error::Rv(Rv::DEVICE_ERROR));
+                }
+                self.move_session(s, member)?;
+                continue;
+            }
             if let Err(e) = &r
                 && self.is_virtual()
                 && self.pool.failed(m, Some(real), e)
@@ -351,7 +362,33 @@ impl<P: Platform> Engine<P> {
 
     /// The member's handle for virtual object `handle` in session `s`.
     fn real_object(&self, s: &Session<P::Journal>, handle: u64, invalid: Rv) -> Result<u64> {
-        self.objects
-            .resolve(&self.pool, self.at(s), handle, invalid)
+        self.resolve_at(self.at(s), s.index, handle, invalid)
+    }
+
+    /// The member's handle for virtual object `handle` at `here`, for
+    /// session table index `index`. HA mode: a session object no member in
+    /// service holds is re-created first by its owner's failover, if the
+    /// owner has not failed over yet.
+    fn resolve_at(&self, here: At, index: usize, handle: u64, invalid: Rv) -> Result<u64> {
+        let r = self.objects.resolve(&self.pool, here, handle, invalid);
+        if self.ha
+            && r == Err(Error::Rv(invalid))
+            && let Some(owner) = self.objects.owner_to_rebuild(&self.pool, handle)
+            && owner != index
+            && self.fail_over_owner(owner, index)
+        {
+            return self.objects.resolve(&self.pool, here, handle, invalid);
+        }
+        r
+    }
+
+    /// Making a session object (`session_object`) in session `s`: it must
+    /// be made on its slot's home. [`Error::Elsewhere`] if the session is
+    /// not there.
+    fn home_check(&self, s: &Session<P::Journal>, session_object: bool) -> Result<()> {
+        match self.objects.home_elsewhere(&self.pool, s.slot, s.member) {
+            Some(member) if session_object => Err(Error::Elsewhere { member }),
+            _ => Ok(()),
+        }
     }
 }

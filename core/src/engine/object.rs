@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::journal::{Lost, NewRecipe, RecipeKind};
 use crate::port::{Attr, AttrOut, Member, Platform};
 
-use super::objects::{find_unique, identity_with};
+use super::objects::{find_unique, identity_with, token_attribute};
 use super::sessions::{LostSearch, Session};
 use super::{Engine, Uses};
 use crate::handles::ObjectKind;
@@ -74,6 +74,7 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::Nothing,
             |m, s, index| {
+                self.home_check(s, token_attribute(template) != Some(true))?;
                 let real = m.create_object(s.real, template)?;
                 let h = self.adopt_new(s, index, real)?;
                 self.journal_object(s, NewRecipe::new(RecipeKind::Create, h, template));
@@ -90,6 +91,11 @@ impl<P: Platform> Engine<P> {
             Uses::Nothing,
             |m, s, index| {
                 let src = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                let session_object = match token_attribute(template) {
+                    Some(token) => !token,
+                    None => self.objects.is_session_object(object),
+                };
+                self.home_check(s, session_object)?;
                 let real = m.copy_object(s.real, src, template)?;
                 let h = self.adopt_new(s, index, real)?;
                 if self.ha {
@@ -229,6 +235,8 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::Nothing,
             |m, s, _| {
+                // A search that may match session objects runs where they are.
+                self.home_check(s, token_attribute(template) != Some(true))?;
                 m.find_init(s.real, template)?;
                 s.find_active = true;
                 s.lost_find = LostSearch::No;

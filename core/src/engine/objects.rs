@@ -10,8 +10,14 @@
 //!   its token objects' at a logout (a token may renumber its private
 //!   objects then); a token object is found again by identity when it is
 //!   next used there;
-//! - a session object belongs to the session that made it and dies with it;
-//!   in HA mode a generated key's *root* records whether the key was used,
+//! - a session object belongs to the session that made it and dies with it,
+//!   and every session of the application can use it (PKCS#11 v2.40 §4.4):
+//!   all of a slot's session objects live on one member, the slot's *home*
+//!   (the table records it); a session that needs one moves there first
+//!   ([`Error::Elsewhere`] asks the engine to), and a session object made on
+//!   another member while the home is in service is destroyed and made
+//!   again at home;
+//! - in HA mode a generated key's *root* records whether the key was used,
 //!   which decides whether a failover may re-generate it.
 //!
 //! Lock order: the table's read-write lock is taken after session and login
@@ -98,6 +104,13 @@ impl<P: Platform> Objects<P> {
             }
             match kind {
                 ObjectKind::Token(identity) => identity.clone(),
+                // A session object lives on its slot's home only.
+                ObjectKind::Session { .. } => {
+                    return Err(match live_member(pool, objects.reals(handle)) {
+                        Some(member) => Error::Elsewhere { member },
+                        None => Error::Rv(invalid),
+                    });
+                }
                 _ => return Err(Error::Rv(invalid)),
             }
         };
@@ -155,6 +168,16 @@ impl<P: Platform> Objects<P> {
             (true, None) => ObjectKind::Local,
             (false, _) => match owner {
                 Some(owner) => {
+                    // The slot's session objects live on one member.
+                    if let Some(home) = objects.home(here.slot)
+                        && home != here.member
+                    {
+                        if pool.up(home) {
+                            return Err(Error::Elsewhere { member: home });
+                        }
+                        // The old home is out: this member is the new one.
+                        objects.set_home(here.slot, here.member);
+                    }
                     owned = true;
                     ObjectKind::Session {
                         owner,
@@ -167,6 +190,54 @@ impl<P: Platform> Objects<P> {
         };
         let h = objects.insert(here.slot, kind, here.member, real)?;
         Ok((h, owned))
+    }
+
+    /// The home of `slot`'s session objects, if it is in service and is not
+    /// `member`: a session on `member` must move there to reach them.
+    pub(super) fn home_elsewhere(
+        &self,
+        pool: &Pool<P>,
+        slot: usize,
+        member: usize,
+    ) -> Option<usize> {
+        if !self.virtual_handles {
+            return None;
+        }
+        self.read()
+            .home(slot)
+            .filter(|&h| h != member && pool.up(h))
+    }
+
+    /// Where a session that owns session objects of `slot` goes in a
+    /// failover: their home if it is in service, else the member in service
+    /// with the fewest sessions, which becomes their home.
+    pub(super) fn home_for_failover(&self, pool: &Pool<P>, slot: usize) -> Result<usize> {
+        let mut objects = self.write();
+        match objects.home(slot) {
+            Some(h) if pool.up(h) => Ok(h),
+            Some(_) => {
+                let m = pool.pick(slot)?;
+                objects.set_home(slot, m);
+                Ok(m)
+            }
+            None => pool.pick(slot),
+        }
+    }
+
+    /// The session that made session object `handle`, when no member in
+    /// service holds the object (its home failed, and that session has not
+    /// failed over yet: its failover re-creates it).
+    pub(super) fn owner_to_rebuild(&self, pool: &Pool<P>, handle: u64) -> Option<usize> {
+        let objects = self.read();
+        let owner = objects.owner(handle)?;
+        live_member(pool, objects.reals(handle))
+            .is_none()
+            .then_some(owner)
+    }
+
+    /// Whether session table index `owner` owns a session object now.
+    pub(super) fn owns_any(&self, owner: usize) -> bool {
+        self.read().owns_any(owner)
     }
 
     /// Whether `handle` is a session object p11ha made.
@@ -190,6 +261,24 @@ impl<P: Platform> Objects<P> {
 }
 
 const TRUE: [u8; 1] = [1];
+
+/// The first member in service among an object's mappings.
+fn live_member<P: Platform>(pool: &Pool<P>, reals: &[(u16, u64)]) -> Option<usize> {
+    reals
+        .iter()
+        .map(|&(m, _)| usize::from(m))
+        .find(|&m| pool.up(m))
+}
+
+/// What `template` says of `CKA_TOKEN`: `Some(true)` for a token object,
+/// `Some(false)` for a session object, `None` if it does not say.
+pub(super) fn token_attribute(template: &[Attr<'_>]) -> Option<bool> {
+    template
+        .iter()
+        .rev()
+        .find(|a| a.ty == attr::TOKEN)
+        .map(|a| a.value.iter().any(|&b| b != 0))
+}
 
 /// Reads whether `real` is a token object, and its identity if it has one
 /// that fits.

@@ -526,6 +526,6 @@ pub fn is_member_failure(error: &Error) -> bool {
                 | Rv::TOKEN_NOT_PRESENT
                 | Rv::CRYPTOKI_NOT_INITIALIZED
         ),
-        Error::BufferTooSmall { .. } => false,
+        Error::BufferTooSmall { .. } | Error::Elsewhere { .. } => false,
     }
 }

@@ -49,8 +49,19 @@ impl<P: Platform> Engine<P> {
             s.orphan = true;
             s.find_active = false;
         }
+        // A session whose session objects (or whose operation's key) must
+        // be re-created goes to their home, which it makes if need be.
+        let to_home = s.owns_objects
+            || s.journal
+                .op
+                .is_some_and(|o| o.key != 0 && self.objects.is_session_object(o.key));
         loop {
-            let Ok(m) = self.pool.pick(s.slot) else {
+            let picked = if to_home {
+                self.objects.home_for_failover(&self.pool, s.slot)
+            } else {
+                self.pool.pick(s.slot)
+            };
+            let Ok(m) = picked else {
                 return Err(Error::Rv(Rv::DEVICE_ERROR));
             };
             let entry = self.pool.entry(m);
@@ -87,6 +98,119 @@ impl<P: Platform> Engine<P> {
                 }
             }
         }
+    }
+
+    /// Moves session `s` to member `target`, the home of its slot's session
+    /// objects, which a call needs: a session is opened there, logged in as
+    /// the application is, the journal replayed (HA mode), and the old one
+    /// closed. The session's state must move exactly, or it does not move:
+    /// with an operation or search in progress that cannot be rebuilt there
+    /// (WLD mode, which keeps no journal; HA mode when the journal lost it)
+    /// the call is answered `CKR_OPERATION_ACTIVE`, with a log line. If
+    /// `target` fails meanwhile it is taken out and the session stays: the
+    /// call runs again and finds out what that means.
+    pub(super) fn move_session(&self, s: &mut Session<P::Journal>, target: usize) -> Result<()> {
+        if !self.movable(s) {
+            let rv = Rv::OPERATION_ACTIVE;
+            self.events.event(&Event::SessionNotMoved {
+                hsm_idx: target,
+                rv,
+            });
+            return Err(Error::Rv(rv));
+        }
+        let entry = self.pool.entry(target);
+        let _busy = entry.busy();
+        if !entry.up() {
+            return Ok(());
+        }
+        let real = match entry.member.open_session(s.flags) {
+            Ok(real) => real,
+            Err(e) if self.pool.failed(target, None, &e) => {
+                self.take_out(target, e.rv());
+                return Ok(());
+            }
+            Err(e) => return Err(e),
+        };
+        let logged_in = {
+            let mut login = self.logins.lock(s.slot);
+            self.ensure_logged_in(&mut login, target)
+        };
+        let find_active = core::mem::replace(&mut s.find_active, false);
+        let moved = logged_in.and_then(|()| {
+            if self.ha {
+                self.replay(s, target, real)
+            } else {
+                Ok(())
+            }
+        });
+        if let Err(e) = moved {
+            s.find_active = find_active;
+            let _ = entry.member.close_session(real);
+            if !self.member_up(target) || self.pool.failed(target, Some(real), &e) {
+                self.take_out(target, e.rv());
+                return Ok(());
+            }
+            return Err(e);
+        }
+        let old = self.pool.entry(s.member);
+        if !self.stale(s) {
+            let r = old.member.close_session(s.real);
+            let _ = self.check(s.member, None, r);
+        }
+        old.sessions
+            .fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
+        entry
+            .sessions
+            .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
+        s.member = target;
+        s.real = real;
+        s.epoch = entry.epoch();
+        Ok(())
+    }
+
+    /// Whether session `s` can move to another member with all its state:
+    /// it owns no session object (those live where it is), and what it has
+    /// in progress the journal can rebuild (HA mode) or it has nothing in
+    /// progress (WLD mode).
+    fn movable(&self, s: &Session<P::Journal>) -> bool {
+        if s.owns_objects && self.objects.owns_any(s.index) {
+            return false;
+        }
+        if !self.ha {
+            return s.ops == 0 && !s.find_active;
+        }
+        !s.state_restored
+            && !s.lost_op
+            && s.lost_find == LostSearch::No
+            && s.journal.op.is_none_or(|o| o.lost.is_none())
+            && s.journal.find.is_none_or(|f| f.lost.is_none())
+    }
+
+    /// HA mode: session table index `owner` made a session object that no
+    /// member in service holds; if that session has not failed over yet,
+    /// it fails over now, which re-creates its objects at their home.
+    /// `index` is the caller's own session. Whether it did.
+    ///
+    /// The caller holds its own session's lock. Two session locks are held
+    /// at once only here, and without a cycle: the caller waits for a
+    /// session of a higher index, and only tries, for a while, one of a
+    /// lower index (whose holder may be waiting for the caller's).
+    pub(super) fn fail_over_owner(&self, owner: usize, index: usize) -> bool {
+        let guard = if owner > index {
+            Some(self.sessions.lock_index(owner))
+        } else {
+            (0..1 << 16).find_map(|_| {
+                let g = self.sessions.try_lock_index(owner);
+                if g.is_none() {
+                    core::hint::spin_loop();
+                }
+                g
+            })
+        };
+        let Some(mut o) = guard else {
+            return false;
+        };
+        o.is_open() && self.stale(&o) && self.failover(&mut o).is_ok()
     }
 
     /// Rebuilds session state on member `m`'s session `real`: session

@@ -41,11 +41,13 @@ impl<L: RawLock, J: core::ops::DerefMut<Target = [u8]>> SessionCell<L, J> {
                 Session {
                     generation: 0,
                     open: false,
+                    index: 0,
                     slot: 0,
                     member: 0,
                     real: 0,
                     flags: 0,
                     find_active: false,
+                    ops: 0,
                     owns_objects: false,
                     orphan: false,
                     lost_op: false,
@@ -78,6 +80,8 @@ pub(super) enum LostSearch {
 pub(super) struct Session<J> {
     generation: u16,
     open: bool,
+    /// Its index in the session table.
+    pub(super) index: usize,
     /// Index of its (virtual) slot.
     pub(super) slot: usize,
     /// Index of the member it is on, and the member's session.
@@ -86,6 +90,10 @@ pub(super) struct Session<J> {
     /// `CKF_RW_SESSION` and friends, as the application opened it.
     pub(super) flags: u64,
     pub(super) find_active: bool,
+    /// The operations the member may have in progress on it, one bit per
+    /// [`Op`](crate::port::Op) ([`op_bit`]): a session with one cannot move
+    /// to another member without its journal (WLD mode).
+    pub(super) ops: u8,
     /// It made session objects (which die with it).
     pub(super) owns_objects: bool,
     /// Its member failed and no other took it yet (HA).
@@ -117,11 +125,13 @@ impl<J: core::ops::DerefMut<Target = [u8]>> Session<J> {
     ) -> u64 {
         self.generation = handles::next_generation(self.generation);
         self.open = true;
+        self.index = index;
         self.slot = slot;
         self.member = member;
         self.real = real;
         self.flags = flags;
         self.find_active = false;
+        self.ops = 0;
         self.owns_objects = false;
         self.orphan = false;
         self.lost_op = false;
@@ -140,6 +150,20 @@ impl<J: core::ops::DerefMut<Target = [u8]>> Session<J> {
 
     pub(super) fn is_open(&self) -> bool {
         self.open
+    }
+}
+
+/// The bit of `op` in [`Session::ops`].
+pub(super) fn op_bit(op: crate::port::Op) -> u8 {
+    use crate::port::Op;
+    match op {
+        Op::Encrypt => 1,
+        Op::Decrypt => 2,
+        Op::Digest => 4,
+        Op::Sign => 8,
+        Op::Verify => 16,
+        Op::SignRecover => 32,
+        Op::VerifyRecover => 64,
     }
 }
 
@@ -176,6 +200,11 @@ impl<P: Platform> Sessions<P> {
             return Err(Error::Rv(Rv::SESSION_HANDLE_INVALID));
         }
         Ok((index, guard))
+    }
+
+    /// The session at table index `index`, locked, if no one holds it.
+    pub(super) fn try_lock_index(&self, index: usize) -> Option<SessionGuard<'_, P>> {
+        self.cells.get(index)?.state.try_lock()
     }
 
     /// The session at table index `index`, locked, open or not.

@@ -124,3 +124,173 @@ fn an_object_known_to_one_member_only_leaks_no_entry_across_recoveries() {
         assert_eq!(e.recover(round + 1), 1, "round {round}");
     }
 }
+
+/// Generates a session AES key in `s` (labelled `label`).
+fn session_key(e: &E, s: u64, label: &'static str) -> u64 {
+    e.generate_key(
+        s,
+        &mechanism(mech::AES_KEY_GEN),
+        &[Attr {
+            ty: attr::LABEL,
+            value: label.as_bytes(),
+        }],
+    )
+    .unwrap()
+}
+
+/// The AES-MAC of `data` under `key`, through session `s`.
+fn mac(e: &E, s: u64, key: u64, data: &[u8]) -> crate::error::Result<std::vec::Vec<u8>> {
+    e.op_init(s, Op::Sign, &mechanism(mech::AES_MAC), key)?;
+    let mut out = [0u8; 8];
+    let n = e.op_single(s, Op::Sign, data, Some(&mut out))?;
+    Ok(out[..n].to_vec())
+}
+
+#[test]
+fn a_session_object_is_used_in_every_session_whatever_its_member() {
+    for mode in [Mode::Wld, Mode::Ha] {
+        let (e, tokens) = engine(mode, 2);
+        let (a, b) = two_sessions(&e);
+        let home = member_of(&e, a);
+        // Made in one session (a generated key: it cannot be made again)...
+        let key = session_key(&e, a, "k");
+        let by_a = mac(&e, a, key, b"data").unwrap();
+        // ...and used in the other, placed on the other member: that session
+        // moves to the key's member first, and gets the same answer.
+        assert_eq!(mac(&e, b, key, b"data").unwrap(), by_a, "{mode:?}");
+        assert_eq!(member_of(&e, b), home, "{mode:?}");
+        assert_eq!(
+            tokens[1 - home].sessions(),
+            1,
+            "{mode:?}: only the anchor is left on the other member"
+        );
+        // The same handle in both sessions' searches, once.
+        assert_eq!(find(&e, b, "k"), key);
+        assert_eq!(find(&e, a, "k"), key);
+    }
+}
+
+#[test]
+fn every_session_object_of_a_slot_is_made_at_its_home() {
+    let (e, tokens) = engine(Mode::Wld, 2);
+    let (a, b) = two_sessions(&e);
+    let home = member_of(&e, a);
+    let k1 = session_key(&e, a, "k1");
+    let data = [Attr {
+        ty: attr::LABEL,
+        value: b"k2",
+    }];
+    // Made in the session on the other member: made at home.
+    let k2 = e.create_object(b, &data).unwrap();
+    assert_eq!(member_of(&e, b), home);
+    assert_eq!(tokens[1 - home].objects(), tokens[home].objects() - 2);
+    // A search from a third session, placed anywhere, sees each once.
+    let c = e.open_session(0, RW).unwrap();
+    assert_eq!(find(&e, c, "k1"), k1);
+    assert_eq!(find(&e, c, "k2"), k2);
+    // A search for token objects alone does not move a session.
+    let d = e.open_session(0, RW).unwrap();
+    let d_member = member_of(&e, d);
+    e.find_init(
+        d,
+        &[Attr {
+            ty: attr::TOKEN,
+            value: &[1],
+        }],
+    )
+    .unwrap();
+    e.find_final(d).unwrap();
+    assert_eq!(member_of(&e, d), d_member);
+    // Destroyed from another session, closed with its maker.
+    e.destroy_object(c, k2).unwrap();
+    assert_eq!(
+        e.get_attributes(a, k2, &mut []),
+        Err(Error::Rv(Rv::OBJECT_HANDLE_INVALID))
+    );
+    e.close_session(a).unwrap();
+    assert_eq!(
+        e.get_attributes(b, k1, &mut []),
+        Err(Error::Rv(Rv::OBJECT_HANDLE_INVALID))
+    );
+    assert_eq!(tokens[home].objects(), tokens[1 - home].objects());
+}
+
+#[test]
+fn a_session_whose_state_cannot_move_is_answered_operation_active() {
+    let (e, tokens) = engine(Mode::Wld, 2);
+    let (a, b) = two_sessions(&e);
+    let key = session_key(&e, a, "k");
+    let b_member = member_of(&e, b);
+    // A digest in progress on b: WLD mode keeps no journal to move it with.
+    e.op_init(b, Op::Digest, &mechanism(mech::SHA256), 0)
+        .unwrap();
+    e.op_update(b, Op::Digest, b"part", None).unwrap();
+    assert_eq!(
+        e.op_init(b, Op::Sign, &mechanism(mech::AES_MAC), key),
+        Err(Error::Rv(Rv::OPERATION_ACTIVE))
+    );
+    assert_eq!(e.events().count("Session not moved to hsmIdx="), 1);
+    // Nothing changed: the digest goes on where it was.
+    assert_eq!(member_of(&e, b), b_member);
+    let mut out = [0u8; 8];
+    let n = e.op_final(b, Op::Digest, Some(&mut out)).unwrap();
+    assert_eq!(&out[..n], &crate::testing::fnv(&[b"part"]));
+    // Once it is over, the session moves.
+    assert!(mac(&e, b, key, b"x").is_ok());
+    assert_eq!(member_of(&e, b), member_of(&e, a));
+    let _ = tokens;
+}
+
+#[test]
+fn in_ha_mode_the_journal_moves_a_session_with_its_search() {
+    let (e, _tokens) = engine(Mode::Ha, 2);
+    let (a, b) = two_sessions(&e);
+    // A search in progress on b (before any session object exists, so it
+    // runs where b is), one of its two results received.
+    e.find_init(
+        b,
+        &[Attr {
+            ty: attr::CLASS,
+            value: &(crate::ck::class::SECRET_KEY as core::ffi::c_ulong).to_ne_bytes(),
+        }],
+    )
+    .unwrap();
+    let mut first = [0u64; 1];
+    assert_eq!(e.find(b, &mut first), Ok(1));
+    let key = session_key(&e, a, "k");
+    // The sign needs the key at home: b moves, its search replayed there.
+    assert!(mac(&e, b, key, b"data").is_ok());
+    assert_eq!(member_of(&e, b), member_of(&e, a));
+    // The rest of the search: nothing b had received already.
+    let mut rest = [0u64; 8];
+    let n = e.find(b, &mut rest).unwrap();
+    e.find_final(b).unwrap();
+    assert!(!rest[..n].contains(&first[0]));
+}
+
+#[test]
+fn in_ha_mode_session_objects_follow_their_home_for_every_session() {
+    let (e, tokens) = engine(Mode::Ha, 3);
+    let a = logged_in(&e);
+    let b = e.open_session(0, RW).unwrap();
+    let c = e.open_session(0, RW).unwrap();
+    let data = [Attr {
+        ty: attr::VALUE,
+        value: &[7; 16],
+    }];
+    let key = e.create_object(a, &data).unwrap();
+    let home = member_of(&e, a);
+    let by_a = mac(&e, a, key, b"data").unwrap();
+    assert_eq!(mac(&e, b, key, b"data").unwrap(), by_a);
+    tokens[home].kill();
+    // c, elsewhere, uses the key first: a (its maker) has not failed over
+    // yet, so a fails over now, and c follows the key to its new home.
+    assert_eq!(mac(&e, c, key, b"data").unwrap(), by_a);
+    let new_home = member_of(&e, a);
+    assert_ne!(new_home, home);
+    assert_eq!(member_of(&e, c), new_home);
+    assert_eq!(mac(&e, b, key, b"data").unwrap(), by_a);
+    assert_eq!(member_of(&e, b), new_home);
+    assert_eq!(e.events().count("HSM Failure detected"), 1);
+    assert_eq!(e.events().count("Session recovery incomplete"), 0);
+}
