@@ -183,6 +183,34 @@ pub mod attr {
     pub const DERIVE: u64 = 0x10C;
     pub const VALUE_LEN: u64 = 0x161;
     pub const EXTRACTABLE: u64 = 0x162;
+    /// `CKA_SUBJECT`.
+    pub const SUBJECT: u64 = 0x101;
+    /// `CKA_SIGN_RECOVER`.
+    pub const SIGN_RECOVER: u64 = 0x109;
+    /// `CKA_VERIFY_RECOVER`.
+    pub const VERIFY_RECOVER: u64 = 0x10B;
+    /// `CKA_START_DATE`.
+    pub const START_DATE: u64 = 0x110;
+    /// `CKA_END_DATE`.
+    pub const END_DATE: u64 = 0x111;
+    /// `CKA_MODULUS`.
+    pub const MODULUS: u64 = 0x120;
+    /// `CKA_PUBLIC_EXPONENT`.
+    pub const PUBLIC_EXPONENT: u64 = 0x122;
+    /// `CKA_PRIME`.
+    pub const PRIME: u64 = 0x130;
+    /// `CKA_SUBPRIME`.
+    pub const SUBPRIME: u64 = 0x131;
+    /// `CKA_BASE`.
+    pub const BASE: u64 = 0x132;
+    /// `CKA_LOCAL`.
+    pub const LOCAL: u64 = 0x163;
+    /// `CKA_MODIFIABLE`.
+    pub const MODIFIABLE: u64 = 0x170;
+    /// `CKA_COPYABLE`.
+    pub const COPYABLE: u64 = 0x171;
+    /// `CKA_WRAP_WITH_TRUSTED`.
+    pub const WRAP_WITH_TRUSTED: u64 = 0x210;
     pub const EC_PARAMS: u64 = 0x180;
     pub const EC_POINT: u64 = 0x181;
     /// Set in the type of every attribute whose value is itself an array of

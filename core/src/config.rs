@@ -190,6 +190,47 @@ pub struct Config {
     /// `P11HA_HA_UPDATE_LIMIT`: bytes of Update data kept per operation,
     /// below the limit the build allows.
     pub update_limit: Option<usize>,
+    /// `P11HA_REPLICATION_KEY`: the `CKA_LABEL` of the AES key the operator
+    /// provisioned, identically, on every member (WLD and HA mode): a token
+    /// key that cannot be made again on another member (a generated one)
+    /// reaches them wrapped under it.
+    pub replication_key: Option<ObjectLabel>,
+    /// `P11HA_TOKEN_KEYS=LOCAL`: a token object that cannot reach every
+    /// member stays on the session's member alone (said in the log) instead
+    /// of being refused. Default `REPLICATE`.
+    pub token_keys_local: bool,
+}
+
+/// An object's `CKA_LABEL` as configured: at most 64 bytes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ObjectLabel {
+    bytes: [u8; 64],
+    len: u8,
+}
+
+impl ObjectLabel {
+    /// `text` as a label; `None` if it is empty or longer than 64 bytes.
+    pub const fn new(text: &str) -> Option<Self> {
+        let b = text.as_bytes();
+        if b.is_empty() || b.len() > 64 {
+            return None;
+        }
+        let mut bytes = [0u8; 64];
+        let mut i = 0;
+        while i < b.len() {
+            bytes[i] = b[i];
+            i += 1;
+        }
+        Some(ObjectLabel {
+            bytes,
+            len: b.len() as u8,
+        })
+    }
+
+    /// The label's bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        &self.bytes[..usize::from(self.len)]
+    }
 }
 
 impl Config {
@@ -203,6 +244,8 @@ impl Config {
             recover_delay_ms: None,
             recover_wait: false,
             update_limit: None,
+            replication_key: None,
+            token_keys_local: false,
         }
     }
 }
@@ -222,6 +265,8 @@ const RECOVER_DELAY: &str = "ET_PTKC_HA_RECOVER_DELAY";
 const RECOVER_DELAY_MS: &str = "P11HA_HA_RECOVER_DELAY_MS";
 const RECOVER_WAIT: &str = "ET_PTKC_HA_RECOVER_WAIT";
 const UPDATE_LIMIT: &str = "P11HA_HA_UPDATE_LIMIT";
+const REPLICATION_KEY: &str = "P11HA_REPLICATION_KEY";
+const TOKEN_KEYS: &str = "P11HA_TOKEN_KEYS";
 
 impl Config {
     /// Applies one `key=value` item if it is one of the core's, and says
@@ -275,6 +320,32 @@ impl Config {
                     fallback: "the build's limit is used",
                 }),
             }
+        } else if key == REPLICATION_KEY {
+            match value {
+                "" => self.replication_key = None,
+                v => match ObjectLabel::new(v) {
+                    Some(l) => self.replication_key = Some(l),
+                    None => report(&Event::BadConfig {
+                        key,
+                        problem: "a key label is at most 64 bytes",
+                        fallback: "no replication key: generated token keys are refused \
+                                   unless P11HA_TOKEN_KEYS=LOCAL",
+                    }),
+                },
+            }
+        } else if key == TOKEN_KEYS {
+            self.token_keys_local = match value {
+                v if v.eq_ignore_ascii_case("REPLICATE") => false,
+                v if v.eq_ignore_ascii_case("LOCAL") => true,
+                _ => {
+                    report(&Event::BadConfig {
+                        key,
+                        problem: "not REPLICATE or LOCAL",
+                        fallback: "REPLICATE",
+                    });
+                    false
+                }
+            };
         } else {
             return false;
         }

@@ -112,6 +112,37 @@ pub enum Event<'a> {
         /// What the application is answered.
         rv: Rv,
     },
+    /// A token object could not be made on every member (`why`): the call
+    /// was refused (`refused`), or, with `P11HA_TOKEN_KEYS=LOCAL`, the object
+    /// is on member `hsm_idx` alone.
+    NotReplicated {
+        /// The function.
+        function: &'a str,
+        /// Why it cannot reach the other members.
+        why: &'a str,
+        /// Zero-based index of the member that made it.
+        hsm_idx: usize,
+        /// The call was refused (else the object stays on one member).
+        refused: bool,
+    },
+    /// Member `hsm_idx` missed token writes (it was out of service, or
+    /// failed, when they were made): it does not take sessions until it is
+    /// synced with the others.
+    NeedsSync {
+        /// Zero-based member index.
+        hsm_idx: usize,
+        /// The member's own slot id.
+        hsm_slot_id: u64,
+    },
+    /// A token object was written (made, changed or destroyed) on virtual
+    /// slot `slot`, by the members in `members` (bit i: member i), which
+    /// are those in service; the others missed it.
+    TokenWritten {
+        /// The virtual slot id.
+        slot: u64,
+        /// The members that hold the write.
+        members: u32,
+    },
     /// A configuration item was rejected; `fallback` says what is used.
     BadConfig {
         /// The item's name.
@@ -133,8 +164,13 @@ impl Event<'_> {
             | Event::MemberInconsistent { .. }
             | Event::RecoveryIncomplete { .. }
             | Event::SessionNotMoved { .. } => Severity::Error,
-            Event::BadConfig { .. } | Event::NotRecoverable { .. } => Severity::Warning,
-            Event::MemberJoined { .. } | Event::MemberRecovered { .. } => Severity::Info,
+            Event::NotReplicated { refused: true, .. } | Event::NeedsSync { .. } => Severity::Error,
+            Event::BadConfig { .. }
+            | Event::NotRecoverable { .. }
+            | Event::NotReplicated { refused: false, .. } => Severity::Warning,
+            Event::MemberJoined { .. }
+            | Event::MemberRecovered { .. }
+            | Event::TokenWritten { .. } => Severity::Info,
         }
     }
 }
@@ -198,6 +234,46 @@ impl fmt::Display for Event<'_> {
                 "Session not moved to hsmIdx={hsm_idx}, which holds the session objects: \
                  its operation or search in progress cannot move exactly; the application gets {rv}"
             ),
+            Event::NotReplicated {
+                function,
+                why,
+                hsm_idx: _,
+                refused: true,
+            } => write!(
+                f,
+                "Token object not made: {function}: {why}, so it cannot be on every HSM; \
+                 the application gets CKR_FUNCTION_FAILED (P11HA_REPLICATION_KEY names the \
+                 key that carries such keys to every HSM; P11HA_TOKEN_KEYS=LOCAL keeps them \
+                 on one HSM)"
+            ),
+            Event::NotReplicated {
+                function,
+                why,
+                hsm_idx,
+                refused: false,
+            } => write!(
+                f,
+                "Token object on one HSM only: {function}: {why}; it is on hsmIdx={hsm_idx} \
+                 alone (P11HA_TOKEN_KEYS=LOCAL)"
+            ),
+            Event::NeedsSync {
+                hsm_idx,
+                hsm_slot_id,
+            } => write!(
+                f,
+                "HSM needs sync hsmIdx={hsm_idx}, hsmSlotId={hsm_slot_id}: it missed token \
+                 object writes while out of service; it takes no sessions until it holds what \
+                 the others hold"
+            ),
+            Event::TokenWritten { slot, members } => {
+                write!(f, "Token object written on slot {slot} by hsmIdx")?;
+                let mut sep = "=";
+                for i in (0..32).filter(|i| members & (1 << i) != 0) {
+                    write!(f, "{sep}{i}")?;
+                    sep = ",";
+                }
+                Ok(())
+            }
             Event::BadConfig {
                 key,
                 problem,

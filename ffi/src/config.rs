@@ -36,6 +36,7 @@ const SERVERS: &str = "ET_HSM_NETCLIENT_SERVERLIST";
 const CONNECT_TIMEOUT: &str = "P11HA_CONNECT_TIMEOUT_MS";
 const CALL_TIMEOUT: &str = "P11HA_CALL_TIMEOUT_MS";
 const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
+const STATE_DIR: &str = "P11HA_STATE_DIR";
 const LOG_FILE: &str = "ET_PTKC_HA_LOG_FILE";
 const LOG_NAME: &str = "ET_PTKC_HA_LOG_NAME";
 /// The item that names the file the others come from.
@@ -67,6 +68,9 @@ pub struct HostConfig {
     /// Only the test build (the `fault-injection` feature) takes it; the
     /// release build reports it and ignores it.
     pub fault_injection: bool,
+    /// `P11HA_STATE_DIR`: where the members that missed token writes are
+    /// kept across processes (see `syncstate`); none by default.
+    pub state_dir: Option<String>,
 }
 
 impl Default for HostConfig {
@@ -80,6 +84,7 @@ impl Default for HostConfig {
             log_file: "/ptk_halog.log".into(),
             log_name: "ptk_cryptoki".into(),
             fault_injection: false,
+            state_dir: None,
         }
     }
 }
@@ -126,6 +131,8 @@ impl HostConfig {
             });
         } else if key == FAULT_INJECTION {
             self.fault_injection = flag(key, value, report);
+        } else if key == STATE_DIR {
+            self.state_dir = (!value.is_empty()).then(|| value.into());
         } else if key == LOG_FILE {
             if value.is_empty() {
                 report(&Event::BadConfig {

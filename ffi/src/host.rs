@@ -387,10 +387,21 @@ impl Drop for HostLock {
 pub struct HostEvents {
     /// The HA log (HA mode).
     pub log: Option<HaLog>,
+    /// The members that missed token writes, kept for later processes.
+    pub sync: std::sync::Arc<crate::syncstate::SyncState>,
 }
 
 impl Events for HostEvents {
     fn event(&self, event: &Event<'_>) {
+        if let Event::TokenWritten { members, .. } = *event
+            && let Some(trouble) = self.sync.written(members)
+        {
+            self.event(&Event::BadConfig {
+                key: "P11HA_STATE_DIR",
+                problem: &trouble,
+                fallback: "a later process does not know which HSMs hold this write",
+            });
+        }
         match &self.log {
             Some(log) => {
                 log.write(event);

@@ -24,4 +24,5 @@ pub mod exports;
 pub mod halog;
 pub mod host;
 pub mod runtime;
+pub mod syncstate;
 pub mod types;

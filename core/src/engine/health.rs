@@ -8,7 +8,7 @@ use crate::error::Result;
 use crate::event::Event;
 use crate::port::{Clock, Events, Member, Platform};
 
-use super::Engine;
+use super::{Engine, MAX_MEMBERS};
 
 impl<P: Platform> Engine<P> {
     /// Passes a member's result on, taking the member out of service first
@@ -46,6 +46,43 @@ impl<P: Platform> Engine<P> {
         }
     }
 
+    /// A token write on `slot` is done: the members out of service missed
+    /// it, and are said to need a sync (once each).
+    pub(super) fn write_done(&self, slot: usize) {
+        let members = self.pool.live(slot).fold(0u32, |a, m| a | 1 << m);
+        self.events.event(&Event::TokenWritten {
+            slot: self.pool.slot(slot).id,
+            members,
+        });
+        let marked = self.pool.missed(slot);
+        for m in (0..MAX_MEMBERS).filter(|i| marked & (1 << i) != 0) {
+            self.events.event(&Event::NeedsSync {
+                hsm_idx: m,
+                hsm_slot_id: self.pool.member(m).slot_id(),
+            });
+        }
+    }
+
+    /// Holds member `index` out of service until it is synced: the platform
+    /// knows that it missed token writes (its durable state says so).
+    pub fn hold_out_for_sync(&self, index: usize) {
+        if index >= self.member_count() {
+            return;
+        }
+        if self.pool.hold_out(index) {
+            self.objects.write().forget_member(index);
+        }
+        self.events.event(&Event::NeedsSync {
+            hsm_idx: index,
+            hsm_slot_id: self.pool.member(index).slot_id(),
+        });
+    }
+
+    /// Whether member `index` missed token writes and waits for a sync.
+    pub fn member_needs_sync(&self, index: usize) -> bool {
+        index < self.member_count() && self.pool.needs_sync(index)
+    }
+
     /// Whether a failed member's recovery is due at `now` (HA mode). Cheap
     /// when no member is failed: one atomic load.
     pub fn recovery_due(&self, now: u64) -> bool {
@@ -64,6 +101,11 @@ impl<P: Platform> Engine<P> {
             if self.pool.in_flight(m) {
                 continue;
             }
+            if self.pool.needs_sync(m) {
+                // Said when it missed the write; it waits for a sync.
+                self.pool.unschedule(m);
+                continue;
+            }
             let entry = self.pool.entry(m);
             let label = self.pool.slot(entry.slot).label;
             let answer = entry
@@ -73,20 +115,23 @@ impl<P: Platform> Engine<P> {
             if !matches!(answer, Ok(info) if info.label == label) {
                 continue;
             }
-            let cleaned = {
-                // Anchors are only used under this lock: none is in use.
-                let mut login = self.logins.lock(entry.slot);
-                // The sessions p11ha abandoned go, and with them the handle
-                // numbers the member gave its objects.
-                entry.member.close_all_sessions().and_then(|()| {
-                    self.objects.write().forget_member(m);
-                    login.anchor(&self.pool, m)?;
-                    match login.user {
-                        Some(_) => self.log_in_member(&mut login, m),
-                        None => Ok(()),
-                    }
-                })
-            };
+            // Anchors are only used under this lock: none is in use. Token
+            // writes hold it too: none is missed between the check above
+            // and the member's return.
+            let mut login = self.logins.lock(entry.slot);
+            if self.pool.needs_sync(m) {
+                continue;
+            }
+            // The sessions p11ha abandoned go, and with them the handle
+            // numbers the member gave its objects.
+            let cleaned = entry.member.close_all_sessions().and_then(|()| {
+                self.objects.write().forget_member(m);
+                login.anchor(&self.pool, m)?;
+                match login.user {
+                    Some(_) => self.log_in_member(&mut login, m),
+                    None => Ok(()),
+                }
+            });
             if cleaned.is_ok() {
                 // Said before the member is back in service: whoever sees
                 // it in service finds the line written, and its next

@@ -9,6 +9,7 @@ use crate::journal::{NewRecipe, RecipeKind};
 use crate::port::{Attr, Mechanism, Member, Platform};
 
 use super::objects::token_attribute;
+use super::replicate::{Remake, portable};
 use super::{Engine, Uses};
 
 impl<P: Platform> Engine<P> {
@@ -24,9 +25,24 @@ impl<P: Platform> Engine<P> {
             Uses::Nothing,
             |m, s, index| {
                 let real_mech = self.real_mechanism(s, mechanism)?;
-                self.home_check(s, token_attribute(template) != Some(true))?;
+                let token = token_attribute(template) == Some(true);
+                self.home_check(s, !token)?;
+                let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.generate_key(s.real, &real_mech, template)?;
                 let h = self.adopt_new(s, index, real)?;
+                if let Some(login) = login.as_mut() {
+                    // A generated key cannot be made again: it is carried.
+                    self.replicate_new(
+                        login,
+                        s.slot,
+                        s.member,
+                        s.real,
+                        "C_GenerateKey",
+                        h,
+                        real,
+                        None,
+                    )?;
+                }
                 if self.ha {
                     self.objects.write().set_root(h, h);
                 }
@@ -56,11 +72,11 @@ impl<P: Platform> Engine<P> {
             Uses::Nothing,
             |m, s, index| {
                 let real_mech = self.real_mechanism(s, mechanism)?;
-                self.home_check(
-                    s,
-                    token_attribute(public_template) != Some(true)
-                        || token_attribute(private_template) != Some(true),
-                )?;
+                let token_public = token_attribute(public_template) == Some(true);
+                let token_private = token_attribute(private_template) == Some(true);
+                self.home_check(s, !token_public || !token_private)?;
+                let mut login = ((token_public || token_private) && self.is_virtual())
+                    .then(|| self.logins.lock(s.slot));
                 let (public, private) =
                     m.generate_key_pair(s.real, &real_mech, public_template, private_template)?;
                 let public_v = match self.adopt_new(s, index, public) {
@@ -78,6 +94,17 @@ impl<P: Platform> Engine<P> {
                         return Err(e);
                     }
                 };
+                if let Some(login) = login.as_mut() {
+                    self.replicate_pair(
+                        login,
+                        s.slot,
+                        s.member,
+                        s.real,
+                        token_public.then_some((public_v, public)),
+                        token_private.then_some((private_v, private)),
+                        [(public_v, public), (private_v, private)],
+                    )?;
+                }
                 if self.ha {
                     // Both halves come from one random key: using either
                     // uses it.
@@ -141,10 +168,32 @@ impl<P: Platform> Engine<P> {
                 let real_mech = self.real_mechanism(s, mechanism)?;
                 let unwrapping =
                     self.real_object(s, unwrapping_key, Rv::UNWRAPPING_KEY_HANDLE_INVALID)?;
-                self.home_check(s, token_attribute(template) != Some(true))?;
+                let token = token_attribute(template) == Some(true);
+                self.home_check(s, !token)?;
+                let source = self.objects.token_identity(unwrapping_key);
+                let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.unwrap_key(s.real, &real_mech, unwrapping, wrapped, template)?;
                 self.used(unwrapping_key);
                 let h = self.adopt_new(s, index, real)?;
+                if let Some(login) = login.as_mut() {
+                    // The same bytes under the same key, where that key is a
+                    // token object (found on each member) and the mechanism
+                    // names no object.
+                    let remake = source
+                        .as_ref()
+                        .filter(|_| portable(mechanism))
+                        .map(|id| Remake::Unwrap(mechanism, id, wrapped, template));
+                    self.replicate_new(
+                        login,
+                        s.slot,
+                        s.member,
+                        s.real,
+                        "C_UnwrapKey",
+                        h,
+                        real,
+                        remake,
+                    )?;
+                }
                 self.journal_object(
                     s,
                     NewRecipe {
@@ -174,10 +223,29 @@ impl<P: Platform> Engine<P> {
             |m, s, index| {
                 let real_mech = self.real_mechanism(s, mechanism)?;
                 let base = self.real_object(s, base_key, Rv::KEY_HANDLE_INVALID)?;
-                self.home_check(s, token_attribute(template) != Some(true))?;
+                let token = token_attribute(template) == Some(true);
+                self.home_check(s, !token)?;
+                let source = self.objects.token_identity(base_key);
+                let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.derive_key(s.real, &real_mech, base, template)?;
                 self.used(base_key);
                 let h = self.adopt_new(s, index, real)?;
+                if let Some(login) = login.as_mut() {
+                    let remake = source
+                        .as_ref()
+                        .filter(|_| portable(mechanism))
+                        .map(|id| Remake::Derive(mechanism, id, template));
+                    self.replicate_new(
+                        login,
+                        s.slot,
+                        s.member,
+                        s.real,
+                        "C_DeriveKey",
+                        h,
+                        real,
+                        remake,
+                    )?;
+                }
                 self.journal_object(
                     s,
                     NewRecipe {

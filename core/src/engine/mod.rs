@@ -54,6 +54,7 @@ mod objects;
 mod pool;
 mod random;
 mod replay;
+mod replicate;
 mod session;
 mod sessions;
 mod slot;
@@ -304,7 +305,7 @@ impl<P: Platform> Engine<P> {
             }
             if let Err(e) = &r
                 && self.is_virtual()
-                && self.pool.failed(m, Some(real), e)
+                && (!self.pool.current(m, s.epoch) || self.pool.failed(m, Some(real), e))
             {
                 self.take_out(m, e.rv());
                 if self.ha {
@@ -371,6 +372,35 @@ impl<P: Platform> Engine<P> {
     /// owner has not failed over yet.
     fn resolve_at(&self, here: At, index: usize, handle: u64, invalid: Rv) -> Result<u64> {
         let r = self.objects.resolve(&self.pool, here, handle, invalid);
+        if r == Err(Error::Rv(invalid))
+            && let Some(other) = self.objects.held_elsewhere(&self.pool, handle, here.member)
+            && let Some(identity) = self.objects.token_identity(handle)
+        {
+            // A token object another member held is not on this one. If
+            // that member still holds it, this one was changed behind
+            // p11ha's back: it no longer holds what the others hold (in HA
+            // mode the call fails over). If not, the object is gone (another
+            // application destroyed it on every member).
+            let there = {
+                let login = self.logins.lock(here.slot);
+                match login.anchor_of(&self.pool, other) {
+                    Some(a) => {
+                        let _busy = self.pool.entry(other).busy();
+                        let found = objects::find_unique(self.pool.member(other), a, &identity);
+                        self.check(other, Some(a), found)
+                    }
+                    None => Ok(None),
+                }
+            };
+            if let Ok(Some(_)) = there {
+                self.inconsistent(here.member, "C_FindObjects", Rv::OBJECT_HANDLE_INVALID);
+                return Err(Error::Rv(Rv::DEVICE_ERROR));
+            }
+            if let Ok(None) = there {
+                self.objects.write().remove(handle);
+            }
+            return r;
+        }
         if self.ha
             && r == Err(Error::Rv(invalid))
             && let Some(owner) = self.objects.owner_to_rebuild(&self.pool, handle)

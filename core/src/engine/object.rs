@@ -9,6 +9,7 @@ use crate::journal::{Lost, NewRecipe, RecipeKind};
 use crate::port::{Attr, AttrOut, Member, Platform};
 
 use super::objects::{find_unique, identity_with, token_attribute};
+use super::replicate::Remake;
 use super::sessions::{LostSearch, Session};
 use super::{Engine, Uses};
 use crate::handles::ObjectKind;
@@ -74,9 +75,24 @@ impl<P: Platform> Engine<P> {
             handle,
             Uses::Nothing,
             |m, s, index| {
-                self.home_check(s, token_attribute(template) != Some(true))?;
+                let token = token_attribute(template) == Some(true);
+                self.home_check(s, !token)?;
+                let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.create_object(s.real, template)?;
                 let h = self.adopt_new(s, index, real)?;
+                if let Some(login) = login.as_mut() {
+                    let remake = Some(Remake::Create(template));
+                    self.replicate_new(
+                        login,
+                        s.slot,
+                        s.member,
+                        s.real,
+                        "C_CreateObject",
+                        h,
+                        real,
+                        remake,
+                    )?;
+                }
                 self.journal_object(s, NewRecipe::new(RecipeKind::Create, h, template));
                 Ok(h)
             },
@@ -91,13 +107,28 @@ impl<P: Platform> Engine<P> {
             Uses::Nothing,
             |m, s, index| {
                 let src = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
-                let session_object = match token_attribute(template) {
-                    Some(token) => !token,
-                    None => self.objects.is_session_object(object),
+                let source = self.objects.token_identity(object);
+                let (session_object, token) = match token_attribute(template) {
+                    Some(token) => (!token, token),
+                    None => (self.objects.is_session_object(object), source.is_some()),
                 };
                 self.home_check(s, session_object)?;
+                let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.copy_object(s.real, src, template)?;
                 let h = self.adopt_new(s, index, real)?;
+                if let Some(login) = login.as_mut() {
+                    let remake = source.as_ref().map(|id| Remake::Copy(id, template));
+                    self.replicate_new(
+                        login,
+                        s.slot,
+                        s.member,
+                        s.real,
+                        "C_CopyObject",
+                        h,
+                        real,
+                        remake,
+                    )?;
+                }
                 if self.ha {
                     // A copy carries its source's value: it shares its root.
                     let root = self.objects.read().root(object);
@@ -119,32 +150,39 @@ impl<P: Platform> Engine<P> {
     }
 
     /// `C_DestroyObject`. In WLD and HA mode a token object is destroyed on
-    /// every member that holds it, so that no member shows it again.
+    /// every member that holds it, so that no member shows it again; the
+    /// slot's login lock is held from the first member's call to the last,
+    /// so that token writes reach every member in one order.
     pub fn destroy_object(&self, handle: u64, object: u64) -> Result<()> {
-        let (slot, own, token) = self.call(
+        let identity = self.objects.token_identity(object);
+        self.call(
             handle,
             Uses::Nothing,
             |m, s, _| {
                 let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                let login = identity.is_some().then(|| self.logins.lock(s.slot));
                 m.destroy_object(s.real, real)?;
                 if self.ha {
                     s.journal.forget_object(object);
                 }
-                Ok((s.slot, s.member, self.objects.token_identity(object)))
+                if let (Some(login), Some(identity)) = (&login, &identity) {
+                    self.on_other_members(
+                        login,
+                        s.slot,
+                        s.member,
+                        "C_DestroyObject",
+                        |member, session| match find_unique(member, session, identity)? {
+                            Some(real) => member.destroy_object(session, real),
+                            None => Ok(()),
+                        },
+                    );
+                    self.write_done(s.slot);
+                }
+                self.objects.write().remove(object);
+                Ok(())
             },
             |_, _| {},
-        )?;
-        if let Some(identity) = token {
-            let login = self.logins.lock(slot);
-            self.on_other_members(&login, slot, own, "C_DestroyObject", |member, session| {
-                match find_unique(member, session, &identity)? {
-                    Some(real) => member.destroy_object(session, real),
-                    None => Ok(()),
-                }
-            });
-        }
-        self.objects.write().remove(object);
-        Ok(())
+        )
     }
 
     /// `C_GetObjectSize`.
@@ -183,50 +221,53 @@ impl<P: Platform> Engine<P> {
     }
 
     /// `C_SetAttributeValue`. In WLD and HA mode a token object is changed
-    /// on every member that holds it (a change of `CKA_ID` or `CKA_LABEL`
-    /// changes its identity); a session object's change is journalled.
+    /// on every member that holds it, in one order (as `C_DestroyObject`);
+    /// a change of `CKA_ID` or `CKA_LABEL` changes its identity. A session
+    /// object's change is journalled.
     pub fn set_attributes(&self, handle: u64, object: u64, template: &[Attr<'_>]) -> Result<()> {
-        let (slot, own, token) = self.call(
+        let identity = self.objects.token_identity(object);
+        self.call(
             handle,
             Uses::Nothing,
             |m, s, _| {
                 let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
+                let login = identity.is_some().then(|| self.logins.lock(s.slot));
                 m.set_attributes(s.real, real, template)?;
                 self.journal_object(
                     s,
                     NewRecipe::new(RecipeKind::SetAttributes, object, template),
                 );
-                Ok((s.slot, s.member, self.objects.token_identity(object)))
+                let (Some(login), Some(identity)) = (&login, &identity) else {
+                    return Ok(());
+                };
+                self.on_other_members(
+                    login,
+                    s.slot,
+                    s.member,
+                    "C_SetAttributeValue",
+                    |member, session| match find_unique(member, session, identity)? {
+                        Some(real) => member.set_attributes(session, real, template),
+                        None => Ok(()),
+                    },
+                );
+                self.write_done(s.slot);
+                let new_identity = identity_with(identity, template);
+                if new_identity.as_ref() != Some(identity) {
+                    let mut objects = self.objects.write();
+                    // Only the mapping on the member that made the change is
+                    // sure to be current; the rest are found again by the
+                    // new identity.
+                    objects.remove(object);
+                    if let Some(identity) = new_identity {
+                        // Best effort: a failure only means the next use
+                        // finds it.
+                        let _ = objects.insert(s.slot, ObjectKind::Token(identity), s.member, real);
+                    }
+                }
+                Ok(())
             },
             |_, _| {},
-        )?;
-        let Some(identity) = token else {
-            return Ok(());
-        };
-        let login = self.logins.lock(slot);
-        self.on_other_members(
-            &login,
-            slot,
-            own,
-            "C_SetAttributeValue",
-            |member, session| match find_unique(member, session, &identity)? {
-                Some(real) => member.set_attributes(session, real, template),
-                None => Ok(()),
-            },
-        );
-        let new_identity = identity_with(&identity, template);
-        if new_identity.as_ref() != Some(&identity) {
-            let mut objects = self.objects.write();
-            // Only the mapping on the member that made the change is sure
-            // to be current; the rest are found again by the new identity.
-            let own_real = objects.real(object, own);
-            objects.remove(object);
-            if let (Some(real), Some(identity)) = (own_real, new_identity) {
-                // Best effort: a failure only means the next use finds it.
-                let _ = objects.insert(slot, ObjectKind::Token(identity), own, real);
-            }
-        }
-        Ok(())
+        )
     }
 
     /// `C_FindObjectsInit`.

@@ -235,6 +235,33 @@ impl<P: Platform> Objects<P> {
             .then_some(owner)
     }
 
+    /// A member in service other than `member` that holds token object
+    /// `handle` (it has a mapping there).
+    pub(super) fn held_elsewhere(
+        &self,
+        pool: &Pool<P>,
+        handle: u64,
+        member: usize,
+    ) -> Option<usize> {
+        if !self.virtual_handles {
+            return None;
+        }
+        let objects = self.read();
+        match objects.kind(handle) {
+            Some((ObjectKind::Token(_), _)) => live_member(
+                pool,
+                objects
+                    .reals(handle)
+                    .iter()
+                    .filter(|&&(m, _)| usize::from(m) != member)
+                    .copied()
+                    .collect::<Vec<_, { crate::handles::REAL_HANDLES_PER_OBJECT }>>()
+                    .as_slice(),
+            ),
+            _ => None,
+        }
+    }
+
     /// Whether session table index `owner` owns a session object now.
     pub(super) fn owns_any(&self, owner: usize) -> bool {
         self.read().owns_any(owner)

@@ -152,6 +152,9 @@ pub(super) struct Pool<P: Platform> {
     recover_delay: Option<u64>,
     schedule: spin::Mutex<Schedule>,
     any_failed: AtomicBool,
+    /// Bit i set: member i missed a token write, and stays out of service
+    /// until it is synced.
+    needs_sync: AtomicU32,
 }
 
 impl<P: Platform> Pool<P> {
@@ -174,7 +177,37 @@ impl<P: Platform> Pool<P> {
                 failed_at: [u64::MAX; MAX_MEMBERS],
             }),
             any_failed: AtomicBool::new(false),
+            needs_sync: AtomicU32::new(0),
         }
+    }
+
+    // ---- token writes missed ------------------------------------------------
+
+    /// A token write on `slot` is done: its members out of service missed
+    /// it. Returns the members marked now (they were not before).
+    pub(super) fn missed(&self, slot: usize) -> u32 {
+        let mask = self.slot(slot).member_mask();
+        let down = (0..MAX_MEMBERS)
+            .filter(|&i| mask & (1 << i) != 0 && !self.entry(i).up())
+            .fold(0u32, |a, i| a | 1 << i);
+        down & !self.needs_sync.fetch_or(down, Ordering::AcqRel)
+    }
+
+    /// Whether member `m` missed a token write.
+    pub(super) fn needs_sync(&self, m: usize) -> bool {
+        self.needs_sync.load(Ordering::Acquire) & (1 << m) != 0
+    }
+
+    /// Member `m` is held out until it is synced (the platform knows it
+    /// missed writes before this engine started). Whether it was in service.
+    pub(super) fn hold_out(&self, m: usize) -> bool {
+        self.needs_sync.fetch_or(1 << m, Ordering::AcqRel);
+        self.down(m).is_some()
+    }
+
+    /// Member `m` is no longer tried for recovery.
+    pub(super) fn unschedule(&self, m: usize) {
+        self.schedule.lock().failed_at[m] = u64::MAX;
     }
 
     // ---- slots --------------------------------------------------------------

@@ -15,7 +15,7 @@ use p11ha_adapters::net::{Address, NetConnector};
 use p11ha_adapters::rpc::RpcMember;
 use p11ha_core::ck::Rv;
 use p11ha_core::event::Event;
-use p11ha_core::port::Events;
+use p11ha_core::port::{Events, Member};
 use p11ha_core::{Error, Result};
 
 use crate::config::HostConfig;
@@ -132,7 +132,8 @@ impl Runtime {
                     continue;
                 };
                 match self.engine.add_member(host::member(Either::A(member))) {
-                    Ok(Some(_)) => {
+                    Ok(Some(index)) => {
+                        self.joined(index);
                         taken.modules.insert((mi, slot));
                     }
                     Ok(None) => {}
@@ -223,8 +224,23 @@ impl Runtime {
         true
     }
 
+    /// Member `index` joined: if a process before this one saw it miss
+    /// token writes, it is held out until it is synced.
+    fn joined(&self, index: usize) {
+        let Some(Ok(info)) = self.engine.with_member(index, |m| m.token_info()) else {
+            return;
+        };
+        if self.sync.joined(index, &info.label, &info.serial) {
+            self.engine.hold_out_for_sync(index);
+        }
+    }
+
     fn add_remote(&self, member: Remote) {
-        if let Err(e) = self.engine.add_member(host::member(Either::B(member))) {
+        let added = self.engine.add_member(host::member(Either::B(member)));
+        if let Ok(Some(index)) = added {
+            self.joined(index);
+        }
+        if let Err(e) = added {
             self.engine.events().event(&Event::BadConfig {
                 key: "ET_HSM_NETCLIENT_SERVERLIST",
                 problem: if e.rv() == Rv::HOST_MEMORY {

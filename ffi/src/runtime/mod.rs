@@ -13,6 +13,7 @@
 //! unloaded, the connections and the HA log closed, so that nothing of p11ha
 //! runs or stays open and the application may `dlclose` the library.
 
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use p11ha_core::ck::Rv;
@@ -26,6 +27,7 @@ use p11ha_core::{Engine, Error, Result};
 use crate::config::HostConfig;
 use crate::halog::HaLog;
 use crate::host::{Arena, Boxed, Host, HostClock, HostEvents, Locking};
+use crate::syncstate::SyncState;
 
 mod init_args;
 mod lifecycle;
@@ -82,6 +84,8 @@ pub struct Runtime {
     _arena: Arena,
     members: Members,
     recovery: Recovery,
+    /// The members that missed token writes (`P11HA_STATE_DIR`).
+    sync: Arc<SyncState>,
 }
 
 /// `C_Initialize`.
@@ -102,7 +106,19 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     };
     // Where events go from now on; a configuration problem goes to stderr,
     // and in HA mode to the log too.
-    let events = HostEvents { log };
+    let (sync, sync_trouble) = SyncState::new(config.state_dir.as_deref());
+    let sync = Arc::new(sync);
+    let events = HostEvents {
+        log,
+        sync: sync.clone(),
+    };
+    if let Some(trouble) = sync_trouble {
+        events.event(&Event::BadConfig {
+            key: "P11HA_STATE_DIR",
+            problem: &trouble,
+            fallback: "which HSMs need a sync is kept in memory only",
+        });
+    }
     if let Some(trouble) = trouble {
         events.event(&Event::BadConfig {
             key: "ET_PTKC_HA_LOG_FILE",
@@ -174,6 +190,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         _arena: arena,
         members,
         recovery,
+        sync,
     });
     runtime.rescan();
     if !nothing {

@@ -20,6 +20,7 @@ mod logins;
 mod objects;
 mod pool;
 mod replay;
+mod replicate;
 mod secrets;
 mod sessions;
 

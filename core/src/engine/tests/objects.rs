@@ -52,17 +52,50 @@ fn a_token_object_destroyed_is_gone_from_every_member() {
     );
 }
 
+/// A token object deleted on one member behind p11ha's back: that member
+/// no longer holds what the others hold. It is taken out, said in the log;
+/// in HA mode the call fails over and the application sees the right
+/// answer.
 #[test]
-fn a_token_object_missing_on_a_member_is_answered_there() {
+fn a_token_object_missing_on_a_member_takes_it_out_as_inconsistent() {
+    for mode in [Mode::Wld, Mode::Ha] {
+        let (e, tokens) = engine(mode, 2);
+        let (a, b) = two_sessions(&e);
+        let note = find(&e, a, "note");
+        let lacking = member_of(&e, b);
+        tokens[lacking].remove_token_object("note");
+        let r = e.get_attributes(b, note, &mut []);
+        assert_eq!(
+            e.events()
+                .count(&std::format!("HSM inconsistent hsmIdx={lacking}")),
+            1,
+            "{mode:?}"
+        );
+        assert!(!e.member_up(lacking), "{mode:?}");
+        match mode {
+            Mode::Ha => assert_eq!(r, Ok(()), "failed over"),
+            _ => assert_eq!(r, Err(Error::Rv(Rv::DEVICE_ERROR))),
+        }
+        assert!(e.get_attributes(a, note, &mut []).is_ok());
+    }
+}
+
+/// A token object another application destroyed on every member: gone,
+/// and no member is blamed.
+#[test]
+fn a_token_object_gone_everywhere_is_gone() {
     let (e, tokens) = engine(Mode::Wld, 2);
     let (a, b) = two_sessions(&e);
     let note = find(&e, a, "note");
-    tokens[member_of(&e, b)].remove_token_object("note");
+    for t in &tokens {
+        t.remove_token_object("note");
+    }
     assert_eq!(
         e.get_attributes(b, note, &mut []),
         Err(Error::Rv(Rv::OBJECT_HANDLE_INVALID))
     );
-    assert!(e.get_attributes(a, note, &mut []).is_ok());
+    assert!(e.member_up(member_of(&e, b)));
+    assert_eq!(e.events().count("HSM inconsistent"), 0);
 }
 
 #[test]
