@@ -7,7 +7,8 @@
 //   OUT     a directory for the outputs that clients.sh checks again with openssl
 //
 // Every case runs in this one JVM (its start is the slow part) and prints
-// "pass NAME" or "FAIL NAME: why"; the exit status is 1 if any case failed.
+// "pass NAME" or "FAIL NAME: why (cause: the innermost exception)"; the exit
+// status is 1 if any case failed.
 // Cases: the KeyStore lists the EC and RSA private keys and the AES key;
 // SHA256withECDSA, SHA256withRSA and RSASSA-PSS (SHA-256, MGF1 SHA-256, salt
 // 32) signatures made by the token, verified here with the public keys read
@@ -92,7 +93,11 @@ public final class P11Client {
             System.out.println("pass " + name);
         } catch (Throwable t) {
             failures++;
-            System.out.println("FAIL " + name + ": " + t);
+            Throwable root = t;
+            while (root.getCause() != null) {
+                root = root.getCause();
+            }
+            System.out.println("FAIL " + name + ": " + t + (root != t ? " (cause: " + root + ")" : ""));
             t.printStackTrace(System.out);
         }
     }
