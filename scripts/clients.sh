@@ -21,7 +21,15 @@
 # The clients are tests/clients/ (java/P11Client.java, python/*.py) and the command-line
 # tools below; what each makes through the library is checked here, outside it: signatures
 # and certificates with openssl against the PEMs of scripts/mktokens.sh, ciphertexts against
-# `openssl enc` under the raw AES key, digests against sha256sum. Failover: PyKCS11 signs 200
+# `openssl enc` under the raw AES key, digests against sha256sum. Two rows use session
+# objects (CKA_TOKEN false) made in one session from the application's other sessions, as
+# PKCS#11 allows; through p11ha in WLD and HA mode some of those sessions are on the other
+# member. "SunPKCS11 session keys" (P11Client ... sessions): keys from KeyGenerator and
+# KeyPairGenerator, and software keys that SunPKCS11 imports with C_CreateObject, each used
+# by several Ciphers or Signatures open at once. "PyKCS11 session objects"
+# (pykcs11_xsession.py): every ordered pair of 4 sessions, for use, find and destroy, and the
+# objects' end with the session that made them; in WLD and HA mode its sessions must have
+# been on both members (P11HA_GetSessionMember). Failover: PyKCS11 signs 200
 # times on one session, and the server behind it is killed (kill -9 of its process group)
 # between the C_SignInit and the C_Sign of signature 81; every signature must verify, the
 # client must see no error, the session must have moved, and the HA log must say "HSM
@@ -56,13 +64,15 @@ TIMEOUT=${CLIENTS_TIMEOUT:-120}
 FAILOVER_COUNT=200
 FAILOVER_KILL_AT=80
 MODES=(direct NORMAL WLD HA)
-NAMES=(p11tool openssl java python_pkcs11 pykcs11)
+NAMES=(p11tool openssl java java_xsession python_pkcs11 pykcs11 pykcs11_xsession)
 declare -A TITLE=(
     [p11tool]="p11tool + certtool"
     [openssl]="openssl + libp11 engine"
     [java]="Java 17 SunPKCS11"
+    [java_xsession]="SunPKCS11 session keys"
     [python_pkcs11]="python-pkcs11"
     [pykcs11]="PyKCS11"
+    [pykcs11_xsession]="PyKCS11 session objects"
     [failover]="HA failover (PyKCS11)"
 )
 declare -A RESULT=()
@@ -309,6 +319,20 @@ aes_ok() {
     openssl enc -aes-256-cbc -K "$AES_HEX" -iv "$iv" ${4:+"$4"} -in "$1" -out "$3.expected" \
         && [ -s "$3" ] && cmp "$3" "$3.expected"
 }
+# aes128_ok KEYHEX IN OUT [IV]: OUT is IN under the AES-128 key written in hex in the file
+# KEYHEX, as `openssl enc` makes it: AES-128-CBC with PKCS#7 padding and the IV in the file
+# IV, or without IV AES-128-ECB without padding.
+aes128_ok() {
+    local key mode
+    key=$(tr -d '\n' <"$1") && [[ $key =~ ^[0-9a-f]{32}$ ]] || return 1
+    if [ $# -eq 4 ]; then
+        mode=(-aes-128-cbc -iv "$(od -An -v -tx1 "$4" | tr -d ' \n')")
+    else
+        mode=(-aes-128-ecb -nopad)
+    fi
+    openssl enc "${mode[@]}" -K "$key" -in "$2" -out "$3.expected" && [ -s "$3" ] \
+        && cmp "$3" "$3.expected"
+}
 # sha_ok IN OUT: OUT is the SHA-256 of IN.
 sha_ok() {
     local want got
@@ -398,6 +422,17 @@ client_java() {
         "$D/java-aes-pad.out"
     check "SecureRandom: two different draws of 64 bytes, not zero" random_ok "$D/java-random.txt"
 }
+# client_java_xsession: P11Client's session key cases; see P11Client.java.
+client_java_xsession() {
+    check "java P11Client sessions (5 cases)" to "$D/java.txt" run "$JDK/java" \
+        -Dp11clients.library="$MODLIB" -cp "$OUT/java" P11Client "$CLIENTS/java/sunpkcs11.cfg" \
+        "$KEYS" "$D" sessions
+    check "every Java session key case passed" passes "$D/java.txt" 5
+    check "KeyPairGenerator's EC key: SHA256withECDSA verifies" sig_ok "$D/java-kpg-pub.pem" \
+        "$D/java-kpg.msg" "$D/java-kpg.sig"
+    check "SecretKeySpec's AES key: AES-128-CBC = openssl enc" aes128_ok "$D/java-soft.key.hex" \
+        "$D/java-soft.in" "$D/java-soft.out" "$D/java-soft.iv"
+}
 random_ok() {
     local a b
     { read -r a && read -r b; } <"$1" || return 1
@@ -438,6 +473,30 @@ client_pykcs11() {
         "$CLIENTS/python/pykcs11_client.py" "$MODLIB" "$D"
     check "every PyKCS11 case passed" passes "$D/client.txt" 6
     python_checks
+}
+
+# client_pykcs11_xsession: session objects across sessions; see pykcs11_xsession.py.
+client_pykcs11_xsession() {
+    check "PyKCS11 cross-session client (4 cases)" to "$D/client.txt" run /usr/bin/python3 \
+        "$CLIENTS/python/pykcs11_xsession.py" "$MODLIB" "$D"
+    check "every PyKCS11 cross-session case passed" passes "$D/client.txt" 4
+    check "imported AES key: AES-128-ECB = openssl enc" aes128_ok "$D/ecb.key.hex" "$D/ecb.in" \
+        "$D/ecb.out"
+    case ${CELL#*:} in
+        WLD | HA) check "every case had sessions on both members" on_two_members "$D/members.txt" ;;
+    esac
+}
+# on_two_members FILE: each line "CASE members M M..." of FILE names at least two members.
+on_two_members() {
+    local name word members n=0
+    while read -r name word members; do
+        echo "$name: sessions on members $members"
+        [ "$word" = members ] \
+            && [ "$(tr ' ' '\n' <<<"$members" | grep -x '[0-9][0-9]*' | sort -u | wc -l)" -ge 2 ] \
+            || return 1
+        n=$((n + 1))
+    done <"$1"
+    [ "$n" -gt 0 ]
 }
 
 # failover: PyKCS11 signs in a loop on one session; after FAILOVER_KILL_AT signatures, with
