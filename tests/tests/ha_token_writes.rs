@@ -152,3 +152,49 @@ fn a_member_that_fails_during_a_write_misses_it_and_stays_out() {
     assert!(!log_lines().contains(&recovered_line(victim)));
     s.destroy_object(h).unwrap();
 }
+
+/// A member that refuses what the session's member accepted: the members
+/// that took the write have it undone, and the application gets the
+/// refusal; no member keeps anything of it. (The refusal is injected: with
+/// identical SoftHSM tokens no member would refuse.)
+#[test]
+fn a_write_one_member_refuses_is_undone_on_the_others() {
+    let _g = serial();
+    let l = lib();
+    let s = l.user_session();
+    let other = (0..members())
+        .find(|&i| i != session_member(&s) && member_info(i).is_some_and(|m| m.up == 1))
+        .unwrap();
+    // CKR_TEMPLATE_INCONSISTENT (0xD1) from the other member's create.
+    inject(other, "on:create_object:1:0xD1");
+    let r = data_object(&s, "ha-refused");
+    inject(other, "heal");
+    match r {
+        Err(cryptoki::error::Error::Pkcs11(cryptoki::error::RvError::TemplateInconsistent, _)) => {}
+        r => panic!("expected CKR_TEMPLATE_INCONSISTENT, got {r:?}"),
+    }
+    for t in one_per_member(l) {
+        assert!(
+            held(&t, "ha-refused").is_empty(),
+            "member {}",
+            session_member(&t)
+        );
+    }
+    // A change refused by another member: undone where it was made.
+    let h = data_object(&s, "ha-kept").unwrap();
+    inject(other, "on:set_attributes:1:0xD1");
+    let r = s.update_attributes(h, &[Attribute::Label(b"ha-renamed".to_vec())]);
+    inject(other, "heal");
+    assert!(r.is_err(), "{r:?}");
+    for t in one_per_member(l) {
+        assert_eq!(
+            held(&t, "ha-kept"),
+            vec![h],
+            "member {}",
+            session_member(&t)
+        );
+        assert!(held(&t, "ha-renamed").is_empty());
+    }
+    assert!(member_info(other).is_some_and(|m| m.up == 1), "not dropped");
+    s.destroy_object(h).unwrap();
+}

@@ -9,7 +9,7 @@ use crate::journal::{Lost, NewRecipe, RecipeKind};
 use crate::port::{Attr, AttrOut, Member, Platform};
 
 use super::objects::{find_unique, identity_with, token_attribute};
-use super::replicate::Remake;
+use super::replicate::{Remake, values_before};
 use super::sessions::{LostSearch, Session};
 use super::{Engine, Uses};
 use crate::handles::ObjectKind;
@@ -232,6 +232,13 @@ impl<P: Platform> Engine<P> {
             |m, s, _| {
                 let real = self.real_object(s, object, Rv::OBJECT_HANDLE_INVALID)?;
                 let login = identity.is_some().then(|| self.logins.lock(s.slot));
+                // What a token object's change replaces, to undo it if
+                // another member refuses it.
+                let mut buf = [0u8; 1024];
+                let before = match identity {
+                    Some(_) => values_before(m, s.real, real, template, &mut buf),
+                    None => None,
+                };
                 m.set_attributes(s.real, real, template)?;
                 self.journal_object(
                     s,
@@ -240,17 +247,16 @@ impl<P: Platform> Engine<P> {
                 let (Some(login), Some(identity)) = (&login, &identity) else {
                     return Ok(());
                 };
-                self.on_other_members(
+                self.replicate_change(
                     login,
                     s.slot,
                     s.member,
-                    "C_SetAttributeValue",
-                    |member, session| match find_unique(member, session, identity)? {
-                        Some(real) => member.set_attributes(session, real, template),
-                        None => Ok(()),
-                    },
-                );
-                self.write_done(s.slot);
+                    s.real,
+                    real,
+                    identity,
+                    template,
+                    before.as_deref(),
+                )?;
                 let new_identity = identity_with(identity, template);
                 if new_identity.as_ref() != Some(identity) {
                     let mut objects = self.objects.write();

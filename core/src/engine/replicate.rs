@@ -703,3 +703,86 @@ impl<P: Platform> Engine<P> {
         }))
     }
 }
+
+impl<P: Platform> Engine<P> {
+    /// `C_SetAttributeValue` of token object `identity` repeated on every
+    /// other member in service of `slot` (member `own` changed it already,
+    /// from the values `before`, if they could be read). A member that
+    /// refuses what `own` accepted: the members that took the change, `own`
+    /// included (its `real` in session `s_real`), get `before` back and the
+    /// refusal is returned; without `before` (a value that cannot be read)
+    /// the refusing member is dropped as inconsistent instead.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) fn replicate_change(
+        &self,
+        login: &Login,
+        slot: usize,
+        own: usize,
+        s_real: u64,
+        real: u64,
+        identity: &Identity,
+        template: &[Attr<'_>],
+        before: Option<&[Attr<'_>]>,
+    ) -> Result<()> {
+        const FUNCTION: &str = "C_SetAttributeValue";
+        let others: Vec<usize, MAX_MEMBERS> = self.pool.live(slot).filter(|&m| m != own).collect();
+        let mut done: Vec<(usize, u64, u64), MAX_MEMBERS> = Vec::new();
+        for m in others {
+            let entry = self.pool.entry(m);
+            let _busy = entry.busy();
+            let Some(anchor) = login.anchor_of(&self.pool, m) else {
+                continue;
+            };
+            let member = &entry.member;
+            let r = find_unique(member, anchor, identity).and_then(|found| match found {
+                Some(there) => member
+                    .set_attributes(anchor, there, template)
+                    .map(|()| Some(there)),
+                None => Ok(None),
+            });
+            match self.check(m, Some(anchor), r) {
+                Ok(Some(there)) => {
+                    let _ = done.push((m, anchor, there));
+                }
+                Ok(None) => self.inconsistent(m, FUNCTION, Rv::OBJECT_HANDLE_INVALID),
+                Err(_) if !self.member_up(m) => {}
+                Err(e) => match before {
+                    Some(before) => {
+                        let _ = self.pool.member(own).set_attributes(s_real, real, before);
+                        for &(m, anchor, there) in &done {
+                            let r = self.pool.member(m).set_attributes(anchor, there, before);
+                            if let Err(e) = self.check(m, Some(anchor), r)
+                                && self.member_up(m)
+                            {
+                                self.inconsistent(m, FUNCTION, e.rv());
+                            }
+                        }
+                        return Err(e);
+                    }
+                    None => self.inconsistent(m, FUNCTION, e.rv()),
+                },
+            }
+        }
+        self.write_done(slot);
+        Ok(())
+    }
+}
+
+/// The current values of the attributes `template` changes, read from
+/// `object` into `buf`, as a template that puts them back; `None` if one
+/// cannot be read (sensitive) or they do not fit.
+pub(super) fn values_before<'b, M: Member>(
+    member: &M,
+    session: u64,
+    object: u64,
+    template: &[Attr<'_>],
+    buf: &'b mut [u8],
+) -> Option<Vec<Attr<'b>, 32>> {
+    let mut types: Vec<u64, 32> = Vec::new();
+    for a in template {
+        types.push(a.ty).ok()?;
+    }
+    let before = read_template(member, session, object, &types, &[], buf).ok()??;
+    // Every attribute read back, or the change could not be undone.
+    (before.len() == types.len()).then_some(before)
+}
