@@ -100,6 +100,8 @@ impl fmt::Display for Why {
             Error::Rv(rv) => write!(f, "{rv}"),
             Error::BufferTooSmall { needed } => write!(f, "buffer too small ({needed} needed)"),
             Error::Transport(t) => write!(f, "transport: {t}"),
+            // The engine's own; never returned by a call.
+            Error::Elsewhere { member } => write!(f, "object on member {member}"),
         }
     }
 }
