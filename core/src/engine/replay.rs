@@ -227,7 +227,7 @@ impl<P: Platform> Engine<P> {
         };
         let mut objects_lost = false;
         for recipe in s.journal.recipes() {
-            match self.replay_recipe(here, &recipe) {
+            match self.replay_recipe(here, s.index, &recipe) {
                 Ok(()) => {}
                 Err(e) if self.pool.failed(m, Some(real), &e) => return Err(e),
                 Err(_) => {
@@ -250,7 +250,7 @@ impl<P: Platform> Engine<P> {
             let replayed = match op.lost {
                 Some(_) => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
                 None if s.state_restored => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
-                None => self.replay_op(here, &s.journal, op),
+                None => self.replay_op(here, s.index, &s.journal, op),
             };
             match replayed {
                 Ok(()) => {}
@@ -286,7 +286,7 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
-    fn replay_recipe(&self, here: At, r: &Recipe<'_>) -> Result<()> {
+    fn replay_recipe(&self, here: At, index: usize, r: &Recipe<'_>) -> Result<()> {
         let member = self.pool.member(here.member);
         // A destroyed object is not re-created.
         if self.objects.read().kind(r.object).is_none() {
@@ -301,8 +301,7 @@ impl<P: Platform> Engine<P> {
             // The object may be gone meanwhile; then there is nothing to map.
             let _ = self.objects.write().add_real(virt, here.member, new);
         };
-        let resolve =
-            |handle: u64, invalid: Rv| self.objects.resolve(&self.pool, here, handle, invalid);
+        let resolve = |handle: u64, invalid: Rv| self.resolve_at(here, index, handle, invalid);
         match r.kind {
             RecipeKind::Create => {
                 let new = member.create_object(here.real, &r.template)?;
@@ -347,7 +346,13 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
-    fn replay_op(&self, here: At, j: &Journal<P::Journal>, op: OpRecord) -> Result<()> {
+    fn replay_op(
+        &self,
+        here: At,
+        index: usize,
+        j: &Journal<P::Journal>,
+        op: OpRecord,
+    ) -> Result<()> {
         let member = self.pool.member(here.member);
         let mechanism = j
             .op_mechanism()
@@ -356,8 +361,7 @@ impl<P: Platform> Engine<P> {
         let key = if op.op == Op::Digest {
             0
         } else {
-            self.objects
-                .resolve(&self.pool, here, op.key, Rv::KEY_HANDLE_INVALID)?
+            self.resolve_at(here, index, op.key, Rv::KEY_HANDLE_INVALID)?
         };
         member.op_init(here.real, op.op, &mechanism, key)?;
         let mut discard = [0u8; 2 * REPLAY_CHUNK];

@@ -327,3 +327,36 @@ fn in_ha_mode_session_objects_follow_their_home_for_every_session() {
     assert_eq!(e.events().count("HSM Failure detected"), 1);
     assert_eq!(e.events().count("Session recovery incomplete"), 0);
 }
+
+/// The home fails while a session that did not make the key has an
+/// operation with it in progress: that session fails over to the next
+/// home, where the key's maker is made to fail over first, so that the
+/// operation is replayed with the same key.
+#[test]
+fn an_operation_with_another_sessions_key_survives_the_homes_failure() {
+    let (e, tokens) = engine(Mode::Ha, 3);
+    let a = logged_in(&e);
+    let b = e.open_session(0, RW).unwrap();
+    let key = e
+        .create_object(
+            a,
+            &[Attr {
+                ty: attr::VALUE,
+                value: &[9; 16],
+            }],
+        )
+        .unwrap();
+    let reference = mac(&e, a, key, b"first part, second part").unwrap();
+    e.op_init(b, Op::Sign, &mechanism(mech::AES_MAC), key)
+        .unwrap();
+    e.op_update(b, Op::Sign, b"first part, ", None).unwrap();
+    let home = member_of(&e, b);
+    tokens[home].kill();
+    e.op_update(b, Op::Sign, b"second part", None).unwrap();
+    let mut out = [0u8; 8];
+    let n = e.op_final(b, Op::Sign, Some(&mut out)).unwrap();
+    assert_eq!(&out[..n], &reference[..]);
+    assert_ne!(member_of(&e, b), home);
+    assert_eq!(member_of(&e, a), member_of(&e, b), "the maker followed");
+    assert_eq!(e.events().count("Session recovery incomplete"), 0);
+}
