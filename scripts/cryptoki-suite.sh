@@ -33,16 +33,7 @@
 #   logs/             build log and each test binary's stdout/stderr; softhsm/ the scratch token dir
 # Exit status: 0 all tests passed or ignored, 1 some test failed, 2 setup/build error.
 # Env: CRYPTOKI_SUITE_TIMEOUT (seconds per test binary, default 900),
-#      CRYPTOKI_SUITE_TEST_TIMEOUT (seconds per test in the crash fallback, default 120),
-#      CRYPTOKI_SUITE_PATCH (a patch file, -p1, for the crate's source: it is applied to a
-#        copy of its own, target/cryptoki-suite/src/cryptoki-0.12.1+<patch name>, re-made
-#        when the patch changes, and built in target/cryptoki-suite/target+<patch name>;
-#        the published source and its build stay as they are),
-#      CRYPTOKI_SUITE_BEFORE_EACH (a bash command: every test then runs in a process of its
-#        own, as in the crash fallback, with CRYPTOKI_SUITE_TEST_TIMEOUT, and the command runs
-#        before each, with $1 = binary and $2 = test, output to logs/before-each.log; if it
-#        fails the run stops with exit status 2. For state the tests expect fresh, such as
-#        tokens p11ha's members hold).
+#      CRYPTOKI_SUITE_TEST_TIMEOUT (seconds per test in the crash fallback, default 120).
 # Needs: cargo, curl (unless cached), python3, softhsm2 — see scripts/setup-debian.sh.
 set -euo pipefail
 
@@ -74,13 +65,6 @@ TARGET_DIR=$BASE/target
 OUT=${CRYPTOKI_SUITE_OUT:-$BASE/runs/$(basename "$MODULE")}
 BIN_TIMEOUT=${CRYPTOKI_SUITE_TIMEOUT:-900}
 TEST_TIMEOUT=${CRYPTOKI_SUITE_TEST_TIMEOUT:-120}
-PATCH=${CRYPTOKI_SUITE_PATCH:-}
-BEFORE_EACH=${CRYPTOKI_SUITE_BEFORE_EACH:-}
-if [ -n "$PATCH" ]; then
-    [ -f "$PATCH" ] || die "CRYPTOKI_SUITE_PATCH: $PATCH not found"
-    command -v patch >/dev/null || die "patch not found"
-    PATCH=$(cd "$(dirname "$PATCH")" && pwd -P)/$(basename "$PATCH")
-fi
 
 mkdir -p "$BASE/src"
 if [ -d "$OUT" ] && [ -n "$(ls -A "$OUT")" ] && [ ! -d "$OUT/logs" ]; then
@@ -115,23 +99,6 @@ if [ ! -f "$SRC/.p11ha-unpacked" ]; then
     # cargo does not complain that it is not a member of ours.
     printf '\n[workspace]\n' >>"$SRC/Cargo.toml"
     touch "$SRC/.p11ha-unpacked"
-fi
-# A patched copy, made again from the published source when the patch changes.
-if [ -n "$PATCH" ]; then
-    PATCHED=$SRC+$(basename "$PATCH" .patch)
-    sum=$(sha256sum <"$PATCH")
-    if [ ! -f "$PATCHED/.p11ha-patched" ] || [ "$(cat "$PATCHED/.p11ha-patched")" != "$sum" ]; then
-        rm -rf -- "$PATCHED" "$PATCHED.tmp"
-        cp -a -- "$SRC" "$PATCHED.tmp"
-        patch -p1 --quiet --no-backup-if-mismatch -d "$PATCHED.tmp" <"$PATCH" >"$OUT/logs/patch.log" 2>&1 \
-            || die "$PATCH does not apply to cryptoki-$VERSION (log: $OUT/logs/patch.log)"
-        echo "$sum" >"$PATCHED.tmp/.p11ha-patched"
-        mv -- "$PATCHED.tmp" "$PATCHED"
-    fi
-    SRC=$PATCHED
-    # Its own target dir: cargo names a workspace's test binaries by its path relative to
-    # the workspace, so the two copies' binaries would take each other's place.
-    TARGET_DIR=$TARGET_DIR+$(basename "$PATCH" .patch)
 fi
 
 # ---------------------------------------------------------------- build
@@ -180,16 +147,13 @@ for entry in "${BINARIES[@]}"; do
     [ ${#all[@]} -gt 0 ] || die "$exe --list shows no tests"
 
     rc=0
-    [ -n "$BEFORE_EACH" ] || run_test_binary "$BIN_TIMEOUT" "$exe" --test-threads=1 --show-output \
-        </dev/null >"$out" 2>"$err" || rc=$?
+    run_test_binary "$BIN_TIMEOUT" "$exe" --test-threads=1 --show-output </dev/null >"$out" 2>"$err" || rc=$?
 
     # libtest exits 0 (all ok) or 101 (some failed) after printing "test result: ...";
     # anything else (signal, abort, timeout) means it did not finish.
     failed=()
     finished=0
-    if [ -n "$BEFORE_EACH" ]; then
-        : # every test alone, below
-    elif { [ $rc -eq 0 ] || [ $rc -eq 101 ]; } && grep -q '^test result: ' "$out"; then
+    if { [ $rc -eq 0 ] || [ $rc -eq 101 ]; } && grep -q '^test result: ' "$out"; then
         # The final "failures:" block lists the failed tests, indented by 4 spaces.
         mapfile -t failed < <(awk '/^failures:$/ { n = NR; delete f; k = 0; next }
                                    n && /^    [^ ]+$/ { f[k++] = $1; next }
@@ -226,12 +190,6 @@ for entry in "${BINARIES[@]}"; do
             echo "PASS $name::$t" >>"$RESULTS"
         else
             # Fallback: one process per test, so one crash cannot hide the other outcomes.
-            if [ -n "$BEFORE_EACH" ]; then
-                echo "== $name $t" >>"$OUT/logs/before-each.log"
-                bash -c "$BEFORE_EACH" before-each "$name" "$t" </dev/null \
-                    >>"$OUT/logs/before-each.log" 2>&1 \
-                    || die "CRYPTOKI_SUITE_BEFORE_EACH failed before $name::$t (log: $OUT/logs/before-each.log)"
-            fi
             trc=0
             run_test_binary "$TEST_TIMEOUT" "$exe" --exact "$t" --test-threads=1 --show-output \
                 </dev/null >>"$out.single" 2>>"$err.single" || trc=$?
@@ -246,7 +204,7 @@ for entry in "${BINARIES[@]}"; do
 
     # Tests that returned early with "SKIP: ..." (printed by a passing test, shown thanks to
     # --show-output under "---- <test> stdout ----").
-    { [ ! -f "$out" ] || cat "$out"; [ ! -f "$out.single" ] || cat "$out.single"; } | awk -v b="$name" '
+    { cat "$out"; [ ! -f "$out.single" ] || cat "$out.single"; } | awk -v b="$name" '
         /^---- .* stdout ----$/ { t = $2; next }
         t != "" && /^SKIP/ && !seen[t]++ { print b "::" t ": " $0 }' >>"$OUT/selfskipped.txt.unsorted"
 done

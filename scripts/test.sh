@@ -53,6 +53,10 @@ step "the cryptoki crate's published tests, directly and through libp11ha.so"
 "$ROOT/scripts/cryptoki-compare.sh" "$ROOT/target/release/libp11ha.so" \
     P11HA_MODULES=/usr/lib/softhsm/libsofthsm2.so ET_PTKC_GENERAL_LIBRARY_MODE=NORMAL
 
+step "the cryptoki crate's published tests on a virtual slot of two members, WLD and HA"
+"$ROOT/scripts/cryptoki-ha.sh" WLD "$ROOT/target/release/libp11ha.so"
+"$ROOT/scripts/cryptoki-ha.sh" HA "$ROOT/target/release/libp11ha.so"
+
 step "the cryptoki crate's published tests over the RPC protocol: p11ha and p11-kit-client"
 "$ROOT/scripts/cryptoki-remote.sh" "$ROOT/target/release/libp11ha.so"
 

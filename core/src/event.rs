@@ -143,6 +143,15 @@ pub enum Event<'a> {
         /// The members that hold the write.
         members: u32,
     },
+    /// A call p11ha cannot carry out on a virtual slot was refused.
+    Refused {
+        /// The function.
+        function: &'a str,
+        /// Why.
+        why: &'a str,
+        /// What the application is answered.
+        rv: Rv,
+    },
     /// A configuration item was rejected; `fallback` says what is used.
     BadConfig {
         /// The item's name.
@@ -164,7 +173,9 @@ impl Event<'_> {
             | Event::MemberInconsistent { .. }
             | Event::RecoveryIncomplete { .. }
             | Event::SessionNotMoved { .. } => Severity::Error,
-            Event::NotReplicated { refused: true, .. } | Event::NeedsSync { .. } => Severity::Error,
+            Event::NotReplicated { refused: true, .. }
+            | Event::NeedsSync { .. }
+            | Event::Refused { .. } => Severity::Error,
             Event::BadConfig { .. }
             | Event::NotRecoverable { .. }
             | Event::NotReplicated { refused: false, .. } => Severity::Warning,
@@ -265,6 +276,9 @@ impl fmt::Display for Event<'_> {
                  object writes while out of service; it takes no sessions until it holds what \
                  the others hold"
             ),
+            Event::Refused { function, why, rv } => {
+                write!(f, "{function} refused: {why}; the application gets {rv}")
+            }
             Event::TokenWritten { slot, members } => {
                 write!(f, "Token object written on slot {slot} by hsmIdx")?;
                 let mut sep = "=";

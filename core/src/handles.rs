@@ -431,6 +431,17 @@ where
         }
     }
 
+    /// Removes every object of virtual slot `slot` (its token was
+    /// initialised: they are gone from every member).
+    pub fn remove_slot(&mut self, slot: usize) {
+        for i in 0..self.high {
+            if self.entries[i].kind != ObjectKind::Free && self.entries[i].slot == slot {
+                let handle = encode(i, self.entries[i].generation);
+                self.remove(handle);
+            }
+        }
+    }
+
     fn hash(&self, member: u16, real: u64) -> usize {
         // Fibonacci hashing of both parts; real handles are often small
         // sequential numbers, which this spreads.

@@ -462,8 +462,17 @@ impl Member for Token {
         self.enter("mechanism_info")?;
         Ok(MechanismInfo::default())
     }
+    /// As a token does: refused while the application has a session on
+    /// it; every object goes.
     fn init_token(&self, _: Option<&[u8]>, _: &[u8; 32]) -> Result<()> {
-        not_supported()
+        self.enter("init_token")?;
+        let mut st = self.state();
+        if !st.sessions.is_empty() {
+            return Err(Error::Rv(Rv::SESSION_EXISTS));
+        }
+        st.objects.clear();
+        st.user = None;
+        Ok(())
     }
     fn open_session(&self, _: u64) -> Result<u64> {
         self.enter("open_session")?;

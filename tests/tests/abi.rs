@@ -281,16 +281,18 @@ fn the_c_abi_answers_every_case_with_the_specified_code() {
         CKR_BUFFER_TOO_SMALL,
     );
     assert_eq!(one_n, n_mech);
+    // A label that is not the virtual slot's: refused before any member
+    // is touched (the virtual slot is the tokens that carry its label).
     let mut label = [b' '; 32];
     check(
-        "InitToken on a virtual slot",
+        "InitToken on a virtual slot with another label",
         call!(C_InitToken(
             0,
             b"12345678".as_ptr() as *mut _,
             8,
             label.as_mut_ptr()
         )),
-        CKR_FUNCTION_NOT_SUPPORTED,
+        CKR_ARGUMENTS_BAD,
     );
 
     // Sessions.

@@ -425,9 +425,9 @@ fn shapes() -> &'static [Shape] {
         C_GetTokenInfo(Slot, Ptr("pInfo"));
         C_GetMechanismList(Slot, List("pMechanismList", ULONG));
         C_GetMechanismInfo(Slot, Value(CKM_SHA256), Ptr("pInfo"));
-        // p11ha answers CKR_FUNCTION_NOT_SUPPORTED for a virtual slot (any
-        // function may, 11.1); a check of the arguments first is as right.
-        C_InitToken(Slot, Pin("pPin", SO_PIN), Ptr("pLabel")), or CKR_FUNCTION_NOT_SUPPORTED;
+        // The application has sessions open: the valid call is answered
+        // CKR_SESSION_EXISTS (5.5); a check of the arguments first is as right.
+        C_InitToken(Slot, Pin("pPin", SO_PIN), Ptr("pLabel")), or CKR_SESSION_EXISTS;
         C_InitPIN(Session, Pin("pPin", USER_PIN));
         C_SetPIN(Session, Pin("pOldPin", USER_PIN), Pin("pNewPin", USER_PIN));
         // ---- sessions (5.6) --------------------------------------------------
@@ -1460,7 +1460,7 @@ fn hand_rows() -> Vec<Case> {
             // NULL PIN: the protected authentication path (5.5).
             "InitToken NULL PIN on the virtual slot",
             "C_InitToken",
-            &[CKR_FUNCTION_NOT_SUPPORTED],
+            &[CKR_SESSION_EXISTS],
             |c| {
                 let mut label = [b' '; 32];
                 ck!(C_InitToken(c.slot, null_mut(), 0, label.as_mut_ptr()))

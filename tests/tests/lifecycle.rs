@@ -412,6 +412,43 @@ fn after_finalize_no_thread_or_descriptor_remains_and_the_library_unloads() {
     );
 }
 
+/// An application that unloads the library without `C_Finalize` (the
+/// `cryptoki` crate does, when a `Pkcs11` is dropped unfinalised): the
+/// library stays loaded while it is initialised, its recovery thread runs in
+/// mapped code, and loaded again it is still initialised, with its state
+/// whole; after `C_Finalize` a `dlclose` unloads it.
+#[test]
+fn unloaded_without_finalize_it_stays_initialised_and_whole() {
+    in_own_process(
+        "unloaded_without_finalize_it_stays_initialised_and_whole",
+        || {
+            let (tokens, _servers) = ha_with_a_remote_member();
+            let data = b"lifecycle: unloaded".to_vec();
+            let digest = sha256(&data);
+            let path = lib_path();
+            let path_text = path.to_str().expect("UTF-8 path").to_owned();
+            let lib = Lib::open(&path);
+            assert_eq!(initialize(lib.f()), CKR_OK);
+            let (s, key) = user_session(lib.f()).expect("a session");
+            ha::wait_for("the recovery thread", || {
+                threads().values().any(|n| n == "p11ha-recovery")
+            });
+            assert_eq!(lib.close(), 0, "dlclose without C_Finalize");
+            assert!(is_loaded(&path_text), "still loaded while initialised");
+            // The recovery thread runs on (the process would crash otherwise).
+            std::thread::sleep(Duration::from_millis(300));
+            let lib = Lib::open(&path);
+            assert_eq!(initialize(lib.f()), CKR_CRYPTOKI_ALREADY_INITIALIZED);
+            // The session of before is there, and signs.
+            let sig = sign(lib.f(), s, key, &digest).expect("sign on the session of before");
+            assert!(verifies(&tokens, &data, &sig));
+            assert_eq!(finalize(lib.f()), CKR_OK);
+            assert_eq!(lib.close(), 0, "dlclose");
+            assert!(!is_loaded(&path_text), "unloaded after C_Finalize");
+        },
+    );
+}
+
 #[test]
 fn finalize_closes_every_member_session_of_a_module_it_shares() {
     in_own_process(

@@ -372,7 +372,10 @@ impl<P: Platform> Engine<P> {
     /// owner has not failed over yet.
     fn resolve_at(&self, here: At, index: usize, handle: u64, invalid: Rv) -> Result<u64> {
         let r = self.objects.resolve(&self.pool, here, handle, invalid);
+        // (With P11HA_TOKEN_KEYS=LOCAL a token object may be on one member
+        // by choice.)
         if r == Err(Error::Rv(invalid))
+            && !self.config.token_keys_local
             && let Some(other) = self.objects.held_elsewhere(&self.pool, handle, here.member)
             && let Some(identity) = self.objects.token_identity(handle)
         {

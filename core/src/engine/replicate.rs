@@ -106,6 +106,7 @@ impl<P: Platform> Engine<P> {
     ) -> Result<()> {
         let others: Vec<usize, MAX_MEMBERS> = self.pool.live(slot).filter(|&m| m != own).collect();
         let mut done: Vec<(usize, Made), MAX_MEMBERS> = Vec::new();
+        let mut skipped = false;
         for m in others {
             let entry = self.pool.entry(m);
             let _busy = entry.busy();
@@ -129,6 +130,14 @@ impl<P: Platform> Engine<P> {
                     drop(objects);
                     // Capacity MAX_MEMBERS: one entry per member.
                     let _ = done.push((m, made));
+                }
+                // With P11HA_TOKEN_KEYS=LOCAL a source may be on one member
+                // by choice: the new object stays where its source is.
+                Ok(None) if self.config.token_keys_local => {
+                    if !skipped {
+                        skipped = true;
+                        let _ = self.not_replicable(own, function, "its source is on one HSM only");
+                    }
                 }
                 Ok(None) => self.inconsistent(m, function, Rv::OBJECT_HANDLE_INVALID),
                 Err(_) if !self.member_up(m) => {}
@@ -744,6 +753,8 @@ impl<P: Platform> Engine<P> {
                 Ok(Some(there)) => {
                     let _ = done.push((m, anchor, there));
                 }
+                // Kept on one member by choice (P11HA_TOKEN_KEYS=LOCAL).
+                Ok(None) if self.config.token_keys_local => {}
                 Ok(None) => self.inconsistent(m, FUNCTION, Rv::OBJECT_HANDLE_INVALID),
                 Err(_) if !self.member_up(m) => {}
                 Err(e) => match before {

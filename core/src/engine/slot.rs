@@ -6,9 +6,13 @@ use core::sync::atomic::Ordering;
 use crate::bytes::Writer;
 use crate::ck::{Rv, copy_out, flags};
 use crate::error::{Error, Result};
-use crate::port::{MechanismInfo, Member, Platform, SlotInfo, TokenInfo};
+use crate::port::{Events, MechanismInfo, Member, Platform, SlotInfo, TokenInfo};
 
-use super::{Engine, Uses, VERSION};
+use heapless::Vec;
+
+use crate::event::Event;
+
+use super::{Engine, MAX_MEMBERS, Uses, VERSION};
 
 /// The most mechanisms p11ha intersects across the members of a virtual
 /// slot; a member with more is answered for by the first member alone.
@@ -189,17 +193,79 @@ impl<P: Platform> Engine<P> {
         merged.ok_or(Error::Rv(Rv::TOKEN_NOT_PRESENT))
     }
 
-    /// `C_InitToken`. In WLD and HA mode it is refused with
-    /// `CKR_FUNCTION_NOT_SUPPORTED`: re-initialising every HSM behind a
-    /// virtual slot is an operator's act, done on each HSM directly.
+    /// `C_InitToken`. In WLD and HA mode every member in service is
+    /// initialised, with the same SO PIN and label, when the application
+    /// has no session on the slot (`CKR_SESSION_EXISTS` otherwise, as on one
+    /// token): p11ha's anchors are closed first (a token refuses while any
+    /// session of the application is open) and opened again after. The
+    /// first member's refusal (a wrong SO PIN) is the answer and nothing
+    /// else is touched; a member that refuses what the first accepted is
+    /// dropped as inconsistent. The label must stay the slot's: the virtual
+    /// slot is the tokens that carry it. A member out of service missed the
+    /// initialisation, and needs a sync.
     pub fn init_token(&self, id: u64, so_pin: Option<&[u8]>, label: &[u8; 32]) -> Result<()> {
+        const FUNCTION: &str = "C_InitToken";
         let slot = self.pool.slot_index(id)?;
-        if self.is_virtual() {
-            return Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED));
+        if !self.is_virtual() {
+            return self
+                .pool
+                .member(self.pool.only_member(slot))
+                .init_token(so_pin, label);
         }
-        self.pool
-            .member(self.pool.only_member(slot))
-            .init_token(so_pin, label)
+        let vslot = self.pool.slot(slot);
+        let mut login = self.logins.lock(slot);
+        if vslot.sessions.load(Ordering::Acquire) != 0 {
+            return Err(Error::Rv(Rv::SESSION_EXISTS));
+        }
+        if label != &vslot.label {
+            let rv = Rv::ARGUMENTS_BAD;
+            self.events.event(&Event::Refused {
+                function: FUNCTION,
+                why: "the label is not the virtual slot's (ET_PTKC_WLD_SLOT_<n>), which \
+                      its HSMs must keep",
+                rv,
+            });
+            return Err(Error::Rv(rv));
+        }
+        let members: Vec<usize, MAX_MEMBERS> = self.pool.live(slot).collect();
+        if members.is_empty() {
+            return Err(Error::Rv(Rv::TOKEN_NOT_PRESENT));
+        }
+        for &m in &members {
+            login.close_anchor(&self.pool, m);
+        }
+        login.forget();
+        let mut answer = Err(Error::Rv(Rv::DEVICE_ERROR));
+        for &m in &members {
+            let entry = self.pool.entry(m);
+            let _busy = entry.busy();
+            let r = entry.member.init_token(so_pin, label);
+
+            match self.check(m, None, r) {
+                Ok(()) => answer = Ok(()),
+                Err(_) if !self.member_up(m) => {}
+                Err(e) if answer.is_err() => {
+                    // The first answer is the application's: nothing else
+                    // was touched.
+                    answer = Err(e);
+                    break;
+                }
+                Err(e) => self.inconsistent(m, FUNCTION, e.rv()),
+            }
+        }
+        if answer.is_ok() {
+            // Every object of the token is gone, on every member.
+            self.objects.write().remove_slot(slot);
+        }
+        for m in self.pool.live(slot).collect::<Vec<usize, MAX_MEMBERS>>() {
+            // Best effort: a member that refuses gets one when needed.
+            let _ = login.anchor(&self.pool, m);
+        }
+        if answer.is_ok() {
+            drop(login);
+            self.write_done(slot);
+        }
+        answer
     }
 
     /// `C_InitPIN`. In WLD and HA mode: on every member (the SO is logged in

@@ -182,6 +182,67 @@ pub(super) fn register_fork_handlers() {
     });
 }
 
+/// This library's own reference to itself while it is initialised (a
+/// `dlopen` handle), or null.
+static HOLD: AtomicPtr<libc::c_void> = AtomicPtr::new(std::ptr::null_mut());
+
+/// Keeps this library loaded while it is initialised: from `C_Initialize`
+/// to `C_Finalize` it holds a reference to itself.
+///
+/// An application may unload a PKCS#11 module without `C_Finalize` (the
+/// `cryptoki` crate does when a `Pkcs11` is dropped unfinalised, as a test
+/// that fails early does). Unloaded while initialised, this library would
+/// leave its recovery thread running in unmapped code, and its members'
+/// sessions and logins open in modules that stay loaded (SoftHSM then
+/// answers `CKR_SESSION_EXISTS` to the next `C_InitToken`). Held, it stays:
+/// the next load finds it initialised (`CKR_CRYPTOKI_ALREADY_INITIALIZED`),
+/// its state whole. After `C_Finalize` the reference is dropped, and a
+/// `dlclose` unloads it.
+pub(super) fn hold_loaded() {
+    if !HOLD.load(Ordering::SeqCst).is_null() {
+        return;
+    }
+    let mut info = std::mem::MaybeUninit::<libc::Dl_info>::zeroed();
+    // SAFETY: dladdr reads the address of a function of this library and
+    // writes `info`, whose strings point into the loader's data.
+    let found = unsafe { libc::dladdr(hold_loaded as *const libc::c_void, info.as_mut_ptr()) };
+    if found == 0 {
+        return;
+    }
+    // SAFETY: dladdr succeeded, so `info` is written.
+    let path = unsafe { info.assume_init() }.dli_fname;
+    if path.is_null() {
+        return;
+    }
+    // SAFETY: `path` is the loader's NUL-terminated name of this library,
+    // which is loaded: RTLD_NOLOAD takes one more reference to it, and loads
+    // nothing.
+    let handle = unsafe { libc::dlopen(path, libc::RTLD_NOW | libc::RTLD_NOLOAD) };
+    if !handle.is_null()
+        && HOLD
+            .compare_exchange(
+                std::ptr::null_mut(),
+                handle,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            )
+            .is_err()
+    {
+        // SAFETY: the reference just taken, not kept.
+        unsafe { libc::dlclose(handle) };
+    }
+}
+
+/// Drops the reference of [`hold_loaded`] (at `C_Finalize`): the
+/// application's own keeps the library loaded until it closes it.
+pub(super) fn release_loaded() {
+    let handle = HOLD.swap(std::ptr::null_mut(), Ordering::SeqCst);
+    if !handle.is_null() {
+        // SAFETY: a handle of hold_loaded's, closed once (swapped out).
+        unsafe { libc::dlclose(handle) };
+    }
+}
+
 /// Whether a runtime is published (the library is initialised).
 pub(super) fn published() -> bool {
     !RUNTIME.load(Ordering::SeqCst).is_null()

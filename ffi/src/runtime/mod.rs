@@ -199,6 +199,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     let delay = runtime.config.core.recover_delay();
     runtime.recovery.start(delay);
     lifecycle::publish(runtime);
+    lifecycle::hold_loaded();
     Ok(())
 }
 
@@ -225,5 +226,6 @@ pub fn finalize() -> Result<()> {
     // Dropping the engine drops its members; the modules are finalised and
     // unloaded when the last reference to each goes.
     drop(runtime);
+    lifecycle::release_loaded();
     Ok(())
 }

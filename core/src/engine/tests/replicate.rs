@@ -112,3 +112,28 @@ fn a_member_that_missed_a_write_waits_for_a_sync() {
     e.create_object(s, &NEW).unwrap();
     assert_eq!(e.events().count("HSM needs sync"), 1);
 }
+
+#[test]
+fn c_init_token_initialises_every_member_when_no_session_is_open() {
+    let (e, tokens) = engine(Mode::Wld, 2);
+    let label = crate::config::label(LABEL).unwrap();
+    let s = e.open_session(0, RW).unwrap();
+    assert_eq!(
+        e.init_token(0, Some(b"so"), &label),
+        Err(Error::Rv(Rv::SESSION_EXISTS))
+    );
+    e.close_session(s).unwrap();
+    // Another label: the virtual slot is the tokens that carry its own.
+    let other = crate::config::label("Other").unwrap();
+    assert_eq!(
+        e.init_token(0, Some(b"so"), &other),
+        Err(Error::Rv(Rv::ARGUMENTS_BAD))
+    );
+    assert_eq!(e.events().count("C_InitToken refused"), 1);
+    assert!(tokens.iter().all(|t| t.objects() > 0));
+    e.init_token(0, Some(b"so"), &label).unwrap();
+    assert!(tokens.iter().all(|t| t.objects() == 0), "every member");
+    // The members serve again (anchors opened anew).
+    let s = e.open_session(0, RW).unwrap();
+    assert!(e.session_info(s).is_ok());
+}
