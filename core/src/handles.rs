@@ -431,6 +431,23 @@ where
         }
     }
 
+    /// Removes the session objects owned by `owner` that `member` does not
+    /// serve; whether there were any.
+    pub fn remove_owned_unmapped(&mut self, owner: usize, member: usize) -> bool {
+        let mut any = false;
+        for i in 0..self.high {
+            let e = &self.entries[i];
+            if matches!(e.kind, ObjectKind::Session { owner: o, .. } if o == owner)
+                && !e.real.iter().any(|&(m, _)| usize::from(m) == member)
+            {
+                let handle = encode(i, e.generation);
+                self.remove(handle);
+                any = true;
+            }
+        }
+        any
+    }
+
     /// Removes every object of virtual slot `slot` (its token was
     /// initialised: they are gone from every member).
     pub fn remove_slot(&mut self, slot: usize) {

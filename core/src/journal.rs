@@ -481,7 +481,8 @@ where
         let mut w = Writer::new(&mut self.buf[start..r.end]);
         let ok = (|| {
             w.u8(kind as u8)?;
-            w.u8(1)?; // alive
+            // Alive: bit 0 the object, bit 1 the second (a pair's private key).
+            w.u8(if object2 != 0 { 3 } else { 1 })?;
             w.u32_le(0)?; // length, patched below
             w.u32_le(object as u32)?;
             w.u32_le(object2 as u32)?;
@@ -510,8 +511,36 @@ where
         true
     }
 
+    /// Drops the dead recipes, and the live ones whose object `keep` says
+    /// is no longer this session's (another session destroyed it), moving
+    /// the rest down in order: room for new recipes in a session that makes
+    /// and destroys objects for a long time. Whether room was made.
+    pub fn compact_recipes(&mut self, keep: impl Fn(u64) -> bool) -> bool {
+        let r = self.region(0);
+        let end = r.start + self.recipes_len;
+        let (mut read, mut write) = (r.start, r.start);
+        while read + 18 <= end {
+            let len = read_u32(&self.buf[read + 2..]) as usize;
+            if len == 0 || read + len > end {
+                break;
+            }
+            let object = u64::from(read_u32(&self.buf[read + 6..]));
+            let object2 = u64::from(read_u32(&self.buf[read + 10..]));
+            let alive = self.buf[read + 1];
+            if (alive & 1 != 0 && keep(object)) || (alive & 2 != 0 && keep(object2)) {
+                self.buf.copy_within(read..read + len, write);
+                write += len;
+            }
+            read += len;
+        }
+        let freed = write < end;
+        self.recipes_len = write - r.start;
+        freed
+    }
+
     /// Marks the recipes that made `object` (and changed it) dead: it was
-    /// destroyed, or cannot be rebuilt.
+    /// destroyed, or cannot be rebuilt. A key pair's recipe stays alive
+    /// while either of its keys is.
     pub fn forget_object(&mut self, object: u64) {
         let r = self.region(0);
         let mut at = r.start;
@@ -519,8 +548,11 @@ where
             let len = read_u32(&self.buf[at + 2..]) as usize;
             let o = u64::from(read_u32(&self.buf[at + 6..]));
             let o2 = u64::from(read_u32(&self.buf[at + 10..]));
-            if o == object || o2 == object {
-                self.buf[at + 1] = 0;
+            if o == object {
+                self.buf[at + 1] &= !1;
+            }
+            if o2 == object {
+                self.buf[at + 1] &= !2;
             }
             if len == 0 {
                 break;

@@ -29,7 +29,7 @@ impl<P: Platform> Engine<P> {
                 self.home_check(s, !token)?;
                 let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.generate_key(s.real, &real_mech, template)?;
-                let h = self.adopt_new(s, index, real)?;
+                let h = self.adopt_new(s, index, real, !token)?;
                 if let Some(login) = login.as_mut() {
                     // A generated key cannot be made again: it is carried.
                     self.replicate_new(
@@ -79,14 +79,14 @@ impl<P: Platform> Engine<P> {
                     .then(|| self.logins.lock(s.slot));
                 let (public, private) =
                     m.generate_key_pair(s.real, &real_mech, public_template, private_template)?;
-                let public_v = match self.adopt_new(s, index, public) {
+                let public_v = match self.adopt_new(s, index, public, !token_public) {
                     Ok(h) => h,
                     Err(e) => {
                         let _ = m.destroy_object(s.real, private);
                         return Err(e);
                     }
                 };
-                let private_v = match self.adopt_new(s, index, private) {
+                let private_v = match self.adopt_new(s, index, private, !token_private) {
                     Ok(h) => h,
                     Err(e) => {
                         let _ = m.destroy_object(s.real, public);
@@ -174,7 +174,7 @@ impl<P: Platform> Engine<P> {
                 let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.unwrap_key(s.real, &real_mech, unwrapping, wrapped, template)?;
                 self.used(unwrapping_key);
-                let h = self.adopt_new(s, index, real)?;
+                let h = self.adopt_new(s, index, real, !token)?;
                 if let Some(login) = login.as_mut() {
                     // The same bytes under the same key, where that key is a
                     // token object (found on each member) and the mechanism
@@ -229,7 +229,7 @@ impl<P: Platform> Engine<P> {
                 let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.derive_key(s.real, &real_mech, base, template)?;
                 self.used(base_key);
-                let h = self.adopt_new(s, index, real)?;
+                let h = self.adopt_new(s, index, real, !token)?;
                 if let Some(login) = login.as_mut() {
                     let remake = source
                         .as_ref()

@@ -21,27 +21,33 @@ const VALUE_ATTRIBUTES: [u64; 6] = [0x11, 0x90, 0x120, 0x122, 0x129, 0x181];
 impl<P: Platform> Engine<P> {
     /// The virtual handle for `real`, a handle the session's member returned
     /// in session `s`. `owner`: the session table index, when the session
-    /// just made the object.
+    /// just made the object. `session`: the object is known to be a session
+    /// object (its template said so): its identity is not read.
     pub(super) fn adopt(
         &self,
         s: &mut Session<P::Journal>,
         owner: Option<usize>,
         real: u64,
+        session: bool,
     ) -> Result<u64> {
-        let (h, owned) = self.objects.adopt(&self.pool, self.at(s), owner, real)?;
+        let (h, owned) = self
+            .objects
+            .adopt(&self.pool, self.at(s), owner, real, session)?;
         s.owns_objects |= owned;
         Ok(h)
     }
 
-    /// Adopts an object the session just made; if p11ha cannot keep it, the
+    /// Adopts an object the session just made (`session`: as a session
+    /// object, which its template said it is); if p11ha cannot keep it, the
     /// object is destroyed again so that nothing unreachable is left behind.
     pub(super) fn adopt_new(
         &self,
         s: &mut Session<P::Journal>,
         index: usize,
         real: u64,
+        session: bool,
     ) -> Result<u64> {
-        match self.adopt(s, Some(index), real) {
+        match self.adopt(s, Some(index), real, session) {
             Ok(h) => Ok(h),
             Err(e) => {
                 let _ = self.pool.member(s.member).destroy_object(s.real, real);
@@ -55,7 +61,18 @@ impl<P: Platform> Engine<P> {
         if !self.ha || !self.objects.is_session_object(new.object) {
             return;
         }
-        if !s.journal.recipe(&new) {
+        if s.journal.recipe(&new) {
+            return;
+        }
+        // Full: drop what is dead, and what no longer is this session's
+        // (destroyed from another session), then try again.
+        let index = s.index;
+        let compacted = {
+            let objects = self.objects.read();
+            s.journal
+                .compact_recipes(|o| objects.owner(o) == Some(index))
+        };
+        if !compacted || !s.journal.recipe(&new) {
             self.lose(Some(Lost::ObjectNotJournalled));
         }
     }
@@ -79,7 +96,7 @@ impl<P: Platform> Engine<P> {
                 self.home_check(s, !token)?;
                 let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.create_object(s.real, template)?;
-                let h = self.adopt_new(s, index, real)?;
+                let h = self.adopt_new(s, index, real, !token)?;
                 if let Some(login) = login.as_mut() {
                     let remake = Some(Remake::Create(template));
                     self.replicate_new(
@@ -115,7 +132,7 @@ impl<P: Platform> Engine<P> {
                 self.home_check(s, session_object)?;
                 let mut login = (token && self.is_virtual()).then(|| self.logins.lock(s.slot));
                 let real = m.copy_object(s.real, src, template)?;
-                let h = self.adopt_new(s, index, real)?;
+                let h = self.adopt_new(s, index, real, session_object)?;
                 if let Some(login) = login.as_mut() {
                     let remake = source.as_ref().map(|id| Remake::Copy(id, template));
                     self.replicate_new(
@@ -318,7 +335,7 @@ impl<P: Platform> Engine<P> {
                 } else {
                     let n = m.find(s.real, out)?.min(out.len());
                     for h in out[..n].iter_mut() {
-                        *h = self.adopt(s, None, *h)?;
+                        *h = self.adopt(s, None, *h, false)?;
                     }
                     n
                 };
@@ -351,7 +368,7 @@ impl<P: Platform> Engine<P> {
                 break;
             }
             for &real in &batch[..n] {
-                let h = self.adopt(s, None, real)?;
+                let h = self.adopt(s, None, real, false)?;
                 // Not journalled yet, so also checked against this attempt.
                 if !s.journal.find_returned(h) && !out[..filled].contains(&h) {
                     out[filled] = h;

@@ -131,13 +131,15 @@ impl<P: Platform> Objects<P> {
     /// The virtual handle for `real`, a handle member `here.member` returned
     /// in its session `here.real`; a new entry if p11ha has not seen it.
     /// `owner` is the session table index when that session just made the
-    /// object; the flag says whether the session now owns a session object.
+    /// object (`session`: as a session object, so its identity is not read);
+    /// the flag says whether the session now owns a session object.
     pub(super) fn adopt(
         &self,
         pool: &Pool<P>,
         here: At,
         owner: Option<usize>,
         real: u64,
+        session: bool,
     ) -> Result<(u64, bool)> {
         if !self.virtual_handles {
             return Ok((real, false));
@@ -145,7 +147,11 @@ impl<P: Platform> Objects<P> {
         if let Some(h) = self.read().lookup(here.member, real) {
             return Ok((h, false));
         }
-        let (token, identity) = identity_of(pool.member(here.member), here.real, real)?;
+        // A session object has no identity to find it by elsewhere.
+        let (token, identity) = match session {
+            true => (false, None),
+            false => identity_of(pool.member(here.member), here.real, real)?,
+        };
         let mut objects = self.write();
         if let Some(h) = objects.lookup(here.member, real) {
             return Ok((h, false));

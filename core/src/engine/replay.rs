@@ -240,6 +240,11 @@ impl<P: Platform> Engine<P> {
                 }
             }
         }
+        // What the session made that its journal could not keep (it was
+        // full): gone with the member, and said.
+        if self.objects.write().remove_owned_unmapped(s.index, m) {
+            objects_lost = true;
+        }
         if objects_lost {
             self.events.event(&Event::RecoveryIncomplete {
                 what: "a session object",
@@ -288,8 +293,16 @@ impl<P: Platform> Engine<P> {
 
     fn replay_recipe(&self, here: At, index: usize, r: &Recipe<'_>) -> Result<()> {
         let member = self.pool.member(here.member);
-        // A destroyed object is not re-created.
-        if self.objects.read().kind(r.object).is_none() {
+        // A destroyed object is not re-created, nor one that is no longer
+        // this session's (destroyed from another session, its entry used
+        // again); of a pair, the key that is still there is.
+        let mine = |h: u64| h != 0 && self.objects.read().owner(h) == Some(index);
+        let (first, second) = match r.kind {
+            // The object changed is found by resolve, whoever made it.
+            RecipeKind::SetAttributes => (self.objects.read().kind(r.object).is_some(), false),
+            _ => (mine(r.object), mine(r.object2)),
+        };
+        if !first && !second {
             return Ok(());
         }
         let mechanism = match &r.mechanism {
@@ -325,8 +338,15 @@ impl<P: Platform> Engine<P> {
                 }
                 let (public, private) =
                     member.generate_key_pair(here.real, &mech()?, &r.template, &r.template2)?;
-                remap(r.object, public);
-                remap(r.object2, private);
+                for (keep, virt, real) in [(first, r.object, public), (second, r.object2, private)]
+                {
+                    if keep {
+                        remap(virt, real);
+                    } else {
+                        // Destroyed before the failure: not made again.
+                        let _ = member.destroy_object(here.real, real);
+                    }
+                }
             }
             RecipeKind::Derive => {
                 let base = resolve(r.source, Rv::KEY_HANDLE_INVALID)?;

@@ -360,3 +360,66 @@ fn an_operation_with_another_sessions_key_survives_the_homes_failure() {
     assert_eq!(member_of(&e, a), member_of(&e, b), "the maker followed");
     assert_eq!(e.events().count("Session recovery incomplete"), 0);
 }
+
+/// A session that makes and destroys session objects for a long time keeps
+/// room in its journal for the ones alive (HA mode): the dead recipes go
+/// when it fills up, and what is alive survives a failover.
+#[test]
+fn a_long_lived_session_keeps_journalling_its_live_objects() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let a = logged_in(&e);
+    let value = [Attr {
+        ty: attr::VALUE,
+        value: &[3; 16],
+    }];
+    for _ in 0..500 {
+        let k = e.create_object(a, &value).unwrap();
+        e.destroy_object(a, k).unwrap();
+    }
+    let key = e.create_object(a, &value).unwrap();
+    let before = mac(&e, a, key, b"kept").unwrap();
+    assert_eq!(e.events().count("Session potentially not recoverable"), 0);
+    tokens[member_of(&e, a)].kill();
+    assert_eq!(mac(&e, a, key, b"kept").unwrap(), before);
+    assert_eq!(e.events().count("Session recovery incomplete"), 0);
+}
+
+/// An object another session destroyed is not made again by its maker's
+/// failover, even once its table entry serves another object.
+#[test]
+fn an_object_destroyed_from_another_session_stays_destroyed() {
+    let (e, tokens) = engine(Mode::Ha, 2);
+    let a = logged_in(&e);
+    let b = e.open_session(0, RW).unwrap();
+    let value = [Attr {
+        ty: attr::VALUE,
+        value: &[4; 16],
+    }];
+    let gone = e.create_object(a, &value).unwrap();
+    e.destroy_object(b, gone).unwrap();
+    // b's objects take the freed entry until its generation wraps and one
+    // has the very handle a's had.
+    let theirs = [Attr {
+        ty: attr::VALUE,
+        value: &[5; 16],
+    }];
+    let mut other = 0;
+    for _ in 0..5000 {
+        other = e.create_object(b, &theirs).unwrap();
+        if other == gone {
+            break;
+        }
+        e.destroy_object(b, other).unwrap();
+    }
+    assert_eq!(other, gone, "the handle came round again");
+    let by_b = mac(&e, b, other, b"x").unwrap();
+    let home = member_of(&e, a);
+    let objects = tokens[1 - home].objects();
+    tokens[home].kill();
+    // a fails over: it makes nothing of what b destroyed.
+    assert!(e.session_info(a).is_ok());
+    assert_eq!(tokens[1 - home].objects(), objects, "nothing of a's");
+    // b fails over: its own object, made again.
+    assert_eq!(mac(&e, b, other, b"x").unwrap(), by_b);
+    assert_eq!(tokens[1 - home].objects(), objects + 1);
+}
