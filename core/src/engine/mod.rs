@@ -10,7 +10,9 @@
 //!   anchor sessions that hold each member's login;
 //! - [`sessions`]: the session table, each session with its journal;
 //! - [`objects`]: the virtual object table and identity lookup;
-//! - [`replay`]: failover, and the journal's use in it;
+//! - [`replay`]: failover, and the journal's use in it; a session's move
+//!   to the member that holds its slot's session objects;
+//! - [`replicate`]: token writes on every member, or refused;
 //! - [`storage`]: the tables, in the platform's storage.
 //!
 //! The [`Engine`] composes them. Its methods are the PKCS#11 calls, one
@@ -23,10 +25,14 @@
 //!
 //! Lock order, outermost first: a session's lock (held across the member
 //! call, a failover and its replay), a slot's login lock, the object table,
-//! the pool's schedule. Members and slots are append-only tables read
-//! without locks. Why a call on one session never waits behind another:
-//! each session has its own lock, and nothing else is held across a member
-//! call but the login lock of a slot while its logins change.
+//! the pool's schedule. Two session locks are held at once only where a
+//! session makes another's maker fail over (`fail_over_owner`, ordered by
+//! index). Members and slots are append-only tables read without locks.
+//! Why a call on one session never waits behind another: each session has
+//! its own lock, and nothing else is held across a member call but the
+//! login lock of a slot while its logins change or a token object is
+//! written (token writes on a slot are serialised, so that every member
+//! sees them in one order).
 //!
 //! A failover (HA mode): the failing member is taken out ("HSM Failure
 //! detected"), a session is opened on the member in service with the
