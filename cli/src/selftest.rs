@@ -1,0 +1,112 @@
+//! `p11ha selftest`: on every member, a session, a user login, and a
+//! signature made and verified with a named key pair.
+
+use libp11ha::config::HostConfig;
+use p11ha_core::ck::{attr, class, flags, mech, user};
+use p11ha_core::port::{Attr, Mechanism, Member as _, Op, Param};
+
+use crate::check::{find, get};
+use crate::members::{Member, Members, error_text};
+use crate::pin::Pin;
+
+const CKK_RSA: u64 = 0;
+const CKK_EC: u64 = 3;
+
+/// Runs the test on every member, and on every member not reached (which
+/// fails: p11ha cannot tell its slot); 1 if any failed. A token no slot
+/// names (such as SoftHSM's spare uninitialised slot) is not a member.
+pub fn run(_cfg: &HostConfig, m: &Members, pin: &Pin, key: &str) -> i32 {
+    let mut failed = 0;
+    let mut tested = 0;
+    for f in m.found.iter().filter(|f| f.index.is_some() || !f.up()) {
+        tested += 1;
+        let idx = f.index.map_or("-".into(), |i| i.to_string());
+        let outcome = match (&f.member, &f.token) {
+            (Some(member), Ok(_)) => test(member, pin, key),
+            (_, Err(e)) => Err(format!("not reached: {e}")),
+            (None, Ok(_)) => Err("not reached".into()),
+        };
+        match outcome {
+            Ok(what) => println!("hsmIdx {idx:<3} {:<44} ok: {what}", f.place.describe()),
+            Err(e) => {
+                failed += 1;
+                println!("hsmIdx {idx:<3} {:<44} FAILED: {e}", f.place.describe());
+            }
+        }
+    }
+    println!("{} of {tested} members passed", tested - failed);
+    i32::from(failed > 0)
+}
+
+fn test(member: &Member, pin: &Pin, key: &str) -> Result<String, String> {
+    let session = member
+        .open_session(flags::SERIAL_SESSION)
+        .map_err(|e| format!("C_OpenSession {}", error_text(e)))?;
+    let r = signed(member, session, pin, key);
+    let _ = member.logout(session);
+    let _ = member.close_session(session);
+    r
+}
+
+fn signed(member: &Member, session: u64, pin: &Pin, key: &str) -> Result<String, String> {
+    member
+        .login(session, user::USER, Some(pin.bytes()))
+        .map_err(|e| format!("C_Login {}", error_text(e)))?;
+    let one = |cls: u64| -> Result<u64, String> {
+        let c = cls.to_ne_bytes();
+        let template = [
+            Attr {
+                ty: attr::CLASS,
+                value: &c,
+            },
+            Attr {
+                ty: attr::LABEL,
+                value: key.as_bytes(),
+            },
+        ];
+        let found = find(member, session, &template)?;
+        match found.as_slice() {
+            [h] => Ok(*h),
+            [] => Err(format!(
+                "no {} key labelled \"{key}\"",
+                if cls == class::PRIVATE_KEY {
+                    "private"
+                } else {
+                    "public"
+                }
+            )),
+            _ => Err(format!("{} keys labelled \"{key}\"", found.len())),
+        }
+    };
+    let private = one(class::PRIVATE_KEY)?;
+    let public = one(class::PUBLIC_KEY)?;
+    let key_type = get(member, session, private, attr::KEY_TYPE)
+        .and_then(|v| v.try_into().ok().map(u64::from_ne_bytes));
+    let (mechanism, name) = match key_type {
+        Some(CKK_EC) => (mech::ECDSA, "ECDSA"),
+        Some(CKK_RSA) => (mech::SHA256_RSA_PKCS, "SHA256-RSA-PKCS"),
+        _ => return Err(format!("\"{key}\" is neither an EC nor an RSA key")),
+    };
+    let m = Mechanism {
+        ty: mechanism,
+        param: Param::None,
+    };
+    // 32 bytes: a SHA-256 digest's length, as raw ECDSA expects.
+    let data = *b"p11ha selftest: sign and verify.";
+    member
+        .op_init(session, Op::Sign, &m, private)
+        .map_err(|e| format!("C_SignInit {}", error_text(e)))?;
+    let mut sig = [0u8; 1024];
+    let n = member
+        .op_single(session, Op::Sign, &data, Some(&mut sig))
+        .map_err(|e| format!("C_Sign {}", error_text(e)))?;
+    member
+        .op_init(session, Op::Verify, &m, public)
+        .map_err(|e| format!("C_VerifyInit {}", error_text(e)))?;
+    member
+        .verify(session, &data, &sig[..n])
+        .map_err(|e| format!("C_Verify {}", error_text(e)))?;
+    Ok(format!(
+        "logged in, signed and verified with \"{key}\" ({name})"
+    ))
+}
