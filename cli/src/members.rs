@@ -86,34 +86,34 @@ pub fn error_text(e: Error) -> String {
 /// Reaches every configured member. A server address that does not parse
 /// is a configuration error (the library reports it and skips it).
 pub fn reach(cfg: &HostConfig) -> std::result::Result<Members, String> {
-    let mut found = Vec::new();
+    let mut connectors = Vec::new();
     for (i, text) in cfg.servers.iter().enumerate() {
         let address: Address = text
             .parse()
             .map_err(|e| format!("ET_HSM_NETCLIENT_SERVERLIST: server {i}: {e}"))?;
-        let connector = NetConnector::new(
+        connectors.push(NetConnector::new(
             address,
             Duration::from_millis(cfg.connect_timeout_ms.into()),
             Duration::from_millis(cfg.call_timeout_ms.into()),
-        );
-        let place = |token| Place::Server {
-            server: i,
-            address: text.clone(),
-            token,
-        };
-        match connect(&connector, 0) {
-            Ok((first, tokens)) => {
-                found.push(reached(place(0), Either::B(first)));
-                for token in 1..tokens {
-                    found.push(match connect(&connector, token) {
-                        Ok((m, _)) => reached(place(token), Either::B(m)),
-                        Err(e) => down(place(token), error_text(e)),
-                    });
-                }
-            }
-            Err(e) => found.push(down(place(0), error_text(e))),
-        }
+        ));
     }
+    // The servers are reached at once, each in a thread of its own, so
+    // that frozen ones cost one deadline together rather than one each;
+    // their members are listed in list order all the same.
+    let mut found: Vec<Found> = std::thread::scope(|scope| {
+        let threads: Vec<_> = connectors
+            .iter()
+            .enumerate()
+            .map(|(i, connector)| {
+                let text = &cfg.servers[i];
+                scope.spawn(move || server(i, text, connector))
+            })
+            .collect();
+        threads
+            .into_iter()
+            .flat_map(|t| t.join().unwrap_or_default())
+            .collect()
+    });
     for path in &cfg.modules {
         let place = |slot| Place::Module {
             path: path.clone(),
@@ -147,6 +147,29 @@ pub fn reach(cfg: &HostConfig) -> std::result::Result<Members, String> {
     }
     number(cfg, &mut found);
     Ok(Members { found })
+}
+
+/// The tokens of server `i`, each over a connection of its own.
+fn server(i: usize, text: &str, connector: &NetConnector) -> Vec<Found> {
+    let place = |token| Place::Server {
+        server: i,
+        address: text.to_string(),
+        token,
+    };
+    let mut found = Vec::new();
+    match connect(connector, 0) {
+        Ok((first, tokens)) => {
+            found.push(reached(place(0), Either::B(first)));
+            for token in 1..tokens {
+                found.push(match connect(connector, token) {
+                    Ok((m, _)) => reached(place(token), Either::B(m)),
+                    Err(e) => down(place(token), error_text(e)),
+                });
+            }
+        }
+        Err(e) => found.push(down(place(0), error_text(e))),
+    }
+    found
 }
 
 fn connect(connector: &NetConnector, index: usize) -> Result<(Remote, usize)> {

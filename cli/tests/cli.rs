@@ -227,7 +227,6 @@ fn a_frozen_server_does_not_hang_the_tool() {
     let c = config(&servers, false);
     servers[1].freeze();
     let (code, out, err, took) = run(&t, &as_refs(&c), &["status"]);
-    servers[1].thaw();
     println!("{out}{err}took {took:?}");
     assert_eq!(code, 0, "{out}{err}");
     // One connect deadline (1 s) for the frozen server, and little else.
@@ -238,6 +237,16 @@ fn a_frozen_server_does_not_hang_the_tool() {
         .find(|l| l.contains(&servers[1].address()))
         .unwrap();
     assert!(down.contains("no answer before the deadline"), "{down}");
+    // Both frozen: reached at once, so one deadline in all, not one each;
+    // no member up, exit 1.
+    servers[0].freeze();
+    let (code, out, _, took) = run(&t, &as_refs(&c), &["status"]);
+    servers[0].thaw();
+    servers[1].thaw();
+    println!("{out}took {took:?}");
+    assert_eq!(code, 1, "{out}");
+    assert!(took < Duration::from_millis(1900), "took {took:?}");
+    assert_eq!(out.matches("no answer before the deadline").count(), 2);
 }
 
 /// Changes the user PIN of every SoftHSM token in `tokens` (directly).
@@ -339,9 +348,31 @@ fn check_reports_an_object_deleted_behind_p11has_back() {
     );
     assert!(out.contains("public key label \"ec-key\" id 01: present on every member"));
     assert!(out.contains("drift: 1 object(s)"), "{out}");
+    // A data object written on each token directly, with different values:
+    // the same identity, different contents.
+    let slots = member_slots(&t, &c);
+    for (i, slot) in slots.iter().enumerate() {
+        let value = t.dir.join(format!("data-{i}"));
+        std::fs::write(&value, format!("setting {}", i.min(1))).unwrap();
+        let w = Command::new("pkcs11-tool")
+            .args(["--module", SOFTHSM, "--slot", &slot.to_string()])
+            .args(["--login", "--pin", "1234", "--write-object"])
+            .arg(&value)
+            .args(["--type", "data", "--label", "app-config"])
+            .env("SOFTHSM2_CONF", t.conf())
+            .output()
+            .unwrap();
+        assert!(w.status.success(), "{}", String::from_utf8_lossy(&w.stderr));
+    }
+    let (code, out, _, _) = run(&t, &c, &["check"]);
+    println!("{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("data label \"app-config\" id -: DIFFERS on hsmIdx 1 (from hsmIdx 0)"),
+        "{out}"
+    );
     // Without a PIN the private objects are not seen: no drift among the
     // public ones.
-    let (code, out, _, _) = run(&t, &c, &["check"]);
-    assert_eq!(code, 0, "{out}");
     assert!(out.contains("no PIN: public objects only") && !out.contains("aes-key"));
+    assert!(out.contains("drift: 1 object(s)"), "{out}");
 }
