@@ -22,6 +22,14 @@ pub fn run(_cfg: &HostConfig, m: &Members, pin: &Pin, key: &str) -> i32 {
         tested += 1;
         let idx = f.index.map_or("-".into(), |i| i.to_string());
         let outcome = match (&f.member, &f.token) {
+            (Some(_), Ok((info, _))) if info.flags & flags::TOKEN_INITIALIZED == 0 => {
+                tested -= 1;
+                println!(
+                    "hsmIdx {idx:<3} {:<44} skipped: the token is not initialised",
+                    f.place.describe()
+                );
+                continue;
+            }
             (Some(member), Ok(_)) => test(member, pin, key),
             (_, Err(e)) => Err(format!("not reached: {e}")),
             (None, Ok(_)) => Err("not reached".into()),

@@ -376,3 +376,38 @@ fn check_reports_an_object_deleted_behind_p11has_back() {
     assert!(out.contains("no PIN: public objects only") && !out.contains("aes-key"));
     assert!(out.contains("drift: 1 object(s)"), "{out}");
 }
+
+#[test]
+fn selftest_and_check_over_servers_one_killed() {
+    let t = tokens(2);
+    let mut servers = serve(&t, 2);
+    let c = config(&servers, false);
+    let file = t.dir.join("pin");
+    std::fs::write(&file, "1234\n").unwrap();
+    let path = file.display().to_string();
+    let (code, out, err, _) = run(&t, &as_refs(&c), &["selftest", "--pin-file", &path]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("2 of 2 members passed"), "{out}");
+    let (code, out, _, _) = run(&t, &as_refs(&c), &["check", "--pin-file", &path]);
+    assert_eq!(code, 0, "{out}");
+    assert!(out.contains("no drift"), "{out}");
+    servers[1].kill();
+    let (code, out, _, _) = run(&t, &as_refs(&c), &["selftest", "--pin-file", &path]);
+    println!("{out}");
+    assert_eq!(code, 1, "{out}");
+    assert!(out.contains("1 of 2 members passed"), "{out}");
+    assert!(out.contains("FAILED: not reached: the connection"), "{out}");
+    // One member left of the slot: nothing to compare; the killed server
+    // could not be compared, so no "no drift": exit 1.
+    let (code, out, _, _) = run(&t, &as_refs(&c), &["check", "--pin-file", &path]);
+    println!("{out}");
+    assert!(
+        out.contains("1 member(s) compared: nothing to compare"),
+        "{out}"
+    );
+    assert!(
+        out.contains("not reached, not compared: unix:path="),
+        "{out}"
+    );
+    assert_eq!(code, 1, "{out}");
+}
