@@ -61,11 +61,15 @@ pub struct Found {
     pub index: Option<usize>,
     /// The (virtual) slot it serves.
     pub slot: Option<u64>,
+    /// It missed token writes (`P11HA_STATE_DIR` says so): the library
+    /// holds it out until it is synced.
+    pub needs_sync: bool,
 }
 
 impl Found {
+    /// Reached, and not held out for a sync: it would serve.
     pub fn up(&self) -> bool {
-        self.token.is_ok()
+        self.token.is_ok() && !self.needs_sync
     }
 }
 
@@ -146,6 +150,15 @@ pub fn reach(cfg: &HostConfig) -> std::result::Result<Members, String> {
         }
     }
     number(cfg, &mut found);
+    // What the library's state directory says of each member's writes.
+    if cfg.state_dir.is_some() {
+        let (state, _) = libp11ha::syncstate::SyncState::new(cfg.state_dir.as_deref());
+        for f in &mut found {
+            if let (Some(index), Ok((info, _))) = (f.index, &f.token) {
+                f.needs_sync = state.joined(index, &info.label, &info.serial);
+            }
+        }
+    }
     Ok(Members { found })
 }
 
@@ -193,6 +206,7 @@ fn reached(place: Place, member: Member) -> Found {
         token,
         index: None,
         slot: None,
+        needs_sync: false,
     }
 }
 
@@ -203,6 +217,7 @@ fn down(place: Place, error: String) -> Found {
         token: Err(error),
         index: None,
         slot: None,
+        needs_sync: false,
     }
 }
 

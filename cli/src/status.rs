@@ -136,9 +136,9 @@ fn rows(out: &mut String, m: &Members, which: &[usize]) {
         let idx = f.index.map_or("-".into(), |i| i.to_string());
         match &f.token {
             Ok((info, d)) => out.push_str(&format!(
-                "  {:<6} {:<4} {:<44} {:<16} {:<16} {:<16} {:<8} {:.3} ms\n",
+                "  {:<6} {:<4} {:<44} {:<16} {:<16} {:<16} {:<8} {:.3} ms{}\n",
                 idx,
-                "yes",
+                if f.needs_sync { "no" } else { "yes" },
                 f.place.describe(),
                 text(&info.label),
                 text(&info.serial),
@@ -147,7 +147,12 @@ fn rows(out: &mut String, m: &Members, which: &[usize]) {
                     "{}.{}",
                     info.firmware_version.major, info.firmware_version.minor
                 ),
-                d.as_secs_f64() * 1e3
+                d.as_secs_f64() * 1e3,
+                if f.needs_sync {
+                    "  needs sync: it missed token writes (P11HA_STATE_DIR)"
+                } else {
+                    ""
+                }
             )),
             Err(e) => out.push_str(&format!(
                 "  {:<6} {:<4} {:<44} {e}\n",
@@ -191,6 +196,7 @@ fn member_json(f: &Found) -> String {
         ("module", json::opt_string(path)),
         ("slot_id", json::opt(slot_id)),
         ("up", f.up().to_string()),
+        ("needs_sync", f.needs_sync.to_string()),
         (
             "error",
             json::opt_string(f.token.as_ref().err().map(String::as_str)),

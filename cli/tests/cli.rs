@@ -75,8 +75,10 @@ def member(m):
     need(m, "slot_id", int, type(None))
     for k in ("label", "serial", "model", "manufacturer", "firmware"):
         need(m, k, str, type(None))
-    need(m, "latency_ms", int, float, type(None))
-    assert m["up"] == (m["error"] is None) == (m["latency_ms"] is not None)
+    need(m, "latency_ms", int, float, type(None)); need(m, "needs_sync", bool)
+    # Up: reached, and not held out for a sync.
+    assert (m["error"] is None) == (m["latency_ms"] is not None)
+    assert m["up"] == (m["error"] is None and not m["needs_sync"])
     assert (m["kind"] == "server") == (m["address"] is not None)
 need(doc, "mode", str); assert doc["mode"] in ("NORMAL", "WLD", "HA")
 need(doc, "connect_timeout_ms", int); need(doc, "call_timeout_ms", int)
@@ -409,5 +411,60 @@ fn selftest_and_check_over_servers_one_killed() {
         out.contains("not reached, not compared: unix:path="),
         "{out}"
     );
+    assert_eq!(code, 1, "{out}");
+}
+
+/// A member that missed token writes (so `P11HA_STATE_DIR` says) is not up:
+/// the library holds it out until it is synced, and the tool says so.
+#[test]
+fn a_member_behind_on_token_writes_shows_as_needing_a_sync() {
+    let t = tokens(2);
+    let state = t.dir.join("state");
+    std::fs::create_dir_all(&state).unwrap();
+    let c = [
+        ("ET_PTKC_GENERAL_LIBRARY_MODE", "WLD"),
+        ("ET_PTKC_WLD_SLOT_0", LABEL),
+        ("P11HA_MODULES", SOFTHSM),
+        ("P11HA_STATE_DIR", state.to_str().unwrap()),
+    ];
+    // Both tokens as they are: nothing written yet, both up.
+    let (code, out, err, _) = run(&t, &c, &["status", "--json"]);
+    assert_eq!(code, 0, "{out}{err}");
+    let serials: Vec<String> = check_json(&out)
+        .iter()
+        .filter(|l| l.starts_with("slot 0"))
+        .map(|l| l.to_string())
+        .collect();
+    assert_eq!(serials.len(), 2, "{out}");
+    // One write that only the first member holds.
+    let (_, out, _, _) = run(&t, &c, &["status", "--json"]);
+    let serial = out
+        .split("\"serial\":\"")
+        .nth(1)
+        .and_then(|r| r.split('"').next())
+        .expect("a serial")
+        .to_string();
+    std::fs::write(
+        state.join("state"),
+        format!("slot\t{LABEL}\t1\nmember\t{LABEL}\t{serial}\t1\n"),
+    )
+    .unwrap();
+    let (code, out, err, _) = run(&t, &c, &["status"]);
+    assert_eq!(code, 0, "{out}{err}");
+    assert!(out.contains("1 of 2 members up"), "{out}");
+    assert!(out.contains("needs sync"), "{out}");
+    let (_, out, _, _) = run(&t, &c, &["status", "--json"]);
+    let summary = check_json(&out);
+    assert_eq!(
+        summary
+            .iter()
+            .filter(|l| l.starts_with("slot 0") && l.contains(" False "))
+            .count(),
+        1,
+        "{summary:?}"
+    );
+    // Neither holds it: no member up, exit 1.
+    std::fs::write(state.join("state"), format!("slot\t{LABEL}\t1\n")).unwrap();
+    let (code, out, _, _) = run(&t, &c, &["status"]);
     assert_eq!(code, 1, "{out}");
 }
