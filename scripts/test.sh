@@ -78,4 +78,7 @@ P11HA_SOAK_SEED=20261203 "$ROOT/scripts/soak.sh" 60
 step "fuzz the RPC client's reply handling and the configuration parser (fixed seed and count)"
 "$ROOT/scripts/fuzz.sh" --ci
 
+step "the Debian package: built, installed, used as a user would, purged"
+"$ROOT/scripts/package.sh" --check
+
 printf '\ntest.sh: all checks passed\n'
