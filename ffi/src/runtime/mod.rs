@@ -99,7 +99,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     let ha = config.core.mode == Mode::Ha;
     let (log, trouble) = match ha {
         true => {
-            let (log, trouble) = HaLog::open(&config.log_file, &config.log_name);
+            let (log, trouble) = HaLog::open(&config.log_file, &config.log_name, config.log_format);
             (Some(log), trouble)
         }
         false => (None, None),
