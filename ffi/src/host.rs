@@ -6,7 +6,7 @@
 
 use std::ffi::c_void;
 use std::io::Write;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cryptoki_sys::*;
 use p11ha_adapters::either::Either;
@@ -389,10 +389,79 @@ pub struct HostEvents {
     pub log: Option<HaLog>,
     /// The members that missed token writes, kept for later processes.
     pub sync: std::sync::Arc<crate::syncstate::SyncState>,
+    /// What happened, counted (the live state's counters).
+    pub counters: Counters,
+}
+
+/// Every [`Event::name`], in the order of [`Counters::events`].
+pub const EVENT_KINDS: [&str; 14] = [
+    "hsm_failure",
+    "member_dropped",
+    "member_joined",
+    "member_inconsistent",
+    "not_recoverable",
+    "hsm_dead",
+    "member_recovered",
+    "recovery_incomplete",
+    "session_not_moved",
+    "not_replicated",
+    "needs_sync",
+    "token_written",
+    "refused",
+    "bad_config",
+];
+
+/// Events counted since `C_Initialize`: one relaxed atomic add per event.
+pub struct Counters {
+    /// Events of each kind of [`EVENT_KINDS`].
+    pub events: [AtomicU64; EVENT_KINDS.len()],
+    /// Per member: its failures (taken out of service, HA or WLD mode).
+    pub failures: [AtomicU64; crate::runtime::capacity::MEMBERS],
+    /// Per member: its recoveries (back in service).
+    pub recoveries: [AtomicU64; crate::runtime::capacity::MEMBERS],
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            failures: std::array::from_fn(|_| AtomicU64::new(0)),
+            recoveries: std::array::from_fn(|_| AtomicU64::new(0)),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts `event`.
+    pub fn count(&self, event: &Event<'_>) {
+        let name = event.name();
+        if let Some(i) = EVENT_KINDS.iter().position(|k| *k == name) {
+            self.events[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let (per_member, index) = match *event {
+            Event::HsmFailure { hsm_idx, .. } | Event::MemberDropped { hsm_idx, .. } => {
+                (&self.failures, hsm_idx)
+            }
+            Event::MemberRecovered { hsm_idx, .. } => (&self.recoveries, hsm_idx),
+            _ => return,
+        };
+        if let Some(c) = per_member.get(index) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many events named `kind` were counted.
+    pub fn of(&self, kind: &str) -> u64 {
+        EVENT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.events[i].load(Ordering::Relaxed))
+    }
 }
 
 impl Events for HostEvents {
     fn event(&self, event: &Event<'_>) {
+        self.counters.count(event);
         if let Event::TokenWritten { members, .. } = *event
             && let Some(trouble) = self.sync.written(members)
         {
