@@ -118,7 +118,8 @@ pub fn socket_path(setting: &str, pid: u32) -> PathBuf {
 }
 
 /// A listening, non-blocking socket at `path`, mode 0600. A socket left
-/// there by a process that ended is replaced; any other file is not.
+/// there by a process that ended is replaced; a live one, or any other
+/// file, is not.
 fn listen(path: &Path) -> std::io::Result<OwnedFd> {
     use std::os::unix::fs::FileTypeExt;
     let bytes = path.as_os_str().as_bytes();
@@ -130,6 +131,12 @@ fn listen(path: &Path) -> std::io::Result<OwnedFd> {
     if let Ok(meta) = std::fs::symlink_metadata(path)
         && meta.file_type().is_socket()
     {
+        // A live one (another process's, a forked parent's) is left alone.
+        if std::os::unix::net::UnixStream::connect(path).is_ok() {
+            return Err(std::io::Error::other(
+                "another process serves it; a directory ending in / gives each its own",
+            ));
+        }
         let _ = std::fs::remove_file(path);
     }
     addr.sun_family = libc::AF_UNIX as libc::sa_family_t;
@@ -407,8 +414,9 @@ mod tests {
         let fd = listen(&path).expect("listen");
         let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
+        // A live socket is not taken over; one nobody serves is replaced.
+        assert!(listen(&path).is_err());
         drop(fd);
-        // The socket of a process that ended is replaced.
         let fd = listen(&path).expect("listen again");
         drop(fd);
         std::fs::remove_file(&path).unwrap();
