@@ -87,6 +87,10 @@ impl Clock for HostClock {
     fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
     }
+
+    fn now_us(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
+    }
 }
 
 /// The journal buffers of every session, in one anonymous mapping: its
@@ -419,6 +423,42 @@ pub struct Counters {
     pub failures: [AtomicU64; crate::runtime::capacity::MEMBERS],
     /// Per member: its recoveries (back in service).
     pub recoveries: [AtomicU64; crate::runtime::capacity::MEMBERS],
+    /// Per member: how long application sessions' calls took in it.
+    pub latency: [Histogram; crate::runtime::capacity::MEMBERS],
+}
+
+/// The upper bounds of [`Histogram`]'s buckets, in microseconds (a last
+/// bucket takes the rest).
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// Durations counted by bucket (not cumulative: a reader sums them), with
+/// their sum: three relaxed atomic adds per duration.
+pub struct Histogram {
+    /// Counts per bucket of [`LATENCY_BOUNDS_US`], then beyond the last.
+    pub buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    /// The sum of the durations, in microseconds.
+    pub sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Counts one duration of `micros`.
+    pub fn record(&self, micros: u64) {
+        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < micros);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
 }
 
 impl Default for Counters {
@@ -427,6 +467,7 @@ impl Default for Counters {
             events: std::array::from_fn(|_| AtomicU64::new(0)),
             failures: std::array::from_fn(|_| AtomicU64::new(0)),
             recoveries: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| Histogram::default()),
         }
     }
 }
@@ -460,6 +501,12 @@ impl Counters {
 }
 
 impl Events for HostEvents {
+    fn member_call(&self, member: usize, micros: u64) {
+        if let Some(h) = self.counters.latency.get(member) {
+            h.record(micros);
+        }
+    }
+
     fn event(&self, event: &Event<'_>) {
         self.counters.count(event);
         if let Event::TokenWritten { members, .. } = *event
@@ -492,5 +539,40 @@ pub fn report(event: &Event<'_>) {
             "p11ha: {}: {event}",
             event.severity().as_str()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_go_to_the_bucket_of_their_upper_bound() {
+        let h = Histogram::default();
+        for us in [0, 100, 101, 5_000_000, 5_000_001] {
+            h.record(us);
+        }
+        let counts: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts[0], 2, "le 100 us: 0 and 100");
+        assert_eq!(counts[1], 1, "le 250 us: 101");
+        assert_eq!(counts[LATENCY_BOUNDS_US.len() - 1], 1, "le 5 s");
+        assert_eq!(counts[LATENCY_BOUNDS_US.len()], 1, "beyond");
+        assert_eq!(h.sum_us.load(Ordering::Relaxed), 10_000_202);
+    }
+
+    #[test]
+    fn every_event_kind_is_counted() {
+        let c = Counters::default();
+        c.count(&Event::HsmDead);
+        c.count(&Event::HsmFailure {
+            hsm_idx: 2,
+            hsm_slot_id: 9,
+        });
+        assert_eq!((c.of("hsm_dead"), c.of("hsm_failure")), (1, 1));
+        assert_eq!(c.failures[2].load(Ordering::Relaxed), 1);
     }
 }

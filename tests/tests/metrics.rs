@@ -112,6 +112,27 @@ fn a_failure_and_a_recovery_show_in_the_live_state() {
             "{lines:#?}"
         );
     }
+    // Every call of a session is timed on its member: a histogram whose
+    // +Inf bucket is its count.
+    for s in &sessions {
+        s.generate_random_vec(16).expect("random");
+    }
+    let text = scrape(&path);
+    let mut calls = 0;
+    for i in 0..3 {
+        let count = member_value(&text, "p11ha_member_call_seconds_count", i);
+        let slot = member_info(i).unwrap().member_slot;
+        let inf = value(
+            &text,
+            &format!(
+                "p11ha_member_call_seconds_bucket{{member=\"{i}\",slot=\"0\",\
+                 member_slot=\"{slot}\",le=\"+Inf\"}}"
+            ),
+        );
+        assert_eq!(count, inf, "{text}");
+        calls += count;
+    }
+    assert!(calls >= 3, "{text}");
     drop(sessions);
 
     // C_Finalize stops the thread and removes the socket.

@@ -332,7 +332,10 @@ impl<P: Platform> Engine<P> {
             let real = s.real;
             let entry = self.pool.entry(m);
             let _busy = entry.busy();
+            let t0 = self.clock.now_us();
             let r = f(&entry.member, s, index);
+            self.events
+                .member_call(m, self.clock.now_us().saturating_sub(t0));
             if let Err(Error::Elsewhere { member }) = r {
                 // A session object the call needs is on its slot's home.
                 drop(_busy);

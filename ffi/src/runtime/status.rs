@@ -20,7 +20,9 @@ use p11ha_core::event::Event;
 
 use super::Runtime;
 use super::lifecycle::peek;
-use crate::host::EVENT_KINDS;
+use p11ha_core::engine::MemberStatus;
+
+use crate::host::{Counters, EVENT_KINDS, LATENCY_BOUNDS_US};
 
 /// How long the thread waits for a connection before it looks at its stop
 /// flag again (`C_Finalize` also wakes it at once).
@@ -350,6 +352,7 @@ pub(super) fn exposition(rt: &Runtime) -> String {
         "Times the member came back into service.",
         &|i| c.recoveries.get(i).map_or(0, |a| a.load(Ordering::Relaxed)),
     );
+    histograms(&mut out, &members, c);
     let counts = e.counts();
     let process = [
         (
@@ -388,6 +391,39 @@ pub(super) fn exposition(rt: &Runtime) -> String {
     }
     out.push_str("# EOF\n");
     out
+}
+
+/// The members' call latency histograms (`p11ha_member_call_seconds`).
+fn histograms(out: &mut String, members: &[(usize, MemberStatus)], c: &Counters) {
+    let name = "p11ha_member_call_seconds";
+    let _ = writeln!(
+        out,
+        "# TYPE {name} histogram\n# HELP {name} How long application sessions' calls took \
+         inside the member."
+    );
+    for (i, s) in members {
+        let Some(h) = c.latency.get(*i) else {
+            continue;
+        };
+        let labels = format!(
+            "member=\"{i}\",slot=\"{}\",member_slot=\"{}\"",
+            s.slot, s.member_slot
+        );
+        let mut total = 0;
+        for (k, bucket) in h.buckets.iter().enumerate() {
+            total += bucket.load(Ordering::Relaxed);
+            let le = match LATENCY_BOUNDS_US.get(k) {
+                Some(&us) => format!("{}", us as f64 / 1e6),
+                None => "+Inf".to_owned(),
+            };
+            let _ = writeln!(out, "{name}_bucket{{{labels},le=\"{le}\"}} {total}");
+        }
+        let sum = h.sum_us.load(Ordering::Relaxed) as f64 / 1e6;
+        let _ = writeln!(
+            out,
+            "{name}_count{{{labels}}} {total}\n{name}_sum{{{labels}}} {sum}"
+        );
+    }
 }
 
 #[cfg(test)]
