@@ -3,42 +3,11 @@
 //! its `up` gauge and its counters, which match the HA log's lines; after
 //! `C_Finalize` the thread and the socket file are gone.
 
-use std::io::Read;
 use std::os::unix::fs::PermissionsExt;
-use std::os::unix::net::UnixStream;
-use std::path::Path;
 
 use p11ha_tests::ha::*;
+use p11ha_tests::status::{member_value, scrape, value};
 use p11ha_tests::*;
-
-/// One exposition, read to its end (the library closes the connection).
-fn scrape(path: &Path) -> String {
-    let mut s = UnixStream::connect(path).expect("connect to the status socket");
-    let mut text = String::new();
-    s.read_to_string(&mut text).expect("read the exposition");
-    assert!(text.ends_with("# EOF\n"), "{text}");
-    text
-}
-
-/// The value of the sample `name{member="<member>",...}`.
-fn member_value(text: &str, name: &str, member: usize) -> u64 {
-    let prefix = format!("{name}{{member=\"{member}\",");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {prefix} in\n{text}"));
-    line.rsplit(' ').next().unwrap().parse().expect("a number")
-}
-
-/// The value of the sample that is the whole line's start `sample `.
-fn value(text: &str, sample: &str) -> u64 {
-    let prefix = format!("{sample} ");
-    let line = text
-        .lines()
-        .find(|l| l.starts_with(&prefix))
-        .unwrap_or_else(|| panic!("no {sample} in\n{text}"));
-    line[prefix.len()..].parse().expect("a number")
-}
 
 #[test]
 fn a_failure_and_a_recovery_show_in_the_live_state() {
