@@ -247,12 +247,12 @@ impl HostConfig {
     /// Reads the configuration: the file named by `P11HA_CONF` first, then
     /// the environment, which wins. Problems go to stderr, and are returned
     /// for the HA log.
-    pub fn load() -> (HostConfig, Vec<String>) {
+    pub fn load() -> (HostConfig, Vec<Problem>) {
         let mut cfg = HostConfig::default();
         let mut problems = Vec::new();
         let mut sink = |e: &Event<'_>| {
             report(e);
-            problems.push(e.to_string());
+            problems.push(Problem::of(e));
         };
         if let Some(path) = std::env::var_os(CONF) {
             match read_limited(&path) {
@@ -279,6 +279,47 @@ impl HostConfig {
             }
         }
         (cfg, problems)
+    }
+}
+
+/// A configuration report kept until the HA log is open (the event
+/// borrows what the configuration no longer holds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    key: String,
+    problem: String,
+    fallback: String,
+}
+
+impl Problem {
+    fn of(e: &Event<'_>) -> Problem {
+        match *e {
+            Event::BadConfig {
+                key,
+                problem,
+                fallback,
+            } => Problem {
+                key: key.into(),
+                problem: problem.into(),
+                fallback: fallback.into(),
+            },
+            // Configuration reports are BadConfig; anything else keeps its
+            // text.
+            _ => Problem {
+                key: String::new(),
+                problem: e.to_string(),
+                fallback: String::new(),
+            },
+        }
+    }
+
+    /// The report again, as an event.
+    pub fn event(&self) -> Event<'_> {
+        Event::BadConfig {
+            key: &self.key,
+            problem: &self.problem,
+            fallback: &self.fallback,
+        }
     }
 }
 

@@ -88,23 +88,8 @@ impl HaLog {
 
     /// Writes one event.
     pub fn write(&self, event: &Event<'_>) {
-        self.write_as(
-            event.severity(),
-            event.name(),
-            &event.to_string(),
-            Some(event),
-        );
-    }
-
-    /// Writes one line of `severity`: a configuration problem found before
-    /// the log was open (`bad_config` in JSON, without its fields).
-    pub fn write_line(&self, severity: Severity, text: &str) {
-        self.write_as(severity, "bad_config", text, None);
-    }
-
-    /// Writes the line of an event `kind` with message `text`; in JSON, with
-    /// the fields of `event`.
-    fn write_as(&self, severity: Severity, kind: &str, text: &str, event: Option<&Event<'_>>) {
+        let severity = event.severity();
+        let text = event.to_string();
         match self {
             HaLog::File { file, name, format } => {
                 let now = SystemTime::now();
@@ -115,7 +100,7 @@ impl HaLog {
                         timestamp(now),
                         severity.as_str()
                     ),
-                    LogFormat::Json => json_line(now, name, pid, severity, kind, text, event),
+                    LogFormat::Json => json_line(now, name, pid, &text, event),
                 };
                 // One write with O_APPEND: the line lands whole. Errors are
                 // dropped: logging must never fail the application.
@@ -175,89 +160,81 @@ fn parts(t: SystemTime) -> Parts {
 
 /// One JSON line (with its `\n`): the common members, then `event`'s own
 /// fields if given.
-fn json_line(
-    time: SystemTime,
-    app: &str,
-    pid: u32,
-    severity: Severity,
-    kind: &str,
-    message: &str,
-    event: Option<&Event<'_>>,
-) -> String {
+fn json_line(time: SystemTime, app: &str, pid: u32, message: &str, event: &Event<'_>) -> String {
     let mut j = Json(String::with_capacity(256));
     j.0.push('{');
     j.str("time", &rfc3339(time));
     j.str("app", app);
     j.num("pid", u64::from(pid));
-    j.str("severity", severity.as_str());
-    j.str("event", kind);
+    j.str("severity", event.severity().as_str());
+    j.str("event", event.name());
     j.str("message", message);
-    match event {
-        Some(&Event::HsmFailure {
+    match *event {
+        Event::HsmFailure {
             hsm_idx,
             hsm_slot_id,
-        })
-        | Some(&Event::MemberRecovered {
+        }
+        | Event::MemberRecovered {
             hsm_idx,
             hsm_slot_id,
-        })
-        | Some(&Event::NeedsSync {
+        }
+        | Event::NeedsSync {
             hsm_idx,
             hsm_slot_id,
-        }) => {
+        } => {
             j.num("hsm_idx", hsm_idx as u64);
             j.num("hsm_slot_id", hsm_slot_id);
         }
-        Some(&Event::MemberDropped {
+        Event::MemberDropped {
             hsm_idx,
             hsm_slot_id,
             rv,
-        }) => {
+        } => {
             j.num("hsm_idx", hsm_idx as u64);
             j.num("hsm_slot_id", hsm_slot_id);
             j.str("rv", &rv.to_string());
         }
-        Some(&Event::MemberJoined {
+        Event::MemberJoined {
             hsm_idx,
             hsm_slot_id,
             slot,
-        }) => {
+        } => {
             j.num("hsm_idx", hsm_idx as u64);
             j.num("hsm_slot_id", hsm_slot_id);
             j.num("slot", slot);
         }
-        Some(&Event::MemberInconsistent {
+        Event::MemberInconsistent {
             hsm_idx,
             hsm_slot_id,
             function,
             rv,
-        }) => {
+        } => {
             j.num("hsm_idx", hsm_idx as u64);
             j.num("hsm_slot_id", hsm_slot_id);
             j.str("function", function);
             j.str("rv", &rv.to_string());
         }
-        Some(&Event::NotRecoverable { lost }) => j.str("lost", &lost.to_string()),
-        Some(&Event::RecoveryIncomplete { what, rv }) => {
+        Event::NotRecoverable { lost } => j.str("lost", &lost.to_string()),
+        Event::RecoveryIncomplete { what, rv } => {
             j.str("what", what);
             j.str("rv", &rv.to_string());
         }
-        Some(&Event::SessionNotMoved { hsm_idx, rv }) => {
+        Event::SessionNotMoved { hsm_idx, rv } => {
             j.num("hsm_idx", hsm_idx as u64);
             j.str("rv", &rv.to_string());
         }
-        Some(&Event::NotReplicated {
+        Event::NotReplicated {
             function,
             why,
             hsm_idx,
             refused,
-        }) => {
+        } => {
             j.str("function", function);
             j.str("why", why);
             j.num("hsm_idx", hsm_idx as u64);
             let _ = write!(j.0, ",\"refused\":{refused}");
         }
-        Some(&Event::TokenWritten { slot, members }) => {
+        Event::TokenWritten { slot, members } => {
             j.num("slot", slot);
             j.0.push_str(",\"members\":[");
             let mut sep = "";
@@ -267,21 +244,21 @@ fn json_line(
             }
             j.0.push(']');
         }
-        Some(&Event::Refused { function, why, rv }) => {
+        Event::Refused { function, why, rv } => {
             j.str("function", function);
             j.str("why", why);
             j.str("rv", &rv.to_string());
         }
-        Some(&Event::BadConfig {
+        Event::BadConfig {
             key,
             problem,
             fallback,
-        }) => {
+        } => {
             j.str("key", key);
             j.str("problem", problem);
             j.str("fallback", fallback);
         }
-        Some(&Event::HsmDead) | None => {}
+        Event::HsmDead => {}
     }
     j.0.push_str("}\n");
     j.0
@@ -388,15 +365,7 @@ mod tests {
             hsm_slot_id: 7,
         };
         assert_eq!(
-            json_line(
-                t,
-                "app",
-                42,
-                e.severity(),
-                e.name(),
-                &e.to_string(),
-                Some(&e)
-            ),
+            json_line(t, "app", 42, &e.to_string(), &e),
             "{\"time\":\"2026-11-27T23:41:07.312Z\",\"app\":\"app\",\"pid\":42,\
              \"severity\":\"Error\",\"event\":\"hsm_failure\",\
              \"message\":\"HSM Failure detected hsmIdx=1, hsmSlotId=7\",\
@@ -407,15 +376,7 @@ mod tests {
             problem: "p",
             fallback: "f",
         };
-        let line = json_line(
-            t,
-            "app",
-            42,
-            e.severity(),
-            e.name(),
-            &e.to_string(),
-            Some(&e),
-        );
+        let line = json_line(t, "app", 42, &e.to_string(), &e);
         assert_eq!(line.matches('\n').count(), 1);
         assert!(line.ends_with("}\n"));
         assert!(
@@ -428,7 +389,7 @@ mod tests {
             slot: 0,
             members: 0b101,
         };
-        let line = json_line(t, "app", 1, e.severity(), e.name(), "m", Some(&e));
+        let line = json_line(t, "app", 1, "m", &e);
         assert!(line.ends_with("\"slot\":0,\"members\":[0,2]}\n"), "{line}");
     }
 

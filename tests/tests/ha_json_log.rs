@@ -1,6 +1,6 @@
 //! `ET_PTKC_HA_LOG_FORMAT=json`: the HA log is JSON lines, one object per
 //! event, whose fields say what the text line says (a member's failure and
-//! recovery here).
+//! recovery, and a configuration problem, here).
 
 use p11ha_tests::ha::*;
 use p11ha_tests::*;
@@ -8,7 +8,11 @@ use serde_json::Value;
 
 #[test]
 fn a_failure_and_a_recovery_are_json_lines_with_their_fields() {
-    let l = start(3, 200, &[("ET_PTKC_HA_LOG_FORMAT", "json")]);
+    let l = start(
+        3,
+        200,
+        &[("ET_PTKC_HA_LOG_FORMAT", "json"), ("P11HA_JSON_TYPO", "1")],
+    );
     let m = fail_one(l);
     inject(m, "heal");
     wait_for("the member back", || member_info(m).unwrap().up == 1);
@@ -47,6 +51,18 @@ fn a_failure_and_a_recovery_are_json_lines_with_their_fields() {
         "Info: {}",
         recovered[0]["message"].as_str().unwrap()
     )));
+    // A configuration problem found before the log was open has its fields.
+    let typo = lines
+        .iter()
+        .find(|l| l["event"] == "bad_config" && l["key"] == "P11HA_JSON_TYPO")
+        .unwrap_or_else(|| panic!("no bad_config line for the typo in\n{text}"));
+    assert_eq!(typo["severity"], "Warning");
+    assert_eq!(typo["problem"], "not an item p11ha knows");
+    assert_eq!(typo["fallback"], "ignored");
+    assert_eq!(
+        typo["message"],
+        "Configuration P11HA_JSON_TYPO: not an item p11ha knows; ignored"
+    );
     // Every member joined slot 0.
     let joined = lines.iter().filter(|l| l["event"] == "member_joined");
     assert!(joined.clone().count() >= 3, "{text}");

@@ -21,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use p11ha_core::ck::Rv;
 use p11ha_core::config::Mode;
 use p11ha_core::engine::Storage;
-use p11ha_core::event::{Event, Severity};
+use p11ha_core::event::Event;
 use p11ha_core::journal::Journal;
 use p11ha_core::port::Events;
 use p11ha_core::{Engine, Error, Result};
@@ -133,9 +133,12 @@ pub fn initialize(args: InitArgs) -> Result<()> {
             fallback: "the HA log goes to syslog",
         });
     }
-    if let Some(log) = &events.log {
-        for p in &problems {
-            log.write_line(Severity::Warning, p);
+    // Already on stderr: to the log (and the counters) only.
+    for p in &problems {
+        let e = p.event();
+        events.counters.count(&e);
+        if let Some(log) = &events.log {
+            log.write(&e);
         }
     }
     let warn = |e: &Event<'_>| events.event(e);
