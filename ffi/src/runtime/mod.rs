@@ -201,7 +201,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         members,
         recovery,
         sync,
-        status: Status::start(None, false, &|_| {}),
+        status: Status::none(),
     });
     runtime.rescan();
     if !nothing {

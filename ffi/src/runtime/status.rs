@@ -44,11 +44,16 @@ struct Running {
 }
 
 impl Status {
+    /// Nothing served.
+    pub(super) fn none() -> Self {
+        Status { running: None }
+    }
+
     /// Serves the live state on `setting` (a path, or a directory ending in
     /// `/` for `<dir>/<pid>.sock`) if it is set and p11ha may start
     /// `threads`; a problem is reported through `warn` and nothing is served.
     pub(super) fn start(setting: Option<&str>, threads: bool, warn: &dyn Fn(&Event<'_>)) -> Self {
-        let none = Status { running: None };
+        let none = Status::none();
         let Some(setting) = setting else {
             return none;
         };
