@@ -186,6 +186,29 @@ impl Event<'_> {
     }
 }
 
+impl Event<'_> {
+    /// A stable machine name of the event's kind (the `event` of a JSON
+    /// HA log line, a metric's key): snake case, never changed once given.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Event::HsmFailure { .. } => "hsm_failure",
+            Event::MemberDropped { .. } => "member_dropped",
+            Event::MemberJoined { .. } => "member_joined",
+            Event::MemberInconsistent { .. } => "member_inconsistent",
+            Event::NotRecoverable { .. } => "not_recoverable",
+            Event::HsmDead => "hsm_dead",
+            Event::MemberRecovered { .. } => "member_recovered",
+            Event::RecoveryIncomplete { .. } => "recovery_incomplete",
+            Event::SessionNotMoved { .. } => "session_not_moved",
+            Event::NotReplicated { .. } => "not_replicated",
+            Event::NeedsSync { .. } => "needs_sync",
+            Event::TokenWritten { .. } => "token_written",
+            Event::Refused { .. } => "refused",
+            Event::BadConfig { .. } => "bad_config",
+        }
+    }
+}
+
 impl fmt::Display for Event<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {

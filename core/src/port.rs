@@ -65,12 +65,25 @@ pub unsafe trait RawLock: Send + Sync {
 pub trait Events: Send + Sync {
     /// Records one event.
     fn event(&self, event: &Event<'_>);
+
+    /// A call of an application session took `micros` inside member
+    /// `member` (the call alone: no failover or replay), for a platform
+    /// that keeps latency figures; ignored by default.
+    fn member_call(&self, member: usize, micros: u64) {
+        let _ = (member, micros);
+    }
 }
 
 /// Monotonic milliseconds (any epoch).
 pub trait Clock: Send + Sync {
     /// Milliseconds since an arbitrary, fixed point; never decreases.
     fn now_ms(&self) -> u64;
+
+    /// Microseconds on the same kind of clock, for durations: `now_ms`
+    /// times 1000 unless the platform has better.
+    fn now_us(&self) -> u64 {
+        self.now_ms().saturating_mul(1000)
+    }
 }
 
 /// A PKCS#11 version.

@@ -16,6 +16,7 @@ use std::ffi::OsStr;
 use p11ha_core::config::{Config, Report, flag, parse_decimal};
 use p11ha_core::event::Event;
 
+pub use crate::halog::LogFormat;
 use crate::host::report;
 
 /// How many `P11HA_MODULES` paths are kept.
@@ -39,6 +40,8 @@ const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
 const STATE_DIR: &str = "P11HA_STATE_DIR";
 const LOG_FILE: &str = "ET_PTKC_HA_LOG_FILE";
 const LOG_NAME: &str = "ET_PTKC_HA_LOG_NAME";
+const LOG_FORMAT: &str = "ET_PTKC_HA_LOG_FORMAT";
+const STATUS_SOCKET: &str = "P11HA_STATUS_SOCKET";
 /// The item that names the file the others come from.
 pub const CONF: &str = "P11HA_CONF";
 
@@ -64,6 +67,13 @@ pub struct HostConfig {
     /// `ET_PTKC_HA_LOG_NAME`: the application name in each log line.
     /// Default `ptk_cryptoki`, as PTK.
     pub log_name: String,
+    /// `ET_PTKC_HA_LOG_FORMAT`: `text` (PTK's lines, the default) or
+    /// `json` (one JSON object per line).
+    pub log_format: LogFormat,
+    /// `P11HA_STATUS_SOCKET`: the Unix socket that serves the live state
+    /// (a path, or a directory ending in `/` for `<dir>/<pid>.sock`); none
+    /// by default.
+    pub status_socket: Option<String>,
     /// `P11HA_FAULT_INJECTION=YES`: tests may make members fail on command.
     /// Only the test build (the `fault-injection` feature) takes it; the
     /// release build reports it and ignores it.
@@ -83,6 +93,8 @@ impl Default for HostConfig {
             call_timeout_ms: CALL_TIMEOUT_MS,
             log_file: "/ptk_halog.log".into(),
             log_name: "ptk_cryptoki".into(),
+            log_format: LogFormat::Text,
+            status_socket: None,
             fault_injection: false,
             state_dir: None,
         }
@@ -153,6 +165,21 @@ impl HostConfig {
                     fallback: "ptk_cryptoki is used",
                 });
             }
+        } else if key == LOG_FORMAT {
+            match value.to_ascii_lowercase().as_str() {
+                "text" => self.log_format = LogFormat::Text,
+                "json" => self.log_format = LogFormat::Json,
+                _ => {
+                    self.log_format = LogFormat::Text;
+                    report(&Event::BadConfig {
+                        key,
+                        problem: "neither text nor json",
+                        fallback: "the HA log is text",
+                    })
+                }
+            }
+        } else if key == STATUS_SOCKET {
+            self.status_socket = (!value.is_empty()).then(|| value.into());
         } else if key == CONF {
             // It names the file these items come from (see `load`).
         } else if Self::is_item(key) {
@@ -220,12 +247,12 @@ impl HostConfig {
     /// Reads the configuration: the file named by `P11HA_CONF` first, then
     /// the environment, which wins. Problems go to stderr, and are returned
     /// for the HA log.
-    pub fn load() -> (HostConfig, Vec<String>) {
+    pub fn load() -> (HostConfig, Vec<Problem>) {
         let mut cfg = HostConfig::default();
         let mut problems = Vec::new();
         let mut sink = |e: &Event<'_>| {
             report(e);
-            problems.push(e.to_string());
+            problems.push(Problem::of(e));
         };
         if let Some(path) = std::env::var_os(CONF) {
             match read_limited(&path) {
@@ -252,6 +279,47 @@ impl HostConfig {
             }
         }
         (cfg, problems)
+    }
+}
+
+/// A configuration report kept until the HA log is open (the event
+/// borrows what the configuration no longer holds).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Problem {
+    key: String,
+    problem: String,
+    fallback: String,
+}
+
+impl Problem {
+    fn of(e: &Event<'_>) -> Problem {
+        match *e {
+            Event::BadConfig {
+                key,
+                problem,
+                fallback,
+            } => Problem {
+                key: key.into(),
+                problem: problem.into(),
+                fallback: fallback.into(),
+            },
+            // Configuration reports are BadConfig; anything else keeps its
+            // text.
+            _ => Problem {
+                key: String::new(),
+                problem: e.to_string(),
+                fallback: String::new(),
+            },
+        }
+    }
+
+    /// The report again, as an event.
+    pub fn event(&self) -> Event<'_> {
+        Event::BadConfig {
+            key: &self.key,
+            problem: &self.problem,
+            fallback: &self.fallback,
+        }
     }
 }
 
@@ -344,6 +412,18 @@ mod tests {
         let (cfg, reports) = parse(&[(LOG_NAME, "two words"), (LOG_FILE, "")]);
         assert_eq!(reports, 2);
         assert_eq!(cfg, HostConfig::default());
+    }
+
+    #[test]
+    fn the_log_format_and_the_status_socket() {
+        let (cfg, _) = parse(&[]);
+        assert_eq!((cfg.log_format, cfg.status_socket), (LogFormat::Text, None));
+        let (cfg, reports) = parse(&[(LOG_FORMAT, " JSON "), (STATUS_SOCKET, "/run/p11ha/")]);
+        assert_eq!(reports, 0);
+        assert_eq!(cfg.log_format, LogFormat::Json);
+        assert_eq!(cfg.status_socket.as_deref(), Some("/run/p11ha/"));
+        let (cfg, reports) = parse(&[(LOG_FORMAT, "json"), (LOG_FORMAT, "xml")]);
+        assert_eq!((reports, cfg.log_format), (1, LogFormat::Text));
     }
 
     #[test]

@@ -8,11 +8,21 @@
 //!
 //! The file is created with mode 0600 and appended to with one `write` per
 //! line (`O_APPEND`), so lines of several threads or processes never mix.
-//! If it cannot be opened, lines go to syslog instead. Writing never fails
+//! With `ET_PTKC_HA_LOG_FORMAT=json` each line is a JSON object instead:
+//!
+//! ```text
+//! {"time":"2026-11-27T23:41:07.312Z","app":"ptk_cryptoki","pid":4242,"severity":"Error","event":"hsm_failure","message":"HSM Failure detected hsmIdx=1, hsmSlotId=7","hsm_idx":1,"hsm_slot_id":7}
+//! ```
+//!
+//! (`event` is [`Event::name`], `message` the text line's message, then the
+//! event's own fields). Strings are escaped, control characters as
+//! `\u00XX`, so no value can end a line or forge one.
+//! If it cannot be opened, lines go to syslog instead (as text). Writing never fails
 //! and never panics: an error is dropped. No event carries a PIN or key
 //! material, so none can reach the log.
 
 use std::ffi::CString;
+use std::fmt::Write as _;
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::os::unix::fs::OpenOptionsExt;
@@ -20,10 +30,23 @@ use std::time::{SystemTime, UNIX_EPOCH};
 
 use p11ha_core::event::{Event, Severity};
 
+/// How the lines of the HA log file are written (`ET_PTKC_HA_LOG_FORMAT`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum LogFormat {
+    /// PTK's text lines (the default).
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
 /// Where the HA log goes.
 pub enum HaLog {
     /// The configured file.
-    File { file: File, name: String },
+    File {
+        file: File,
+        name: String,
+        format: LogFormat,
+    },
     /// syslog, when the file could not be opened.
     Syslog {
         /// Keeps openlog's ident string alive while syslog may use it.
@@ -35,7 +58,7 @@ impl HaLog {
     /// Opens (creating, mode 0600) the log file `path`; falls back to
     /// syslog under `name` if that fails. The second value says why the
     /// file could not be used, for the caller to report.
-    pub fn open(path: &str, name: &str) -> (HaLog, Option<String>) {
+    pub fn open(path: &str, name: &str, format: LogFormat) -> (HaLog, Option<String>) {
         match OpenOptions::new()
             .append(true)
             .create(true)
@@ -46,6 +69,7 @@ impl HaLog {
                 HaLog::File {
                     file,
                     name: name.to_owned(),
+                    format,
                 },
                 None,
             ),
@@ -64,19 +88,20 @@ impl HaLog {
 
     /// Writes one event.
     pub fn write(&self, event: &Event<'_>) {
-        self.write_line(event.severity(), &event.to_string());
-    }
-
-    /// Writes one line of `severity`.
-    pub fn write_line(&self, severity: Severity, text: &str) {
+        let severity = event.severity();
+        let text = event.to_string();
         match self {
-            HaLog::File { file, name } => {
-                let line = format!(
-                    "{} {name}[{}] {}: {text}\n",
-                    timestamp(SystemTime::now()),
-                    std::process::id(),
-                    severity.as_str()
-                );
+            HaLog::File { file, name, format } => {
+                let now = SystemTime::now();
+                let pid = std::process::id();
+                let line = match format {
+                    LogFormat::Text => format!(
+                        "{} {name}[{pid}] {}: {text}\n",
+                        timestamp(now),
+                        severity.as_str()
+                    ),
+                    LogFormat::Json => json_line(now, name, pid, &text, event),
+                };
                 // One write with O_APPEND: the line lands whole. Errors are
                 // dropped: logging must never fail the application.
                 let _ = (&*file).write_all(line.as_bytes());
@@ -109,17 +134,174 @@ impl Drop for HaLog {
 
 /// `YYYY-MM-DD HH:MM:SS.mmm UTC` for `t`.
 pub fn timestamp(t: SystemTime) -> String {
+    let ((y, m, day), (h, min, s), ms) = parts(t);
+    format!("{y:04}-{m:02}-{day:02} {h:02}:{min:02}:{s:02}.{ms:03} UTC")
+}
+
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (RFC 3339, UTC, milliseconds) for `t`.
+pub fn rfc3339(t: SystemTime) -> String {
+    let ((y, m, day), (h, min, s), ms) = parts(t);
+    format!("{y:04}-{m:02}-{day:02}T{h:02}:{min:02}:{s:02}.{ms:03}Z")
+}
+
+type Parts = ((i64, u32, u32), (u64, u64, u64), u32);
+
+/// The UTC date, time of day and milliseconds of `t`.
+fn parts(t: SystemTime) -> Parts {
     let d = t.duration_since(UNIX_EPOCH).unwrap_or_default();
     let secs = d.as_secs();
-    let (y, m, day) = civil_from_days((secs / 86_400) as i64);
     let s = secs % 86_400;
-    format!(
-        "{y:04}-{m:02}-{day:02} {:02}:{:02}:{:02}.{:03} UTC",
-        s / 3600,
-        s / 60 % 60,
-        s % 60,
-        d.subsec_millis()
+    (
+        civil_from_days((secs / 86_400) as i64),
+        (s / 3600, s / 60 % 60, s % 60),
+        d.subsec_millis(),
     )
+}
+
+/// One JSON line (with its `\n`): the common members, then `event`'s own
+/// fields if given.
+fn json_line(time: SystemTime, app: &str, pid: u32, message: &str, event: &Event<'_>) -> String {
+    let mut j = Json(String::with_capacity(256));
+    j.0.push('{');
+    j.str("time", &rfc3339(time));
+    j.str("app", app);
+    j.num("pid", u64::from(pid));
+    j.str("severity", event.severity().as_str());
+    j.str("event", event.name());
+    j.str("message", message);
+    match *event {
+        Event::HsmFailure {
+            hsm_idx,
+            hsm_slot_id,
+        }
+        | Event::MemberRecovered {
+            hsm_idx,
+            hsm_slot_id,
+        }
+        | Event::NeedsSync {
+            hsm_idx,
+            hsm_slot_id,
+        } => {
+            j.num("hsm_idx", hsm_idx as u64);
+            j.num("hsm_slot_id", hsm_slot_id);
+        }
+        Event::MemberDropped {
+            hsm_idx,
+            hsm_slot_id,
+            rv,
+        } => {
+            j.num("hsm_idx", hsm_idx as u64);
+            j.num("hsm_slot_id", hsm_slot_id);
+            j.str("rv", &rv.to_string());
+        }
+        Event::MemberJoined {
+            hsm_idx,
+            hsm_slot_id,
+            slot,
+        } => {
+            j.num("hsm_idx", hsm_idx as u64);
+            j.num("hsm_slot_id", hsm_slot_id);
+            j.num("slot", slot);
+        }
+        Event::MemberInconsistent {
+            hsm_idx,
+            hsm_slot_id,
+            function,
+            rv,
+        } => {
+            j.num("hsm_idx", hsm_idx as u64);
+            j.num("hsm_slot_id", hsm_slot_id);
+            j.str("function", function);
+            j.str("rv", &rv.to_string());
+        }
+        Event::NotRecoverable { lost } => j.str("lost", &lost.to_string()),
+        Event::RecoveryIncomplete { what, rv } => {
+            j.str("what", what);
+            j.str("rv", &rv.to_string());
+        }
+        Event::SessionNotMoved { hsm_idx, rv } => {
+            j.num("hsm_idx", hsm_idx as u64);
+            j.str("rv", &rv.to_string());
+        }
+        Event::NotReplicated {
+            function,
+            why,
+            hsm_idx,
+            refused,
+        } => {
+            j.str("function", function);
+            j.str("why", why);
+            j.num("hsm_idx", hsm_idx as u64);
+            let _ = write!(j.0, ",\"refused\":{refused}");
+        }
+        Event::TokenWritten { slot, members } => {
+            j.num("slot", slot);
+            j.0.push_str(",\"members\":[");
+            let mut sep = "";
+            for i in (0..32).filter(|i| members & (1 << i) != 0) {
+                let _ = write!(j.0, "{sep}{i}");
+                sep = ",";
+            }
+            j.0.push(']');
+        }
+        Event::Refused { function, why, rv } => {
+            j.str("function", function);
+            j.str("why", why);
+            j.str("rv", &rv.to_string());
+        }
+        Event::BadConfig {
+            key,
+            problem,
+            fallback,
+        } => {
+            j.str("key", key);
+            j.str("problem", problem);
+            j.str("fallback", fallback);
+        }
+        Event::HsmDead => {}
+    }
+    j.0.push_str("}\n");
+    j.0
+}
+
+/// A JSON object being written (after its `{`).
+struct Json(String);
+
+impl Json {
+    fn key(&mut self, key: &str) {
+        if !self.0.ends_with('{') {
+            self.0.push(',');
+        }
+        self.quoted(key);
+        self.0.push(':');
+    }
+
+    fn num(&mut self, key: &str, n: u64) {
+        self.key(key);
+        let _ = write!(self.0, "{n}");
+    }
+
+    fn str(&mut self, key: &str, value: &str) {
+        self.key(key);
+        self.quoted(value);
+    }
+
+    /// `s` as a JSON string: `"` and `\\` escaped, every control character
+    /// (C0, DEL, C1) and the line and paragraph separators as `\uXXXX`.
+    fn quoted(&mut self, s: &str) {
+        self.0.push('"');
+        for c in s.chars() {
+            match c {
+                '"' => self.0.push_str("\\\""),
+                '\\' => self.0.push_str("\\\\"),
+                c if c.is_control() || c == '\u{2028}' || c == '\u{2029}' => {
+                    let _ = write!(self.0, "\\u{:04x}", u32::from(c));
+                }
+                c => self.0.push(c),
+            }
+        }
+        self.0.push('"');
+    }
 }
 
 /// The proleptic Gregorian date of a day count since 1970-01-01 (Howard
@@ -157,7 +339,7 @@ mod tests {
         use std::os::unix::fs::PermissionsExt;
         let path = std::env::temp_dir().join(format!("p11ha-halog-{}", std::process::id()));
         let _ = std::fs::remove_file(&path);
-        let (log, problem) = HaLog::open(path.to_str().unwrap(), "myapp");
+        let (log, problem) = HaLog::open(path.to_str().unwrap(), "myapp", LogFormat::Text);
         assert!(problem.is_none());
         log.write(&Event::HsmFailure {
             hsm_idx: 1,
@@ -176,8 +358,44 @@ mod tests {
     }
 
     #[test]
+    fn json_lines_carry_the_fields_and_cannot_be_forged() {
+        let t = UNIX_EPOCH + Duration::from_millis(1_795_822_867_312);
+        let e = Event::HsmFailure {
+            hsm_idx: 1,
+            hsm_slot_id: 7,
+        };
+        assert_eq!(
+            json_line(t, "app", 42, &e.to_string(), &e),
+            "{\"time\":\"2026-11-27T23:41:07.312Z\",\"app\":\"app\",\"pid\":42,\
+             \"severity\":\"Error\",\"event\":\"hsm_failure\",\
+             \"message\":\"HSM Failure detected hsmIdx=1, hsmSlotId=7\",\
+             \"hsm_idx\":1,\"hsm_slot_id\":7}\n"
+        );
+        let e = Event::BadConfig {
+            key: "P11HA_X\n{\"event\":\"hsm_failure\"}\u{85}\u{2028}\\",
+            problem: "p",
+            fallback: "f",
+        };
+        let line = json_line(t, "app", 42, &e.to_string(), &e);
+        assert_eq!(line.matches('\n').count(), 1);
+        assert!(line.ends_with("}\n"));
+        assert!(
+            !line
+                .trim_end()
+                .contains(|c: char| c.is_control() || c == '\u{2028}')
+        );
+        assert!(line.contains(r#""key":"P11HA_X\u000a{\"event\":\"hsm_failure\"}\u0085\u2028\\""#));
+        let e = Event::TokenWritten {
+            slot: 0,
+            members: 0b101,
+        };
+        let line = json_line(t, "app", 1, "m", &e);
+        assert!(line.ends_with("\"slot\":0,\"members\":[0,2]}\n"), "{line}");
+    }
+
+    #[test]
     fn an_unwritable_file_falls_back_to_syslog() {
-        let (log, problem) = HaLog::open("/nonexistent-dir/ha.log", "myapp");
+        let (log, problem) = HaLog::open("/nonexistent-dir/ha.log", "myapp", LogFormat::Json);
         assert!(matches!(log, HaLog::Syslog { .. }));
         assert!(problem.unwrap().contains("/nonexistent-dir/ha.log"));
         // Writing to syslog must not fail or panic, with or without a daemon.

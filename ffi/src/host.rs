@@ -6,7 +6,7 @@
 
 use std::ffi::c_void;
 use std::io::Write;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 
 use cryptoki_sys::*;
 use p11ha_adapters::either::Either;
@@ -86,6 +86,10 @@ impl Default for HostClock {
 impl Clock for HostClock {
     fn now_ms(&self) -> u64 {
         self.0.elapsed().as_millis() as u64
+    }
+
+    fn now_us(&self) -> u64 {
+        self.0.elapsed().as_micros() as u64
     }
 }
 
@@ -389,10 +393,122 @@ pub struct HostEvents {
     pub log: Option<HaLog>,
     /// The members that missed token writes, kept for later processes.
     pub sync: std::sync::Arc<crate::syncstate::SyncState>,
+    /// What happened, counted (the live state's counters).
+    pub counters: Counters,
+}
+
+/// Every [`Event::name`], in the order of [`Counters::events`].
+pub const EVENT_KINDS: [&str; 14] = [
+    "hsm_failure",
+    "member_dropped",
+    "member_joined",
+    "member_inconsistent",
+    "not_recoverable",
+    "hsm_dead",
+    "member_recovered",
+    "recovery_incomplete",
+    "session_not_moved",
+    "not_replicated",
+    "needs_sync",
+    "token_written",
+    "refused",
+    "bad_config",
+];
+
+/// Events counted since `C_Initialize`: one relaxed atomic add per event.
+pub struct Counters {
+    /// Events of each kind of [`EVENT_KINDS`].
+    pub events: [AtomicU64; EVENT_KINDS.len()],
+    /// Per member: its failures (taken out of service, HA or WLD mode).
+    pub failures: [AtomicU64; crate::runtime::capacity::MEMBERS],
+    /// Per member: its recoveries (back in service).
+    pub recoveries: [AtomicU64; crate::runtime::capacity::MEMBERS],
+    /// Per member: how long application sessions' calls took in it.
+    pub latency: [Histogram; crate::runtime::capacity::MEMBERS],
+}
+
+/// The upper bounds of [`Histogram`]'s buckets, in microseconds (a last
+/// bucket takes the rest).
+pub const LATENCY_BOUNDS_US: [u64; 14] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000, 5_000_000,
+];
+
+/// Durations counted by bucket (not cumulative: a reader sums them), with
+/// their sum: three relaxed atomic adds per duration.
+pub struct Histogram {
+    /// Counts per bucket of [`LATENCY_BOUNDS_US`], then beyond the last.
+    pub buckets: [AtomicU64; LATENCY_BOUNDS_US.len() + 1],
+    /// The sum of the durations, in microseconds.
+    pub sum_us: AtomicU64,
+}
+
+impl Default for Histogram {
+    fn default() -> Self {
+        Histogram {
+            buckets: std::array::from_fn(|_| AtomicU64::new(0)),
+            sum_us: AtomicU64::new(0),
+        }
+    }
+}
+
+impl Histogram {
+    /// Counts one duration of `micros`.
+    pub fn record(&self, micros: u64) {
+        let i = LATENCY_BOUNDS_US.partition_point(|&b| b < micros);
+        self.buckets[i].fetch_add(1, Ordering::Relaxed);
+        self.sum_us.fetch_add(micros, Ordering::Relaxed);
+    }
+}
+
+impl Default for Counters {
+    fn default() -> Self {
+        Counters {
+            events: std::array::from_fn(|_| AtomicU64::new(0)),
+            failures: std::array::from_fn(|_| AtomicU64::new(0)),
+            recoveries: std::array::from_fn(|_| AtomicU64::new(0)),
+            latency: std::array::from_fn(|_| Histogram::default()),
+        }
+    }
+}
+
+impl Counters {
+    /// Counts `event`.
+    pub fn count(&self, event: &Event<'_>) {
+        let name = event.name();
+        if let Some(i) = EVENT_KINDS.iter().position(|k| *k == name) {
+            self.events[i].fetch_add(1, Ordering::Relaxed);
+        }
+        let (per_member, index) = match *event {
+            Event::HsmFailure { hsm_idx, .. } | Event::MemberDropped { hsm_idx, .. } => {
+                (&self.failures, hsm_idx)
+            }
+            Event::MemberRecovered { hsm_idx, .. } => (&self.recoveries, hsm_idx),
+            _ => return,
+        };
+        if let Some(c) = per_member.get(index) {
+            c.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// How many events named `kind` were counted.
+    pub fn of(&self, kind: &str) -> u64 {
+        EVENT_KINDS
+            .iter()
+            .position(|k| *k == kind)
+            .map_or(0, |i| self.events[i].load(Ordering::Relaxed))
+    }
 }
 
 impl Events for HostEvents {
+    fn member_call(&self, member: usize, micros: u64) {
+        if let Some(h) = self.counters.latency.get(member) {
+            h.record(micros);
+        }
+    }
+
     fn event(&self, event: &Event<'_>) {
+        self.counters.count(event);
         if let Event::TokenWritten { members, .. } = *event
             && let Some(trouble) = self.sync.written(members)
         {
@@ -423,5 +539,40 @@ pub fn report(event: &Event<'_>) {
             "p11ha: {}: {event}",
             event.severity().as_str()
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn durations_go_to_the_bucket_of_their_upper_bound() {
+        let h = Histogram::default();
+        for us in [0, 100, 101, 5_000_000, 5_000_001] {
+            h.record(us);
+        }
+        let counts: Vec<u64> = h
+            .buckets
+            .iter()
+            .map(|b| b.load(Ordering::Relaxed))
+            .collect();
+        assert_eq!(counts[0], 2, "le 100 us: 0 and 100");
+        assert_eq!(counts[1], 1, "le 250 us: 101");
+        assert_eq!(counts[LATENCY_BOUNDS_US.len() - 1], 1, "le 5 s");
+        assert_eq!(counts[LATENCY_BOUNDS_US.len()], 1, "beyond");
+        assert_eq!(h.sum_us.load(Ordering::Relaxed), 10_000_202);
+    }
+
+    #[test]
+    fn every_event_kind_is_counted() {
+        let c = Counters::default();
+        c.count(&Event::HsmDead);
+        c.count(&Event::HsmFailure {
+            hsm_idx: 2,
+            hsm_slot_id: 9,
+        });
+        assert_eq!((c.of("hsm_dead"), c.of("hsm_failure")), (1, 1));
+        assert_eq!(c.failures[2].load(Ordering::Relaxed), 1);
     }
 }

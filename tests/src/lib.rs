@@ -27,6 +27,7 @@ use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_ULONG};
 pub mod dh;
 pub mod ha;
 pub mod remote;
+pub mod status;
 
 /// The user PIN of every test token.
 pub const USER_PIN: &str = "1234";

@@ -313,17 +313,27 @@ fn member_count(lib: &Lib) -> usize {
 }
 
 /// HA mode over one `p11-kit server` member (token 0 of `tokens`) and
-/// SoftHSM as a module serving the other two; the recovery thread runs.
+/// SoftHSM as a module serving the other two; the recovery thread runs,
+/// and the status thread serves [`status_socket`].
 fn ha_with_a_remote_member() -> (Tokens, Vec<Server>) {
     let tokens = tokens(3);
     let servers = serve(&tokens, 1);
     let list = servers[0].address();
+    let status = status_socket().display().to_string();
     ha::configure_ha(
         &tokens,
         200,
-        &[("ET_HSM_NETCLIENT_SERVERLIST", list.as_str())],
+        &[
+            ("ET_HSM_NETCLIENT_SERVERLIST", list.as_str()),
+            ("P11HA_STATUS_SOCKET", status.as_str()),
+        ],
     );
     (tokens, servers)
+}
+
+/// The live state's socket of this process.
+fn status_socket() -> std::path::PathBuf {
+    std::env::temp_dir().join(format!("p11ha-lifecycle-{}.sock", std::process::id()))
 }
 
 #[test]
@@ -352,10 +362,15 @@ fn after_finalize_no_thread_or_descriptor_remains_and_the_library_unloads() {
                 assert!(verifies(&tokens, &data, &sig));
                 sessions.push(s);
             }
-            // While initialised: p11ha's thread, its log and a connection.
+            // While initialised: p11ha's threads, its log, a connection
+            // and the status socket.
             ha::wait_for("the recovery thread", || {
                 threads().values().any(|n| n == "p11ha-recovery")
             });
+            ha::wait_for("the status thread", || {
+                threads().values().any(|n| n == "p11ha-status")
+            });
+            assert!(status_socket().exists());
             let open: Vec<String> = descriptors()
                 .into_iter()
                 .filter(|(fd, _)| !fds_before.contains_key(fd))
@@ -380,6 +395,7 @@ fn after_finalize_no_thread_or_descriptor_remains_and_the_library_unloads() {
                 fds_before,
                 "the descriptors of before C_Initialize, only"
             );
+            assert!(!status_socket().exists(), "the status socket is removed");
             // SoftHSM, which p11ha initialised, was finalised (or unloaded).
             if is_loaded(SOFTHSM) {
                 let softhsm = Lib::open(Path::new(SOFTHSM));
@@ -407,6 +423,43 @@ fn after_finalize_no_thread_or_descriptor_remains_and_the_library_unloads() {
             assert!(verifies(&tokens, &data, &sig));
             assert_eq!(finalize(lib.f()), CKR_OK);
             assert_eq!(threads(), threads_before);
+            assert_eq!(lib.close(), 0);
+        },
+    );
+}
+
+/// An application that forbids p11ha threads of its own gets no status
+/// socket and no status thread, and the library works.
+#[test]
+fn no_status_thread_when_the_application_forbids_threads() {
+    in_own_process(
+        "no_status_thread_when_the_application_forbids_threads",
+        || {
+            let (_tokens, _servers) = ha_with_a_remote_member();
+            let threads_before = threads();
+            let lib = Lib::open(&lib_path());
+            let mut args = CK_C_INITIALIZE_ARGS {
+                CreateMutex: None,
+                DestroyMutex: None,
+                LockMutex: None,
+                UnlockMutex: None,
+                flags: CKF_OS_LOCKING_OK | CKF_LIBRARY_CANT_CREATE_OS_THREADS,
+                pReserved: std::ptr::null_mut(),
+            };
+            // SAFETY: valid initialisation arguments for the duration of the call.
+            let rv = unsafe { lib.f().C_Initialize.unwrap()(&mut args as *mut _ as *mut c_void) };
+            assert_eq!(rv, CKR_OK);
+            user_session(lib.f()).expect("a session");
+            assert_eq!(threads(), threads_before, "no thread of p11ha's");
+            assert!(!status_socket().exists());
+            let log = std::fs::read_to_string(ha::log_path()).unwrap_or_default();
+            assert!(
+                log.contains(
+                    "Configuration P11HA_STATUS_SOCKET: the application forbids p11ha threads"
+                ),
+                "{log}"
+            );
+            assert_eq!(finalize(lib.f()), CKR_OK);
             assert_eq!(lib.close(), 0);
         },
     );

@@ -42,7 +42,7 @@
 //! not keep ends in a clear error for the call that needs it, with a log
 //! line, never in a different result.
 
-use core::sync::atomic::{AtomicBool, Ordering};
+use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 use crate::ck::Rv;
 use crate::config::{Config, Mode};
@@ -86,7 +86,7 @@ pub const MAX_MEMBERS: usize = 32;
 pub const VERSION: Version = Version { major: 0, minor: 1 };
 
 /// A member as [`Engine::member_status`] shows it.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct MemberStatus {
     /// The virtual slot it serves.
     pub slot: u64,
@@ -121,6 +121,22 @@ pub struct Engine<P: Platform> {
     clock: P::Clock,
     /// "Session potentially not recoverable" was reported.
     reported_unrecoverable: AtomicBool,
+    /// Sessions failed over to another member, their state rebuilt.
+    failovers: AtomicU32,
+    /// Sessions moved to their slot's home of session objects.
+    moves: AtomicU32,
+}
+
+/// What the engine counted since it was made (for an operator's live
+/// view): each count wraps at 2^32.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counts {
+    /// Sessions failed over to another member with their state replayed
+    /// (what could not be rebuilt is said by `RecoveryIncomplete`).
+    pub failovers: u32,
+    /// Sessions moved to the member that holds their slot's session
+    /// objects.
+    pub moves: u32,
 }
 
 impl<P: Platform> Engine<P> {
@@ -145,6 +161,8 @@ impl<P: Platform> Engine<P> {
             events,
             clock,
             reported_unrecoverable: AtomicBool::new(false),
+            failovers: AtomicU32::new(0),
+            moves: AtomicU32::new(0),
         };
         if config.mode.is_virtual() {
             for s in config.wld_slots.as_slice() {
@@ -227,6 +245,22 @@ impl<P: Platform> Engine<P> {
         self.pool.up(index)
     }
 
+    /// Calls inside member `index` now (0 for an index past the members).
+    pub fn member_calls_in_flight(&self, index: usize) -> u32 {
+        if index >= self.member_count() {
+            return 0;
+        }
+        self.pool.calls_in_flight(index)
+    }
+
+    /// What the engine counted (see [`Counts`]).
+    pub fn counts(&self) -> Counts {
+        Counts {
+            failovers: self.failovers.load(Ordering::Relaxed),
+            moves: self.moves.load(Ordering::Relaxed),
+        }
+    }
+
     /// What an operator (or a test) sees of member `index`.
     pub fn member_status(&self, index: usize) -> Option<MemberStatus> {
         if index >= self.member_count() {
@@ -298,7 +332,10 @@ impl<P: Platform> Engine<P> {
             let real = s.real;
             let entry = self.pool.entry(m);
             let _busy = entry.busy();
+            let t0 = self.clock.now_us();
             let r = f(&entry.member, s, index);
+            self.events
+                .member_call(m, self.clock.now_us().saturating_sub(t0));
             if let Err(Error::Elsewhere { member }) = r {
                 // A session object the call needs is on its slot's home.
                 drop(_busy);

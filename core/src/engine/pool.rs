@@ -523,6 +523,11 @@ impl<P: Platform> Pool<P> {
         due
     }
 
+    /// How many calls are inside member `m` now.
+    pub(super) fn calls_in_flight(&self, m: usize) -> u32 {
+        self.entry(m).in_flight.load(Ordering::Relaxed)
+    }
+
     /// Whether a call is inside member `m` now.
     pub(super) fn in_flight(&self, m: usize) -> bool {
         self.entry(m).in_flight.load(Ordering::Acquire) != 0

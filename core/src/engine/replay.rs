@@ -87,6 +87,8 @@ impl<P: Platform> Engine<P> {
                     s.real = real;
                     s.epoch = entry.epoch();
                     s.orphan = false;
+                    self.failovers
+                        .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
                     return Ok(());
                 }
                 Err(e) if !self.member_up(m) || self.pool.failed(m, Some(real), &e) => {
@@ -165,6 +167,8 @@ impl<P: Platform> Engine<P> {
         s.member = target;
         s.real = real;
         s.epoch = entry.epoch();
+        self.moves
+            .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         Ok(())
     }
 

@@ -163,6 +163,20 @@ pub fn with<T>(f: impl FnOnce(&Runtime) -> Result<T>) -> Result<T> {
     f(rt)
 }
 
+/// Calls `f` with the runtime like [`with`], without inline recovery: for
+/// p11ha's own readers (the status thread), which must never do the
+/// application's work. `None` if the library is not initialised.
+pub(super) fn peek<T>(f: impl FnOnce(&Runtime) -> T) -> Option<T> {
+    let _in = InFlight::enter();
+    let p = RUNTIME.load(Ordering::SeqCst);
+    if p.is_null() {
+        return None;
+    }
+    // SAFETY: as in with(): p stays valid while this call is counted in
+    // flight.
+    Some(f(unsafe { &*p }))
+}
+
 /// Registers the fork handlers, once per load of the library.
 pub(super) fn register_fork_handlers() {
     ATFORK.call_once(|| {

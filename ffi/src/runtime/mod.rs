@@ -6,9 +6,11 @@
 //!   and `fork()`;
 //! - [`init_args`]: what `C_Initialize`'s arguments ask of p11ha;
 //! - [`members`]: the modules and servers, and what of them is a member;
-//! - [`recovery`]: failed members brought back, by a thread or inline.
+//! - [`recovery`]: failed members brought back, by a thread or inline;
+//! - [`status`]: the live state on a Unix socket (`P11HA_STATUS_SOCKET`).
 //!
-//! `C_Finalize` closes everything: the recovery thread is joined, every
+//! `C_Finalize` closes everything: the recovery and status threads are
+//! joined (the status socket removed), every
 //! member session closed, the modules p11ha initialised finalised and
 //! unloaded, the connections and the HA log closed, so that nothing of p11ha
 //! runs or stays open and the application may `dlclose` the library.
@@ -19,7 +21,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use p11ha_core::ck::Rv;
 use p11ha_core::config::Mode;
 use p11ha_core::engine::Storage;
-use p11ha_core::event::{Event, Severity};
+use p11ha_core::event::Event;
 use p11ha_core::journal::Journal;
 use p11ha_core::port::Events;
 use p11ha_core::{Engine, Error, Result};
@@ -33,6 +35,7 @@ mod init_args;
 mod lifecycle;
 mod members;
 mod recovery;
+mod status;
 
 pub use init_args::{InitArgs, init_args};
 pub use lifecycle::with;
@@ -40,6 +43,7 @@ pub use lifecycle::with;
 use lifecycle::Lifecycle;
 use members::Members;
 use recovery::Recovery;
+use status::Status;
 
 /// Capacities of the host build, fixed at build time. Memory is allocated
 /// once, at `C_Initialize`.
@@ -86,6 +90,8 @@ pub struct Runtime {
     recovery: Recovery,
     /// The members that missed token writes (`P11HA_STATE_DIR`).
     sync: Arc<SyncState>,
+    /// The live state's socket and thread (`P11HA_STATUS_SOCKET`).
+    status: Status,
 }
 
 /// `C_Initialize`.
@@ -99,7 +105,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     let ha = config.core.mode == Mode::Ha;
     let (log, trouble) = match ha {
         true => {
-            let (log, trouble) = HaLog::open(&config.log_file, &config.log_name);
+            let (log, trouble) = HaLog::open(&config.log_file, &config.log_name, config.log_format);
             (Some(log), trouble)
         }
         false => (None, None),
@@ -111,6 +117,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     let events = HostEvents {
         log,
         sync: sync.clone(),
+        counters: Default::default(),
     };
     if let Some(trouble) = sync_trouble {
         events.event(&Event::BadConfig {
@@ -126,9 +133,12 @@ pub fn initialize(args: InitArgs) -> Result<()> {
             fallback: "the HA log goes to syslog",
         });
     }
-    if let Some(log) = &events.log {
-        for p in &problems {
-            log.write_line(Severity::Warning, p);
+    // Already on stderr: to the log (and the counters) only.
+    for p in &problems {
+        let e = p.event();
+        events.counters.count(&e);
+        if let Some(log) = &events.log {
+            log.write(&e);
         }
     }
     let warn = |e: &Event<'_>| events.event(e);
@@ -191,6 +201,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         members,
         recovery,
         sync,
+        status: Status::none(),
     });
     runtime.rescan();
     if !nothing {
@@ -198,6 +209,11 @@ pub fn initialize(args: InitArgs) -> Result<()> {
     }
     let delay = runtime.config.core.recover_delay();
     runtime.recovery.start(delay);
+    runtime.status = Status::start(
+        runtime.config.status_socket.as_deref(),
+        args.threads,
+        &|e| runtime.engine.events().event(e),
+    );
     lifecycle::publish(runtime);
     lifecycle::hold_loaded();
     Ok(())
@@ -222,6 +238,7 @@ pub fn finalize() -> Result<()> {
     let _life = Lifecycle::lock();
     let mut runtime = lifecycle::unpublish().ok_or(Error::Rv(Rv::CRYPTOKI_NOT_INITIALIZED))?;
     runtime.recovery.stop();
+    runtime.status.stop();
     runtime.engine.close_everything();
     // Dropping the engine drops its members; the modules are finalised and
     // unloaded when the last reference to each goes.

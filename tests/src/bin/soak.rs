@@ -23,9 +23,15 @@
 //! thread idle) and measures its resident memory and open descriptors; the
 //! two must agree within [`RSS_BOUND_KB`] and [`FD_BOUND`].
 //!
+//! Throughout, a scraper reads the live state (`P11HA_STATUS_SOCKET`) every
+//! 100 ms; every scrape must be whole, and at the end each member's failure
+//! and recovery counters and the incomplete replays must equal the HA log's
+//! lines, and the socket must be gone after `C_Finalize`.
+//!
 //! Exit status 0 only if there was no wrong result and no unexpected error,
-//! the drift is within bounds, the HA log shows at least one failover, and
-//! no `p11-kit` process of this run is left.
+//! the drift is within bounds, the HA log shows at least one failover, the
+//! live state agrees with the log, and no `p11-kit` process of this run is
+//! left.
 
 use std::collections::BTreeSet;
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
@@ -39,6 +45,7 @@ use cryptoki::session::Session;
 use cryptoki::slot::Slot;
 use p11ha_tests::ha::{log_lines, log_path};
 use p11ha_tests::remote::{self, with_server};
+use p11ha_tests::status::{try_member_value, try_scrape, try_value};
 use p11ha_tests::*;
 
 /// Resident memory may grow by at most this much (KiB) between the calm
@@ -641,6 +648,22 @@ fn references(l: &Library, control: &Session) -> Refs {
     refs
 }
 
+/// Scrapes the live state every 100 ms until the end (not while the
+/// program measures calm: a scrape's descriptor would count); the scrapes
+/// made and those that were not whole.
+fn scraper(status: &std::path::Path) -> (usize, usize) {
+    let (mut n, mut bad) = (0, 0);
+    while !STOP.load(Ordering::SeqCst) {
+        std::thread::sleep(Duration::from_millis(100));
+        let _g = GATE.read().unwrap_or_else(|e| e.into_inner());
+        n += 1;
+        if try_scrape(status).is_none() {
+            bad += 1;
+        }
+    }
+    (n, bad)
+}
+
 fn main() {
     let seconds: u64 = std::env::args()
         .nth(1)
@@ -657,10 +680,13 @@ fn main() {
         });
     let warmup = Duration::from_secs((seconds / 10).max(10));
     println!("soak: {seconds} s, warm-up {warmup:?}, seed {seed} (P11HA_SOAK_SEED repeats it)");
+    let status = std::env::temp_dir().join(format!("p11ha-soak-{}.sock", std::process::id()));
+    let status_setting = status.display().to_string();
     let l = remote::start(
         SERVERS,
         300,
         &[
+            ("P11HA_STATUS_SOCKET", status_setting.as_str()),
             ("ET_PTKC_HA_LOG_NAME", "p11ha-soak"),
             ("P11HA_CALL_TIMEOUT_MS", "1000"),
             ("P11HA_CONNECT_TIMEOUT_MS", "1000"),
@@ -676,6 +702,13 @@ fn main() {
         .name("soak-driver".into())
         .spawn(move || driver(seed))
         .expect("driver thread");
+    let scraper = {
+        let status = status.clone();
+        std::thread::Builder::new()
+            .name("soak-scraper".into())
+            .spawn(move || scraper(&status))
+            .expect("scraper thread")
+    };
     let workers: Vec<_> = (0..WORKERS)
         .map(|w| {
             let refs = refs.clone();
@@ -698,6 +731,7 @@ fn main() {
         w.join().expect("worker");
     }
     let counts = driver.join().expect("driver");
+    let (scrapes, bad_scrapes) = scraper.join().expect("scraper");
     let duration = started.elapsed();
     drop(control);
 
@@ -708,9 +742,29 @@ fn main() {
         .iter()
         .filter(|l| l.contains("Session recovery incomplete"))
         .count();
+    let last = try_scrape(&status).unwrap_or_default();
+    let mut live_disagrees = Vec::new();
+    for i in 0..SERVERS {
+        let f = try_member_value(&last, "p11ha_member_failures_total", i);
+        let r = try_member_value(&last, "p11ha_member_recoveries_total", i);
+        if f != Some(failed[i] as u64) || r != Some(back[i] as u64) {
+            live_disagrees.push(format!(
+                "member {i}: failures {f:?} recoveries {r:?}, the log {} and {}",
+                failed[i], back[i]
+            ));
+        }
+    }
+    let live_incomplete = try_value(&last, "p11ha_replays_incomplete_total");
+    if live_incomplete != Some(incomplete as u64) {
+        live_disagrees.push(format!(
+            "replays incomplete {live_incomplete:?}, the log {incomplete}"
+        ));
+    }
+    let live_failovers = try_value(&last, "p11ha_failovers_total");
     // SAFETY: no thread uses the library any more; the Pkcs11 value lives
     // in a static that is never dropped, so it will not finalize again.
     let rv = unsafe { raw().C_Finalize.expect("C_Finalize")(std::ptr::null_mut()) };
+    let socket_left = status.exists();
     {
         let mut servers = remote::servers().lock().unwrap_or_else(|e| e.into_inner());
         for s in servers.iter_mut() {
@@ -758,6 +812,14 @@ fn main() {
     println!("fds_warm={fds_warm}");
     println!("fds_end={fds_end}");
     println!("fds_drift={fds_drift} (bound {FD_BOUND})");
+    println!("scrapes={scrapes}");
+    println!("bad_scrapes={bad_scrapes}");
+    println!("live_session_failovers={live_failovers:?}");
+    println!("live_state_agrees_with_log={}", live_disagrees.is_empty());
+    for d in &live_disagrees {
+        println!("  disagrees: {d}");
+    }
+    println!("status_socket_left={socket_left}");
     println!("c_finalize_rv={rv:#x}");
     println!("leftover_processes={}", leftovers.len());
     for p in &leftovers {
@@ -776,6 +838,10 @@ fn main() {
         && drift_ok
         && failovers > 0
         && leftovers.is_empty()
+        && scrapes > 0
+        && bad_scrapes == 0
+        && live_disagrees.is_empty()
+        && !socket_left
         && rv == 0;
     println!(
         "soak {}: {total} operations in {:.0} s by {WORKERS} threads over {SERVERS} p11-kit servers, \
