@@ -11,6 +11,7 @@ use libp11ha::config::HostConfig;
 
 mod check;
 mod json;
+mod live;
 mod members;
 mod pin;
 mod selftest;
@@ -24,9 +25,11 @@ own, with the library's configuration: the file named by P11HA_CONF, then the
 environment (P11HA_MODULES, ET_HSM_NETCLIENT_SERVERLIST, ET_PTKC_*, ...).
 
 Commands:
-  status [--json]          each slot and its members: hsmIdx, where, up or not
+  status [--json] [--live] each slot and its members: hsmIdx, where, up or not
                            (and why), token label, serial, model, firmware, and
-                           the time of one C_GetTokenInfo now
+                           the time of one C_GetTokenInfo now; --live adds
+                           each running application's own view, read from the
+                           sockets P11HA_STATUS_SOCKET names
   selftest [--pin-file F] [--key LABEL]
                            on every member: log in, sign and verify with the
                            key pair labelled LABEL (default ec-key)
@@ -53,6 +56,7 @@ pub const USAGE: u8 = 2;
 struct Args {
     command: String,
     json: bool,
+    live: bool,
     pin_file: Option<String>,
     key: Option<String>,
 }
@@ -63,6 +67,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
     let mut a = Args {
         command,
         json: false,
+        live: false,
         pin_file: None,
         key: None,
     };
@@ -74,6 +79,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
         };
         match (a.command.as_str(), arg.as_str()) {
             ("status", "--json") => a.json = true,
+            ("status", "--live") => a.live = true,
             ("selftest" | "check", "--pin-file") => a.pin_file = Some(value(arg)?),
             ("selftest", "--key") => a.key = Some(value(arg)?),
             (_, "--pin" | "-p") => {
@@ -126,10 +132,37 @@ fn main() -> ExitCode {
         "status" => {
             let views = status::slots(&cfg, &found);
             let code = status::exit_status(&cfg, &found, &views);
+            let live: Option<Vec<live::Live>> = args.live.then(|| {
+                cfg.status_socket
+                    .as_deref()
+                    .map(live::sockets)
+                    .unwrap_or_default()
+                    .iter()
+                    .map(|p| live::read(p))
+                    .collect()
+            });
             if args.json {
-                println!("{}", status::to_json(&cfg, &found, code));
+                let doc = status::to_json(&cfg, &found, code);
+                match &live {
+                    // One more key, before the closing brace.
+                    Some(l) => println!(
+                        "{},\"live\":{}}}",
+                        doc.trim_end().trim_end_matches('}'),
+                        live::to_json(l)
+                    ),
+                    None => println!("{doc}"),
+                }
             } else {
                 print!("{}", status::table(&cfg, &found));
+                if let Some(l) = &live {
+                    if cfg.status_socket.is_none() {
+                        println!(
+                            "\nlive: P11HA_STATUS_SOCKET is not set: no application serves its state"
+                        );
+                    } else {
+                        print!("{}", live::table(l));
+                    }
+                }
             }
             code
         }
