@@ -81,6 +81,23 @@ pub fn mode_name(mode: Mode) -> &'static str {
     }
 }
 
+/// The login p11ha would use on the member, from its token's flags: none
+/// (no login required), the user PIN (kept from the application's
+/// `C_Login`), the protected path (the HSM asks for it), or none possible
+/// yet (the user PIN is not initialised).
+pub fn login_state(info: &p11ha_core::port::TokenInfo) -> &'static str {
+    use p11ha_core::ck::flags;
+    if info.flags & flags::LOGIN_REQUIRED == 0 {
+        "none needed"
+    } else if info.flags & flags::PROTECTED_AUTHENTICATION_PATH != 0 {
+        "protected path"
+    } else if info.flags & flags::USER_PIN_INITIALIZED == 0 {
+        "user PIN not set"
+    } else {
+        "user PIN"
+    }
+}
+
 fn latency_ms(f: &Found) -> Option<f64> {
     f.token
         .as_ref()
@@ -128,15 +145,15 @@ fn rows(out: &mut String, m: &Members, which: &[usize]) {
         return;
     }
     out.push_str(&format!(
-        "  {:<6} {:<4} {:<44} {:<16} {:<16} {:<16} {:<8} {}\n",
-        "hsmIdx", "up", "where", "label", "serial", "model", "firmware", "latency"
+        "  {:<6} {:<4} {:<44} {:<16} {:<16} {:<16} {:<8} {:<16} {}\n",
+        "hsmIdx", "up", "where", "label", "serial", "model", "firmware", "login", "latency"
     ));
     for &i in which {
         let f = &m.found[i];
         let idx = f.index.map_or("-".into(), |i| i.to_string());
         match &f.token {
             Ok((info, d)) => out.push_str(&format!(
-                "  {:<6} {:<4} {:<44} {:<16} {:<16} {:<16} {:<8} {:.3} ms{}\n",
+                "  {:<6} {:<4} {:<44} {:<16} {:<16} {:<16} {:<8} {:<16} {:.3} ms{}\n",
                 idx,
                 if f.needs_sync { "no" } else { "yes" },
                 f.place.describe(),
@@ -147,6 +164,7 @@ fn rows(out: &mut String, m: &Members, which: &[usize]) {
                     "{}.{}",
                     info.firmware_version.major, info.firmware_version.minor
                 ),
+                login_state(info),
                 d.as_secs_f64() * 1e3,
                 if f.needs_sync {
                     "  needs sync: it missed token writes (P11HA_STATE_DIR)"
@@ -209,6 +227,7 @@ fn member_json(f: &Found) -> String {
             "firmware",
             field(|i| format!("{}.{}", i.firmware_version.major, i.firmware_version.minor)),
         ),
+        ("login", json::opt_string(info.map(login_state))),
         ("latency_ms", json::opt(latency_ms(f))),
     ])
 }

@@ -73,7 +73,7 @@ def member(m):
     need(m, "server", int, type(None)); need(m, "address", str, type(None))
     need(m, "token", int, type(None)); need(m, "module", str, type(None))
     need(m, "slot_id", int, type(None))
-    for k in ("label", "serial", "model", "manufacturer", "firmware"):
+    for k in ("label", "serial", "model", "manufacturer", "firmware", "login"):
         need(m, k, str, type(None))
     need(m, "latency_ms", int, float, type(None)); need(m, "needs_sync", bool)
     # Up: reached, and not held out for a sync.
