@@ -9,6 +9,7 @@ use libp11ha::config::HostConfig;
 use p11ha_core::ck::{attr, class, flags, user};
 use p11ha_core::port::{Attr, AttrOut, Member as _};
 
+use crate::json;
 use crate::members::{Member, Members, error_text, text};
 use crate::pin::Pin;
 use crate::status;
@@ -159,10 +160,17 @@ fn inventory(
 }
 
 /// Compares every slot's members; 1 on drift or a member not compared.
-pub fn run(cfg: &HostConfig, m: &Members, pin: Option<&Pin>) -> i32 {
+/// `json`: one JSON object instead of the text.
+pub fn run(cfg: &HostConfig, m: &Members, pin: Option<&Pin>, json_out: bool) -> i32 {
     let mut bad = false;
+    let mut text_out = String::new();
+    let mut say = |line: String| {
+        text_out.push_str(&line);
+        text_out.push('\n');
+    };
+    let mut slots_json = Vec::new();
     if pin.is_none() {
-        println!("no PIN: public objects only");
+        say("no PIN: public objects only".into());
     }
     for v in status::slots(cfg, m) {
         let label = v
@@ -170,8 +178,9 @@ pub fn run(cfg: &HostConfig, m: &Members, pin: Option<&Pin>) -> i32 {
             .as_ref()
             .map(|l| format!(" \"{l}\""))
             .unwrap_or_default();
-        println!("slot {}{label}:", v.id);
+        say(format!("slot {}{label}:", v.id));
         let mut seen = Vec::new();
+        let mut not_compared = Vec::new();
         for &i in &v.members {
             let f = &m.found[i];
             let idx = f.index.unwrap_or(i);
@@ -184,73 +193,124 @@ pub fn run(cfg: &HostConfig, m: &Members, pin: Option<&Pin>) -> i32 {
                 Ok(inv) => seen.push((idx, inv)),
                 Err(e) => {
                     bad = true;
-                    println!("  hsmIdx {idx} ({}): not compared: {e}", f.place.describe());
+                    say(format!(
+                        "  hsmIdx {idx} ({}): not compared: {e}",
+                        f.place.describe()
+                    ));
+                    not_compared.push(json::object(&[
+                        ("index", idx.to_string()),
+                        ("where", json::string(&f.place.describe())),
+                        ("error", json::string(&e)),
+                    ]));
                 }
             }
         }
-        if seen.len() < 2 {
-            println!("  {} member(s) compared: nothing to compare", seen.len());
-            continue;
-        }
-        let mut identities: Vec<&Identity> = seen.iter().flat_map(|(_, inv)| inv.keys()).collect();
-        identities.sort();
-        identities.dedup();
+        let compared: Vec<String> = seen.iter().map(|(i, _)| i.to_string()).collect();
+        let mut objects = Vec::new();
         let mut drift = 0;
-        for id in identities {
-            let missing: Vec<usize> = seen
-                .iter()
-                .filter(|(_, inv)| !inv.contains_key(id))
-                .map(|(i, _)| *i)
-                .collect();
-            let values: Vec<(usize, &Vec<Publics>)> = seen
-                .iter()
-                .filter_map(|(i, inv)| inv.get(id).map(|p| (*i, p)))
-                .collect();
-            let reference = values[0].1;
-            let differs: Vec<usize> = values
-                .iter()
-                .filter(|(_, p)| *p != reference)
-                .map(|(i, _)| *i)
-                .collect();
-            let list = |v: &[usize]| {
-                v.iter()
-                    .map(|i| i.to_string())
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            };
-            let verdict = if missing.is_empty() && differs.is_empty() {
-                "present on every member".to_string()
-            } else {
-                drift += 1;
-                let mut parts = Vec::new();
-                if !missing.is_empty() {
-                    parts.push(format!("MISSING on hsmIdx {}", list(&missing)));
-                }
-                if !differs.is_empty() {
-                    parts.push(format!(
-                        "DIFFERS on hsmIdx {} (from hsmIdx {})",
-                        list(&differs),
-                        values[0].0
-                    ));
-                }
-                parts.join("; ")
-            };
-            println!("  {}: {verdict}", id.describe());
-        }
-        if drift > 0 {
-            bad = true;
-            println!("  drift: {drift} object(s)");
+        if seen.len() < 2 {
+            say(format!(
+                "  {} member(s) compared: nothing to compare",
+                seen.len()
+            ));
         } else {
-            println!("  no drift");
+            let mut identities: Vec<&Identity> =
+                seen.iter().flat_map(|(_, inv)| inv.keys()).collect();
+            identities.sort();
+            identities.dedup();
+            for id in identities {
+                let missing: Vec<usize> = seen
+                    .iter()
+                    .filter(|(_, inv)| !inv.contains_key(id))
+                    .map(|(i, _)| *i)
+                    .collect();
+                let values: Vec<(usize, &Vec<Publics>)> = seen
+                    .iter()
+                    .filter_map(|(i, inv)| inv.get(id).map(|p| (*i, p)))
+                    .collect();
+                let reference = values[0].1;
+                let differs: Vec<usize> = values
+                    .iter()
+                    .filter(|(_, p)| *p != reference)
+                    .map(|(i, _)| *i)
+                    .collect();
+                let list = |v: &[usize]| {
+                    v.iter()
+                        .map(|i| i.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                };
+                let verdict = if missing.is_empty() && differs.is_empty() {
+                    "present on every member".to_string()
+                } else {
+                    drift += 1;
+                    let mut parts = Vec::new();
+                    if !missing.is_empty() {
+                        parts.push(format!("MISSING on hsmIdx {}", list(&missing)));
+                    }
+                    if !differs.is_empty() {
+                        parts.push(format!(
+                            "DIFFERS on hsmIdx {} (from hsmIdx {})",
+                            list(&differs),
+                            values[0].0
+                        ));
+                    }
+                    parts.join("; ")
+                };
+                say(format!("  {}: {verdict}", id.describe()));
+                let ints = |v: &[usize]| v.iter().map(|i| i.to_string()).collect::<Vec<_>>();
+                objects.push(json::object(&[
+                    ("object", json::string(&id.describe())),
+                    ("missing_on", json::array(&ints(&missing))),
+                    ("differs_on", json::array(&ints(&differs))),
+                ]));
+            }
+            if drift > 0 {
+                bad = true;
+                say(format!("  drift: {drift} object(s)"));
+            } else {
+                say("  no drift".into());
+            }
         }
+        slots_json.push(json::object(&[
+            ("slot", v.id.to_string()),
+            ("label", json::opt_string(v.label.as_deref())),
+            ("compared", json::array(&compared)),
+            ("not_compared", json::array(&not_compared)),
+            ("objects", json::array(&objects)),
+            ("drift", drift.to_string()),
+        ]));
     }
     // A member not reached has no known slot; whatever it holds was not
     // compared, so the check cannot say there is no drift.
+    let mut not_reached = Vec::new();
     for f in m.found.iter().filter(|f| f.slot.is_none() && !f.up()) {
         bad = true;
         if let Err(e) = &f.token {
-            println!("not reached, not compared: {}: {e}", f.place.describe());
+            say(format!(
+                "not reached, not compared: {}: {e}",
+                f.place.describe()
+            ));
+            not_reached.push(json::object(&[
+                ("where", json::string(&f.place.describe())),
+                ("error", json::string(e)),
+            ]));
         }
     }
-    i32::from(bad)
+    let code = i32::from(bad);
+    if json_out {
+        println!(
+            "{}",
+            json::object(&[
+                ("private_objects", pin.is_some().to_string()),
+                ("slots", json::array(&slots_json)),
+                ("not_reached", json::array(&not_reached)),
+                ("ok", (code == 0).to_string()),
+                ("exit_status", code.to_string()),
+            ])
+        );
+    } else {
+        print!("{text_out}");
+    }
+    code
 }

@@ -30,10 +30,11 @@ Commands:
                            the time of one C_GetTokenInfo now; --live adds
                            each running application's own view, read from the
                            sockets P11HA_STATUS_SOCKET names
-  selftest [--pin-file F] [--key LABEL]
+  selftest [--pin-file F] [--key LABEL] [--json]
                            on every member: log in, sign and verify with the
                            key pair labelled LABEL (default ec-key)
-  check [--pin-file F]     compares the token objects of every slot's members
+  check [--pin-file F] [--json]
+                           compares the token objects of every slot's members
                            (identity and public attributes); with a PIN, the
                            private objects too
   help, --help, -h         this text
@@ -78,7 +79,7 @@ fn parse(args: &[String]) -> Result<Args, String> {
                 .ok_or_else(|| format!("{name} needs a value"))
         };
         match (a.command.as_str(), arg.as_str()) {
-            ("status", "--json") => a.json = true,
+            ("status" | "selftest" | "check", "--json") => a.json = true,
             ("status", "--live") => a.live = true,
             ("selftest" | "check", "--pin-file") => a.pin_file = Some(value(arg)?),
             ("selftest", "--key") => a.key = Some(value(arg)?),
@@ -180,9 +181,9 @@ fn main() -> ExitCode {
                     return ExitCode::from(USAGE);
                 };
                 let key = args.key.as_deref().unwrap_or("ec-key");
-                selftest::run(&cfg, &found, &pin, key)
+                selftest::run(&cfg, &found, &pin, key, args.json)
             } else {
-                check::run(&cfg, &found, pin.as_ref())
+                check::run(&cfg, &found, pin.as_ref(), args.json)
             }
         }
     };

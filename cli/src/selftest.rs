@@ -6,6 +6,7 @@ use p11ha_core::ck::{attr, class, flags, mech, user};
 use p11ha_core::port::{Attr, Mechanism, Member as _, Op, Param};
 
 use crate::check::{find, get};
+use crate::json;
 use crate::members::{Member, Members, error_text};
 use crate::pin::Pin;
 
@@ -15,35 +16,67 @@ const CKK_EC: u64 = 3;
 /// Runs the test on every member, and on every member not reached (which
 /// fails: p11ha cannot tell its slot); 1 if any failed. A token no slot
 /// names (such as SoftHSM's spare uninitialised slot) is not a member.
-pub fn run(_cfg: &HostConfig, m: &Members, pin: &Pin, key: &str) -> i32 {
+/// `json`: one JSON object instead of the text.
+pub fn run(_cfg: &HostConfig, m: &Members, pin: &Pin, key: &str, json_out: bool) -> i32 {
     let mut failed = 0;
     let mut tested = 0;
+    let mut lines = String::new();
+    let mut rows = Vec::new();
     for f in m.found.iter().filter(|f| f.index.is_some() || !f.up()) {
         tested += 1;
         let idx = f.index.map_or("-".into(), |i| i.to_string());
         let outcome = match (&f.member, &f.token) {
             (Some(_), Ok((info, _))) if info.flags & flags::TOKEN_INITIALIZED == 0 => {
                 tested -= 1;
-                println!(
-                    "hsmIdx {idx:<3} {:<44} skipped: the token is not initialised",
-                    f.place.describe()
-                );
-                continue;
+                Ok(None)
             }
-            (Some(member), Ok(_)) => test(member, pin, key),
+            (Some(member), Ok(_)) => test(member, pin, key).map(Some),
             (_, Err(e)) => Err(format!("not reached: {e}")),
             (None, Ok(_)) => Err("not reached".into()),
         };
-        match outcome {
-            Ok(what) => println!("hsmIdx {idx:<3} {:<44} ok: {what}", f.place.describe()),
+        let (verdict, detail) = match outcome {
+            Ok(None) => ("skipped", "the token is not initialised".to_string()),
+            Ok(Some(what)) => ("ok", what),
             Err(e) => {
                 failed += 1;
-                println!("hsmIdx {idx:<3} {:<44} FAILED: {e}", f.place.describe());
+                ("FAILED", e)
             }
-        }
+        };
+        let sep = if verdict == "skipped" { " " } else { ": " };
+        let shown = if verdict == "skipped" {
+            "skipped:"
+        } else {
+            verdict
+        };
+        lines.push_str(&format!(
+            "hsmIdx {idx:<3} {:<44} {shown}{sep}{detail}\n",
+            f.place.describe()
+        ));
+        rows.push(json::object(&[
+            ("index", json::opt(f.index)),
+            ("where", json::string(&f.place.describe())),
+            ("outcome", json::string(&verdict.to_lowercase())),
+            ("detail", json::string(&detail)),
+        ]));
     }
-    println!("{} of {tested} members passed", tested - failed);
-    i32::from(failed > 0)
+    let code = i32::from(failed > 0);
+    if json_out {
+        println!(
+            "{}",
+            json::object(&[
+                ("key", json::string(key)),
+                ("members", json::array(&rows)),
+                ("tested", tested.to_string()),
+                ("passed", (tested - failed).to_string()),
+                ("ok", (code == 0).to_string()),
+                ("exit_status", code.to_string()),
+            ])
+        );
+    } else {
+        print!("{lines}");
+        println!("{} of {tested} members passed", tested - failed);
+    }
+    code
 }
 
 fn test(member: &Member, pin: &Pin, key: &str) -> Result<String, String> {

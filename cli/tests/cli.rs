@@ -314,6 +314,17 @@ fn selftest_with_a_pin_file_and_the_pin_kept_out_of_sight() {
     let (code, out, _, _) = run(&t, &c, &["selftest", "--pin-file", &path, "--key", "nope"]);
     assert_eq!(code, 1);
     assert!(out.contains("no private key labelled \"nope\""), "{out}");
+    // As JSON: one outcome per member.
+    let (code, out, _, _) = run(&t, &c, &["selftest", "--pin-file", &path, "--json"]);
+    assert_eq!(code, 0, "{out}");
+    assert!(!out.contains(pin));
+    let summary = python(
+        &out,
+        "d = json.load(sys.stdin)\n\
+         assert d['ok'] is True and d['tested'] == 2 and d['passed'] == 2, d\n\
+         print(sorted((m['index'], m['outcome']) for m in d['members'] if m['outcome'] != 'skipped'))",
+    );
+    assert_eq!(summary.trim(), "[(0, 'ok'), (1, 'ok')]");
 }
 
 #[test]
@@ -350,6 +361,20 @@ fn check_reports_an_object_deleted_behind_p11has_back() {
     );
     assert!(out.contains("public key label \"ec-key\" id 01: present on every member"));
     assert!(out.contains("drift: 1 object(s)"), "{out}");
+    // The same as JSON, for scripts.
+    let (code, out, _, _) = run(&t, &c, &["check", "--pin-file", &path, "--json"]);
+    assert_eq!(code, 1, "{out}");
+    let summary = python(
+        &out,
+        "d = json.load(sys.stdin)\n\
+         assert d['ok'] is False and d['exit_status'] == 1 and d['private_objects'] is True\n\
+         s = d['slots'][0]\n\
+         assert s['drift'] == 1 and s['compared'] == [0, 1] and s['not_compared'] == []\n\
+         for o in s['objects']:\n\
+         \x20   assert isinstance(o['object'], str)\n\
+         \x20   if o['missing_on'] or o['differs_on']: print(o['object'], o['missing_on'])",
+    );
+    assert_eq!(summary.trim(), "secret key label \"aes-key\" id 03 [1]");
     // A data object written on each token directly, with different values:
     // the same identity, different contents.
     let slots = member_slots(&t, &c);
@@ -467,4 +492,30 @@ fn a_member_behind_on_token_writes_shows_as_needing_a_sync() {
     std::fs::write(state.join("state"), format!("slot\t{LABEL}\t1\n")).unwrap();
     let (code, out, _, _) = run(&t, &c, &["status"]);
     assert_eq!(code, 1, "{out}");
+}
+
+/// Runs `program` (python, with `json` and `sys` imported) on `input`; its
+/// stdout. Panics if it fails.
+fn python(input: &str, program: &str) -> String {
+    use std::io::Write;
+    let mut child = Command::new("python3")
+        .args(["-c", &format!("import json, sys\n{program}")])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("python3");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(input.as_bytes())
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}\n{input}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
