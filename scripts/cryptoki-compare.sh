@@ -14,7 +14,9 @@
 # not in the other are listed as a warning; they do not change the exit status.
 # Exit status: 0 identical outcomes, 1 some outcome differs, 2 a suite run could not be done.
 # Env: SOFTHSM_MODULE (default /usr/lib/softhsm/libsofthsm2.so), the CRYPTOKI_SUITE_* of
-# cryptoki-suite.sh.
+# cryptoki-suite.sh; CRYPTOKI_COMPARE_OUT (default target/cryptoki-suite/compare) and
+# CRYPTOKI_COMPARE_NAME (default shim: the shim run's directory and name in the report), which
+# scripts/cryptoki-ha.sh sets.
 set -euo pipefail
 
 die() { echo "cryptoki-compare.sh: $*" >&2; exit 2; }
@@ -24,7 +26,8 @@ SHIM=$1
 shift
 DIRECT=${SOFTHSM_MODULE:-/usr/lib/softhsm/libsofthsm2.so}
 HERE=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
-BASE=$(cd "$HERE/.." && pwd -P)/target/cryptoki-suite/compare
+BASE=${CRYPTOKI_COMPARE_OUT:-$(cd "$HERE/.." && pwd -P)/target/cryptoki-suite/compare}
+NAME=${CRYPTOKI_COMPARE_NAME:-shim}
 SUITE=$HERE/cryptoki-suite.sh
 
 # run_suite NAME MODULE [KEY=VALUE...]: exit status 0/1 are fine (1 = some test failed).
@@ -36,10 +39,10 @@ run_suite() {
     [ $rc -le 1 ] || die "the $name suite run failed (exit status $rc)"
 }
 run_suite direct "$DIRECT"
-run_suite shim "$SHIM" "$@"
+run_suite "$NAME" "$SHIM" "$@"
 
 D=$BASE/direct
-S=$BASE/shim
+S=$BASE/$NAME
 totals() {
     printf '%s passed %s failed %s ignored' \
         "$(grep -c '^PASS ' "$1/results.txt" || true)" \
@@ -58,11 +61,11 @@ diffs=$(awk 'NR == FNR { d[$2] = $1; next }
              }' "$D/results.txt" "$S/results.txt" | LC_ALL=C sort)
 
 skipdiff=$(diff <(cut -d: -f1-3 "$D/selfskipped.txt") <(cut -d: -f1-3 "$S/selfskipped.txt") \
-    | sed -n 's/^< \(.*\)/  skipped only when direct: \1/p; s/^> \(.*\)/  skipped only via shim:  \1/p' || true)
+    | sed -n "s/^< \(.*\)/  skipped only when direct: \1/p; s/^> \(.*\)/  skipped only via $NAME:  \1/p" || true)
 
 echo
 if [ -n "$diffs" ]; then
-    echo "tests whose outcome differs (test, direct, via shim):"
+    echo "tests whose outcome differs (test, direct, via $NAME):"
     while read -r line; do echo "  $line"; done <<<"$diffs"
 fi
 if [ -n "$skipdiff" ]; then
@@ -71,5 +74,5 @@ if [ -n "$skipdiff" ]; then
 fi
 verdict="identical outcomes"
 [ -z "$diffs" ] || verdict="$(echo "$diffs" | grep -c .) test(s) differ"
-echo "cryptoki suite: direct $(totals "$D"); via shim: $(totals "$S"); $verdict"
+echo "cryptoki suite: direct $(totals "$D"); via $NAME: $(totals "$S"); $verdict"
 [ -z "$diffs" ]

@@ -21,11 +21,10 @@
 # replication key; p11ha refuses such keys on a slot of two members unless told to keep
 # them on one (README, "Token objects"). The tests use a key in the session that made it.
 #
-# Results (cryptoki-suite.sh's files): target/cryptoki-suite/ha/direct/ and
-# target/cryptoki-suite/ha/<MODE>/; target/cryptoki-suite/ha/<MODE>.members/ keeps the HA log.
-# Prints the tests whose outcome differs (and, as a warning that does not change the exit
-# status, tests that skip themselves in one run only, as cryptoki-compare.sh), then e.g.
-#   cryptoki suite: direct 89 passed 0 failed 2 ignored; WLD-2: 89 passed 0 failed 2 ignored; identical outcomes
+# The runs and their comparison are scripts/cryptoki-compare.sh's: results in
+# target/cryptoki-suite/ha/direct/ and target/cryptoki-suite/ha/<MODE>-2/ (the tokens and
+# the HA log in target/cryptoki-suite/ha/<MODE>.members/), the report ending e.g.
+#   cryptoki suite: direct 89 passed 0 failed 2 ignored; via WLD-2: 89 passed 0 failed 2 ignored; identical outcomes
 # Exit status: 0 identical outcomes, 1 some outcome differs, 2 a run could not be done.
 # Env: SOFTHSM_MODULE (default /usr/lib/softhsm/libsofthsm2.so), and cryptoki-suite.sh's
 # CRYPTOKI_SUITE_TIMEOUT and CRYPTOKI_SUITE_TEST_TIMEOUT. Needs: softhsm2, opensc.
@@ -75,41 +74,6 @@ MEMBERS=(SOFTHSM2_CONF="$LOGS/softhsm2.conf" P11HA_MODULES="$SOFTHSM" P11HA_CONF
     ET_PTKC_GENERAL_LIBRARY_MODE="$MODE" ET_PTKC_WLD_SLOT_0="$LABEL" P11HA_TOKEN_KEYS=LOCAL
     ET_PTKC_HA_LOG_FILE="$LOGS/ha.log" "$@")
 
-# run_suite NAME MODULE [KEY=VALUE...]: exit status 0/1 are fine (1 = some test failed).
-run_suite() {
-    local name=$1 rc=0
-    shift
-    echo "== $name: $*"
-    CRYPTOKI_SUITE_OUT=$BASE/$name "$HERE/cryptoki-suite.sh" "$@" || rc=$?
-    [ $rc -le 1 ] || die "the $name suite run failed (exit status $rc)"
-}
-run_suite direct "$SOFTHSM"
-run_suite "$MODE" "$LIB" "${MEMBERS[@]}"
-
-totals() {
-    printf '%s passed %s failed %s ignored' \
-        "$(grep -c '^PASS ' "$1/results.txt" || true)" \
-        "$(grep -c '^FAIL ' "$1/results.txt" || true)" \
-        "$(grep -c '^IGNORED ' "$1/results.txt" || true)"
-}
-D=$BASE/direct
-S=$BASE/$MODE
-# "<test> <direct outcome> <p11ha outcome>" for every test whose outcome differs.
-diffs=$(LC_ALL=C join -a1 -a2 -e MISSING -o 0,1.2,2.2 \
-    <(awk '{print $2, $1}' "$D/results.txt" | LC_ALL=C sort) \
-    <(awk '{print $2, $1}' "$S/results.txt" | LC_ALL=C sort) | awk '$2 != $3')
-skipdiff=$(diff <(cut -d: -f1-3 "$D/selfskipped.txt") <(cut -d: -f1-3 "$S/selfskipped.txt") \
-    | sed -n "s/^< \(.*\)/  skipped only when direct: \1/p; s/^> \(.*\)/  skipped only in $MODE-2: \1/p" || true)
-echo
-if [ -n "$diffs" ]; then
-    echo "tests whose outcome differs (test, direct, $MODE-2):"
-    while read -r line; do echo "  $line"; done <<<"$diffs"
-fi
-if [ -n "$skipdiff" ]; then
-    echo "warning: self-skipping tests differ (outcome PASS both ways, but coverage differs):"
-    echo "$skipdiff"
-fi
-verdict="identical outcomes"
-[ -z "$diffs" ] || verdict="$(echo "$diffs" | grep -c .) test(s) differ"
-echo "cryptoki suite: direct $(totals "$D"); $MODE-2: $(totals "$S"); $verdict"
-[ -z "$diffs" ]
+# The two runs and their comparison are cryptoki-compare.sh's, into target/cryptoki-suite/ha/.
+CRYPTOKI_COMPARE_OUT=$BASE CRYPTOKI_COMPARE_NAME=$MODE-2 \
+    exec "$HERE/cryptoki-compare.sh" "$LIB" "${MEMBERS[@]}"
