@@ -49,6 +49,10 @@ pub(super) enum Remake<'a> {
     Derive(&'a Mechanism<'a>, &'a Identity, &'a [Attr<'a>]),
 }
 
+/// A key pair's half: its (virtual, real) handles, `None` when that half
+/// is a session object.
+type Half = Option<(u64, u64)>;
+
 /// The real handles one member made for a write (a key pair makes two).
 pub(super) type Made = Vec<u64, 2>;
 
@@ -467,49 +471,62 @@ impl<P: Platform> Engine<P> {
         slot: usize,
         own: usize,
         s_real: u64,
-        public: Option<(u64, u64)>,
-        private: Option<(u64, u64)>,
+        public: Half,
+        private: Half,
         both: [(u64, u64); 2],
     ) -> Result<()> {
-        const FUNCTION: &str = "C_GenerateKeyPair";
         if !self.has_others(slot, own) {
             self.write_done(slot);
             return Ok(());
         }
-        let undo = || {
+        let mut wrapped = [0u8; MAX_CARRIED];
+        let mut values = [0u8; 2048];
+        let mut public_values = [0u8; 2048];
+        let r = self.replicate_pair_in(
+            login,
+            slot,
+            own,
+            (public, private),
+            (&mut wrapped, &mut values, &mut public_values),
+        );
+        // One place undoes the pair made on `own`, whatever failed.
+        if r.is_err() {
             self.undo_own(
                 own,
                 s_real,
                 &[both[0].0, both[1].0],
                 &[both[0].1, both[1].1],
-            )
-        };
-        let mut wrapped = [0u8; MAX_CARRIED];
-        let mut values = [0u8; 2048];
-        let mut public_values = [0u8; 2048];
+            );
+        }
+        wrapped.fill(0);
+        r
+    }
+
+    /// [`Engine::replicate_pair`] in the buffers given: the private key
+    /// wrapped into the first, its template into the second, the public
+    /// key's template into the third. An error leaves the undoing to the
+    /// caller; `Ok` with nothing replicated is `P11HA_TOKEN_KEYS=LOCAL`.
+    fn replicate_pair_in(
+        &self,
+        login: &mut Login,
+        slot: usize,
+        own: usize,
+        (public, private): (Half, Half),
+        (wrapped, values, public_values): (&mut [u8], &mut [u8], &mut [u8]),
+    ) -> Result<()> {
+        const FUNCTION: &str = "C_GenerateKeyPair";
         let carried = match private {
-            Some((_, real)) => match self.carry(login, own, real, &mut wrapped, &mut values) {
-                Ok(Ok(c)) => Some(c),
-                Ok(Err(why)) => {
-                    let r = self.not_replicable(own, FUNCTION, why);
-                    if r.is_err() {
-                        undo();
-                    }
-                    return r;
-                }
-                Err(e) => {
-                    undo();
-                    return Err(e);
-                }
+            Some((_, real)) => match self.carry(login, own, real, wrapped, values)? {
+                Ok(c) => Some(c),
+                Err(why) => return self.not_replicable(own, FUNCTION, why),
             },
             None => None,
         };
         let public_template = match public {
             Some((_, real)) => {
-                let Some(anchor) = login.anchor_of(&self.pool, own) else {
-                    undo();
-                    return Err(Error::Rv(Rv::DEVICE_ERROR));
-                };
+                let anchor = login
+                    .anchor_of(&self.pool, own)
+                    .ok_or(Error::Rv(Rv::DEVICE_ERROR))?;
                 let member = self.pool.member(own);
                 let class = crate::ck::ulong_bytes(class::PUBLIC_KEY);
                 let key_type = self.key_type(member, anchor, real);
@@ -534,34 +551,24 @@ impl<P: Platform> Engine<P> {
                 for &t in KEPT_ATTRIBUTES.iter().chain(PUBLIC_VALUES.iter()) {
                     let _ = types.push(t);
                 }
-                match read_template(member, anchor, real, &types, &first, &mut public_values) {
-                    Ok(Some(t)) => Some(t),
-                    Ok(None) => {
-                        let r = self.not_replicable(
+                match read_template(member, anchor, real, &types, &first, public_values)? {
+                    Some(t) => Some(t),
+                    None => {
+                        return self.not_replicable(
                             own,
                             FUNCTION,
                             "the public key's values are too large to carry",
                         );
-                        if r.is_err() {
-                            undo();
-                        }
-                        return r;
-                    }
-                    Err(e) => {
-                        undo();
-                        return Err(e);
                     }
                 }
             }
             None => None,
         };
         let mut virt: Vec<u64, 2> = Vec::new();
-        let mut reals: Vec<u64, 2> = Vec::new();
-        for (v, r) in public.into_iter().chain(private) {
+        for (v, _) in public.into_iter().chain(private) {
             let _ = virt.push(v);
-            let _ = reals.push(r);
         }
-        let r = self.replicate(login, slot, own, FUNCTION, &virt, |member, session| {
+        self.replicate(login, slot, own, FUNCTION, &virt, |member, session| {
             let mut made = Made::new();
             if let Some(t) = &public_template {
                 let _ = made.push(member.create_object(session, t)?);
@@ -580,13 +587,7 @@ impl<P: Platform> Engine<P> {
                 }
             }
             Ok(Some(made))
-        });
-        if r.is_err() {
-            undo();
-        }
-        drop(carried);
-        wrapped.fill(0);
-        r
+        })
     }
 
     /// `CKA_KEY_TYPE` of `object`.
