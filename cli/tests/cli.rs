@@ -103,27 +103,7 @@ print("ok", doc["ok"], doc["exit_status"])
 
 /// Checks `json` against the schema; the checker's summary lines.
 fn check_json(json: &str) -> Vec<String> {
-    let mut child = Command::new("python3")
-        .args(["-c", SCHEMA_CHECK])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .expect("python3");
-    use std::io::Write;
-    child
-        .stdin
-        .take()
-        .unwrap()
-        .write_all(json.as_bytes())
-        .unwrap();
-    let out = child.wait_with_output().unwrap();
-    assert!(
-        out.status.success(),
-        "the JSON does not fit the schema: {}\n{json}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    String::from_utf8_lossy(&out.stdout)
+    python(json, SCHEMA_CHECK)
         .lines()
         .map(String::from)
         .collect()
