@@ -8,10 +8,14 @@
 //!
 //! The connect deadline covers connecting and setting up: the version
 //! byte, `C_Initialize`, reading the slots and tokens. After that, the call
-//! deadline covers each request and its reply: it starts when a request
-//! starts to be written (the client writes only after it has read the
-//! previous reply), and every read and write after that gets the time that
-//! is left. A server that trickles bytes cannot stretch either.
+//! deadline covers each request and its reply. One call at a time, it
+//! starts when a request starts to be written (the client writes only after
+//! it has read the previous reply). With calls in flight together (the
+//! stream split, [`Connector::split`]), a request has the call deadline to
+//! be written from its first byte, and a reply to be read from when the
+//! reply before it was read (the server answers in order). Every read and
+//! write gets the time that is left: a server that trickles bytes cannot
+//! stretch either.
 
 use std::fmt;
 use std::io::{self, Read as _, Write as _};
@@ -192,11 +196,33 @@ impl Connector for NetConnector {
             setup: Some(Instant::now() + self.connect_timeout),
             deadline: None,
             reading: true,
+            half: false,
+            turn: false,
         })
     }
 
     fn established(&self, stream: &mut NetStream) {
         stream.setup = None;
+    }
+
+    /// A second descriptor of the same socket: the original reads, the
+    /// copy writes. Each keeps its own deadline.
+    fn split(&self, stream: &mut NetStream) -> Option<NetStream> {
+        let inner = match &stream.inner {
+            Inner::Unix(s) => Inner::Unix(s.try_clone().ok()?),
+            Inner::Tcp(s) => Inner::Tcp(s.try_clone().ok()?),
+        };
+        stream.half = true;
+        stream.turn = true;
+        Some(NetStream {
+            inner,
+            call_timeout: stream.call_timeout,
+            setup: None,
+            deadline: None,
+            reading: true,
+            half: true,
+            turn: true,
+        })
     }
 }
 
@@ -221,6 +247,11 @@ pub struct NetStream {
     deadline: Option<Instant>,
     /// Whether the last operation was a read: the next write starts a call.
     reading: bool,
+    /// One handle of a split stream: only reads or only writes, and a
+    /// flush ends its turn.
+    half: bool,
+    /// A split handle's next read or write starts a new deadline.
+    turn: bool,
 }
 
 /// An I/O error of a [`NetStream`]: `TimedOut` when the call deadline
@@ -257,8 +288,9 @@ impl NetStream {
     fn arm(&mut self, write: bool) -> Result<(), NetError> {
         if let Some(setup) = self.setup {
             self.deadline = Some(setup);
-        } else if write && self.reading {
+        } else if self.turn || (write && self.reading) {
             self.deadline = Some(Instant::now() + self.call_timeout);
+            self.turn = false;
         }
         self.reading = !write;
         let deadline = *self
@@ -313,7 +345,13 @@ impl embedded_io::Write for NetStream {
         }
     }
 
+    /// Nothing to send (writes go straight to the socket). On a handle of
+    /// a split stream, ends its turn: its next read or write starts a new
+    /// deadline.
     fn flush(&mut self) -> Result<(), NetError> {
+        if self.half {
+            self.turn = true;
+        }
         Ok(())
     }
 }

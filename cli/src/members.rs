@@ -186,11 +186,9 @@ fn server(i: usize, text: &str, connector: &NetConnector) -> Vec<Found> {
 }
 
 fn connect(connector: &NetConnector, index: usize) -> Result<(Remote, usize)> {
-    let lock = Locking::Os
-        .make()
-        .ok_or(Error::Rv(p11ha_core::ck::Rv::CANT_LOCK))?;
+    // One call at a time: the tool makes one call per member at once.
     let buf = vec![0u8; capacity::RPC_BUFFER].into_boxed_slice();
-    RpcMember::connect(connector.clone(), lock, buf, index)
+    RpcMember::connect(connector.clone(), || Locking::Os.make(), [buf], index)
 }
 
 /// A member reached: its token, with one `C_GetTokenInfo` timed.

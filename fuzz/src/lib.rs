@@ -85,8 +85,8 @@ pub fn run(data: &[u8]) -> Option<Outcome> {
     let index = usize::from(config >> 5) & 1;
     let connected = RpcMember::connect(
         script.connector(),
-        SpinLock::new(),
-        vec![0u8; buf].into_boxed_slice(),
+        || Some(SpinLock::new()),
+        [vec![0u8; buf].into_boxed_slice()],
         index,
     );
     let Ok((member, tokens)) = connected else {

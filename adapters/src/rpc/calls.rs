@@ -20,9 +20,9 @@ use p11ha_core::port::{
 use p11ha_core::{Error, Result};
 
 use super::attributes::{MAX_GET, read_attributes, request_capacity};
-use super::client::{OVERHEAD, RpcMember, capacity, output, put, token_info_on, ulong_list};
+use super::client::{RpcMember, TOKEN_INFO, capacity, output, put, token_info, ulong_list};
 use super::codec::{AttrClass, attr_class, put_mechanism, put_template};
-use super::conn::{Connector, HEADER};
+use super::conn::Connector;
 use super::lengths::Phase;
 
 impl<C, L, B> Member for RpcMember<C, L, B>
@@ -57,7 +57,7 @@ where
 
     fn token_info(&self) -> Result<TokenInfo> {
         let slot = self.slot();
-        token_info_on(&mut self.conn.lock(), slot)
+        self.call(6, "u", TOKEN_INFO, |w, _| put(w.ulong(slot)), token_info)
     }
 
     fn mechanism_list(&self, out: Option<&mut [u64]>) -> Result<usize> {
@@ -103,7 +103,7 @@ where
         // A NULL PIN (protected path) cannot travel before the label on
         // 0.24.1 (PKCS11-RPC.md, section 5).
         let pin = so_pin.ok_or(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED))?;
-        self.conn.lock().lengths.clear();
+        self.lengths.lock().clear();
         self.call_secret(9, "uayz", |w, _| {
             put(w.ulong(slot))?;
             put(w.input(pin))?;
@@ -121,13 +121,13 @@ where
 
     fn close_session(&self, session: u64) -> Result<()> {
         let r = self.simple(11, session);
-        self.conn.lock().lengths.session_closed(session);
+        self.lengths.lock().session_closed(session);
         r
     }
 
     fn close_all_sessions(&self) -> Result<()> {
         let r = self.simple(12, self.slot());
-        self.conn.lock().lengths.clear();
+        self.lengths.lock().clear();
         r
     }
 
@@ -183,7 +183,7 @@ where
         authentication_key: u64,
     ) -> Result<()> {
         // Whatever operations the session had are replaced.
-        self.conn.lock().lengths.forget(session);
+        self.lengths.lock().forget(session);
         self.call(
             17,
             "uayuu",
@@ -211,7 +211,7 @@ where
 
     fn logout(&self, session: u64) -> Result<()> {
         let r = self.simple(19, session);
-        self.conn.lock().lengths.objects_changed();
+        self.lengths.lock().objects_changed();
         r
     }
 
@@ -241,7 +241,7 @@ where
             },
             |_| Some(()),
         );
-        self.conn.lock().lengths.objects_changed();
+        self.lengths.lock().objects_changed();
         r
     }
 
@@ -357,9 +357,8 @@ where
             Op::VerifyRecover => (52, Some(key)),
         };
         self.init(id, session, mechanism, key)?;
-        self.conn
+        self.lengths
             .lock()
-            .lengths
             .begin(session, op, mechanism.ty, key.unwrap_or(0));
         Ok(())
     }
@@ -420,7 +419,7 @@ where
     }
 
     fn verify(&self, session: u64, data: &[u8], signature: &[u8]) -> Result<()> {
-        self.conn.lock().lengths.end(session, Op::Verify);
+        self.lengths.lock().end(session, Op::Verify);
         self.call(
             49,
             "uayay",
@@ -435,7 +434,7 @@ where
     }
 
     fn verify_final(&self, session: u64, signature: &[u8]) -> Result<()> {
-        self.conn.lock().lengths.end(session, Op::Verify);
+        self.lengths.lock().end(session, Op::Verify);
         self.data_in(51, session, signature)
     }
 
@@ -470,7 +469,7 @@ where
         let r = self.data_out(id, session, Some(input), out);
         if r.is_err() {
             // Which of the two operations ended is the module's business.
-            self.conn.lock().lengths.forget(session);
+            self.lengths.lock().forget(session);
         }
         r
     }
@@ -512,10 +511,8 @@ where
         key: u64,
         out: Option<&mut [u8]>,
     ) -> Result<usize> {
-        let mut guard = self.conn.lock();
-        let room = guard.buf.len().saturating_sub(HEADER + OVERHEAD);
-        let capacity = capacity(out.as_deref(), guard.version, room)?;
-        guard.call(
+        let capacity = capacity(out.as_deref(), self.version(), self.room())?;
+        self.call(
             60,
             "uMuufy",
             "ay",
@@ -571,15 +568,12 @@ where
             return Ok(());
         }
         // In pieces that fit the member's buffer; each must come whole.
-        let room = {
-            let conn = self.conn.lock();
-            conn.buf.len().saturating_sub(HEADER + OVERHEAD).max(1)
-        };
+        let room = self.room().max(1);
         for piece in out.chunks_mut(room) {
             let want = piece.len();
             let n = self.data_out(64, session, None, Some(piece))?;
             if n != want {
-                return Err(self.conn.lock().broken(TransportError::Protocol));
+                return Err(self.link.broken(TransportError::Protocol));
             }
         }
         Ok(())

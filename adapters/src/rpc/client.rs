@@ -16,7 +16,6 @@
 
 use core::sync::atomic::{AtomicU32, Ordering};
 
-use embedded_io::{Read, Write};
 use p11ha_core::ck::Rv;
 use p11ha_core::error::TransportError;
 use p11ha_core::port::{Mechanism, Op, RawLock, TokenInfo};
@@ -24,7 +23,8 @@ use p11ha_core::sync::Mutex;
 use p11ha_core::{Error, Result};
 
 use super::codec::{HANDSHAKE, Reader, Version, Writer, put_mechanism};
-use super::conn::{Conn, Connector, HEADER, read_exact, write_all};
+use super::conn::{Connector, HEADER, Link, Setup, read_exact, write_all};
+use super::lengths::Lengths;
 use super::lengths::Phase;
 
 /// The request-body room left for data after the fixed part of a call.
@@ -33,7 +33,9 @@ pub(super) const OVERHEAD: usize = 64;
 /// One slot of a remote server, reached over its own connection.
 pub struct RpcMember<C: Connector, L: RawLock, B> {
     connector: C,
-    pub(super) conn: Mutex<L, Conn<C::Stream, B>>,
+    pub(super) link: Link<C::Stream, L, B>,
+    /// What the connection knows to answer length queries itself.
+    pub(super) lengths: Mutex<L, Lengths>,
     /// The slot's id on the server (it renumbers slots: 0x11, 0x12, ...).
     slot: AtomicU32,
     /// Which of the server's slots with a token this member is, and that
@@ -63,18 +65,33 @@ where
 {
     /// Connects (`connector`), negotiates the protocol version, initialises
     /// the server and takes the `index`th slot with a token as this member.
-    /// `buf` is the connection's buffer: every request and reply must fit it
-    /// (a larger request answers `CKR_HOST_MEMORY`). The second value says
-    /// how many slots with a token the server has.
-    pub fn connect(connector: C, lock: L, buf: B, index: usize) -> Result<(Self, usize)> {
-        let mut conn = Conn::new(buf);
-        let tokens = open(&connector, &mut conn)?;
+    /// `locks` makes each of the member's locks (three, and one per
+    /// buffer; `None`: `CKR_CANT_LOCK`). `bufs` are the connection's
+    /// buffers, up to [`MAX_IN_FLIGHT`](super::MAX_IN_FLIGHT), one per call
+    /// in flight: every request and reply must fit the smallest (a larger
+    /// request answers `CKR_HOST_MEMORY`). With one buffer, or a connector
+    /// that cannot split its streams, the member makes one call at a time.
+    /// The second value says how many slots with a token the server has.
+    pub fn connect(
+        connector: C,
+        locks: impl FnMut() -> Option<L>,
+        bufs: impl IntoIterator<Item = B>,
+        index: usize,
+    ) -> Result<(Self, usize)> {
+        let mut locks = locks;
+        let link = Link::new(&mut locks, bufs)?;
+        let lengths = Mutex::new(locks().ok_or(Error::Rv(Rv::CANT_LOCK))?, Lengths::default());
+        let tokens = link.reconnect(
+            |buf, code| open(&connector, buf, code),
+            |s| connector.split(s),
+        )?;
         let n = tokens.len();
         let token = *tokens.get(index).ok_or(Error::Rv(Rv::SLOT_ID_INVALID))?;
         Ok((
             RpcMember {
                 connector,
-                conn: Mutex::new(lock, conn),
+                link,
+                lengths,
                 slot: AtomicU32::new(slot32(token.slot)?),
                 index,
                 label: token.label,
@@ -86,7 +103,13 @@ where
 
     /// The protocol version the server speaks.
     pub fn version(&self) -> Version {
-        self.conn.lock().version
+        self.link.version()
+    }
+
+    /// The room a request or reply has for data after the fixed part of a
+    /// call.
+    pub(super) fn room(&self) -> usize {
+        self.link.capacity().saturating_sub(HEADER + OVERHEAD)
     }
 
     pub(super) fn slot(&self) -> u64 {
@@ -101,7 +124,7 @@ where
         encode: impl FnOnce(&mut Writer<'_>, Version) -> Result<()>,
         decode: impl FnOnce(&mut Reader<'_>) -> Option<T>,
     ) -> Result<T> {
-        self.conn.lock().call(id, request, reply, encode, decode)
+        self.link.call(id, request, reply, encode, decode, false)
     }
 
     /// A call whose request carries a PIN: the connection's buffer is
@@ -113,10 +136,7 @@ where
         request: &str,
         encode: impl FnOnce(&mut Writer<'_>, Version) -> Result<()>,
     ) -> Result<()> {
-        let mut conn = self.conn.lock();
-        let r = conn.call(id, request, "", encode, |_| Some(()));
-        p11ha_core::secret::zeroise(&mut conn.buf);
-        r
+        self.link.call(id, request, "", encode, |_| Some(()), true)
     }
 
     /// A call that takes a session and returns nothing.
@@ -133,10 +153,8 @@ where
         out: Option<&mut [u8]>,
     ) -> Result<usize> {
         let sig = if input.is_some() { "uayfy" } else { "ufy" };
-        let mut guard = self.conn.lock();
-        let room = guard.buf.len().saturating_sub(HEADER + OVERHEAD);
-        let capacity = capacity(out.as_deref(), guard.version, room)?;
-        guard.call(
+        let capacity = capacity(out.as_deref(), self.version(), self.room())?;
+        self.call(
             id,
             sig,
             "ay",
@@ -199,7 +217,7 @@ where
         phase: Phase,
         input: usize,
     ) -> Option<usize> {
-        self.conn.lock().lengths.answer(session, op, phase, input)
+        self.lengths.lock().answer(session, op, phase, input)
     }
 
     /// A Single or Final call: a length query answered here if it can be,
@@ -227,7 +245,7 @@ where
     /// a result with output ends it, so does any error but a buffer too
     /// small; lengths the server gave are learned.
     fn settle(&self, session: u64, op: Op, had_out: bool, r: &Result<usize>) {
-        let lengths = &mut self.conn.lock().lengths;
+        let mut lengths = self.lengths.lock();
         match *r {
             Ok(n) => {
                 lengths.learned(session, op, n);
@@ -244,7 +262,7 @@ where
     /// operation may have ended.
     pub(super) fn unsure<T>(&self, session: u64, op: Op, r: &Result<T>) {
         if matches!(r, Err(e) if !matches!(e, Error::BufferTooSmall { .. })) {
-            self.conn.lock().lengths.end(session, op);
+            self.lengths.lock().end(session, op);
         }
     }
 
@@ -263,11 +281,11 @@ where
     /// again (by serial, else by label and position). The old connection's
     /// sessions died with it on the server.
     pub(super) fn reopen(&self) -> Result<()> {
-        let mut conn = self.conn.lock();
-        if let Some(stream) = conn.stream.take() {
-            drop(stream);
-        }
-        let tokens = open(&self.connector, &mut conn)?;
+        self.lengths.lock().clear();
+        let tokens = self.link.reconnect(
+            |buf, code| open(&self.connector, buf, code),
+            |s| self.connector.split(s),
+        )?;
         // By serial; else (a re-initialised token gets a new serial) the
         // token at the member's old position, if it kept the label.
         let token = tokens
@@ -382,14 +400,16 @@ pub(super) fn ulong_list(
     }
 }
 
-/// Connects, negotiates, initialises, and lists the slots with a token.
-fn open<C: Connector, B: core::ops::DerefMut<Target = [u8]>>(
+/// Connects, negotiates, initialises, and lists the slots with a token,
+/// over `buf`, the call codes going on from `code`.
+fn open<'a, C: Connector>(
     connector: &C,
-    conn: &mut Conn<C::Stream, B>,
-) -> Result<heapless::Vec<Token, 8>> {
+    buf: &'a mut [u8],
+    code: u32,
+) -> Result<(Setup<'a, C::Stream>, heapless::Vec<Token, 8>)> {
     // Offer version 2; a server before 0.24.1 hangs up on anything but 0,
     // and then gets a second connection that offers 0.
-    let mut version = None;
+    let mut connected = None;
     for offer in [2u8, 0u8] {
         let mut stream = connector.connect().map_err(Error::Transport)?;
         let mut answer = [0u8; 1];
@@ -399,21 +419,21 @@ fn open<C: Connector, B: core::ops::DerefMut<Target = [u8]>>(
             Ok(()) => {
                 // A server answers the lower of the offer and its own
                 // version: anything above the offer is not the protocol.
-                version = Some(match answer[0] {
+                let version = match answer[0] {
                     0 => Version::V0,
                     1 if offer >= 1 => Version::V1,
                     2 if offer >= 2 => Version::V2,
                     _ => return Err(Error::Transport(TransportError::Protocol)),
-                });
-                conn.stream = Some(stream);
+                };
+                connected = Some((stream, version));
                 break;
             }
             Err(TransportError::Disconnected) if offer == 2 => continue,
             Err(e) => return Err(Error::Transport(e)),
         }
     }
-    conn.version = version.ok_or(Error::Transport(TransportError::Protocol))?;
-    conn.lengths.clear();
+    let (stream, version) = connected.ok_or(Error::Transport(TransportError::Protocol))?;
+    let mut conn = Setup::new(stream, buf, version, code);
     conn.call(
         1,
         "ayyay",
@@ -439,55 +459,46 @@ fn open<C: Connector, B: core::ops::DerefMut<Target = [u8]>>(
     )??;
     let mut tokens = heapless::Vec::new();
     for &slot in &slots[..n] {
-        let info = token_info_on(conn, slot)?;
+        let info = conn.call(6, "u", TOKEN_INFO, |w, _| put(w.ulong(slot)), token_info)?;
         let _ = tokens.push(Token {
             slot,
             label: info.label,
             serial: info.serial,
         });
     }
-    if let Some(stream) = conn.stream.as_mut() {
-        connector.established(stream);
-    }
-    Ok(tokens)
+    connector.established(&mut conn.stream);
+    Ok((conn, tokens))
 }
 
-pub(super) fn token_info_on<S: Read + Write, B: core::ops::DerefMut<Target = [u8]>>(
-    conn: &mut Conn<S, B>,
-    slot: u64,
-) -> Result<TokenInfo> {
-    conn.call(
-        6,
-        "u",
-        "ssssuuuuuuuuuuuvvs",
-        |w, _| put(w.ulong(slot)),
-        |r| {
-            Some(TokenInfo {
-                label: r.fixed()?,
-                manufacturer: r.fixed()?,
-                model: r.fixed()?,
-                serial: r.fixed()?,
-                flags: r.ulong()?,
-                max_session_count: r.ulong()?,
-                session_count: r.ulong()?,
-                max_rw_session_count: r.ulong()?,
-                rw_session_count: r.ulong()?,
-                max_pin_len: r.ulong()?,
-                min_pin_len: r.ulong()?,
-                total_public_memory: r.ulong()?,
-                free_public_memory: r.ulong()?,
-                total_private_memory: r.ulong()?,
-                free_private_memory: r.ulong()?,
-                hardware_version: r.version()?,
-                firmware_version: r.version()?,
-                utc_time: r.fixed()?,
-            })
-        },
-    )
+/// The reply signature of `C_GetTokenInfo`.
+pub(super) const TOKEN_INFO: &str = "ssssuuuuuuuuuuuvvs";
+
+/// Reads a `C_GetTokenInfo` reply.
+pub(super) fn token_info(r: &mut Reader<'_>) -> Option<TokenInfo> {
+    Some(TokenInfo {
+        label: r.fixed()?,
+        manufacturer: r.fixed()?,
+        model: r.fixed()?,
+        serial: r.fixed()?,
+        flags: r.ulong()?,
+        max_session_count: r.ulong()?,
+        session_count: r.ulong()?,
+        max_rw_session_count: r.ulong()?,
+        rw_session_count: r.ulong()?,
+        max_pin_len: r.ulong()?,
+        min_pin_len: r.ulong()?,
+        total_public_memory: r.ulong()?,
+        free_public_memory: r.ulong()?,
+        total_private_memory: r.ulong()?,
+        free_private_memory: r.ulong()?,
+        hardware_version: r.version()?,
+        firmware_version: r.version()?,
+        utc_time: r.fixed()?,
+    })
 }
 
 impl<C: Connector, L: RawLock, B> Drop for RpcMember<C, L, B> {
     fn drop(&mut self) {
-        self.conn.get_mut().finalize();
+        self.link.finalize();
     }
 }

@@ -1,26 +1,45 @@
-//! A member's connection: its stream, its buffer, and the framing of
+//! A member's connection: its stream, its buffers, and the framing of
 //! PKCS11-RPC.md, section 2 (a 12-byte header: call code, options length,
 //! body length; then the body).
 //!
-//! One request is outstanding per connection. A transport error, a deadline
+//! **Several calls in flight.** A p11-kit server answers a connection's
+//! requests one after another, in order (PKCS11-RPC.md, sections 1 and 9).
+//! When the connector can split the stream into a reading and a writing
+//! handle ([`Connector::split`]) and the member has more than one buffer, a
+//! call writes its request while earlier calls still wait for their replies,
+//! so the server always finds the next request queued. Each call in flight
+//! has a buffer of its own (its request goes out of it and its reply comes
+//! back into it). Order is kept by one rule: a call takes the read side
+//! before it lets go of the write side, so replies are read in the order
+//! the requests were written, each by the call that wrote it, and each
+//! reply must carry its own request's call code. Lock order: a buffer, then
+//! the write side, then the read side.
+//!
+//! With one buffer, or a stream that cannot be split (a UART), the write
+//! side is held for the whole round trip: one call at a time.
+//!
+//! **A broken connection stays broken.** A transport error, a deadline
 //! passed (the stream's business: its read returns `TimedOut`) or a reply
-//! that is not the protocol breaks the connection for good: the stream is
-//! dropped, so a late or misread reply can never be taken for the answer to
-//! a later request, and every later call fails at once, writing nothing.
-//! Only a new connection mends it.
+//! that is not the protocol marks the connection's generation dead: its
+//! streams are dropped by the next call that reaches them, every call in
+//! flight on it fails at once (none waits for a reply that cannot come),
+//! and nothing more is written on it. A late or misread reply can never be
+//! taken for the answer to a later request. Only a new connection (a new
+//! generation, [`Link::reconnect`]) mends it.
 //!
 //! That rule is kept here, apart from the calls, so that it holds in one
-//! place: every frame goes out and comes back through [`Conn::transact`],
-//! and every call (its error frame, its id and signature checked) through
-//! [`Conn::call`].
+//! place: every call goes out and comes back through [`Link::call`].
+
+use core::sync::atomic::{AtomicU8, AtomicU32, AtomicUsize, Ordering};
 
 use embedded_io::{ErrorKind, Read, Write};
 use p11ha_core::ck::Rv;
 use p11ha_core::error::TransportError;
+use p11ha_core::port::RawLock;
+use p11ha_core::sync::Mutex;
 use p11ha_core::{Error, Result};
 
 use super::codec::{Reader, Version, Writer};
-use super::lengths::Lengths;
 
 /// Opens a byte stream to a server, with whatever deadlines the platform
 /// gives it (a read that takes too long must return an error of kind
@@ -35,6 +54,17 @@ pub trait Connector: Send + Sync {
     /// slots and tokens read): a deadline for setting up, rather than the
     /// one for each call, may end here. The default does nothing.
     fn established(&self, _stream: &mut Self::Stream) {}
+
+    /// A second handle on an established `stream`, for writing requests
+    /// while another thread reads replies from `stream`: what lets one
+    /// connection carry several calls at once. After a split, `stream` only
+    /// reads and the handle returned only writes; the client flushes the
+    /// reading handle before it reads each reply, which starts that reply's
+    /// deadline, and flushes the writing handle after each request. The
+    /// default, `None`: the stream carries one call at a time.
+    fn split(&self, _stream: &mut Self::Stream) -> Option<Self::Stream> {
+        None
+    }
 }
 
 fn transport<E: embedded_io::Error>(e: E) -> TransportError {
@@ -48,74 +78,101 @@ fn transport<E: embedded_io::Error>(e: E) -> TransportError {
 const MAX_OPTIONS: usize = 256;
 /// Frame header: call code, options length, body length.
 pub(super) const HEADER: usize = 12;
+/// The most buffers, so calls in flight, on one connection.
+pub const MAX_IN_FLIGHT: usize = 4;
 
-/// One connection and its buffer.
-pub(super) struct Conn<S, B> {
-    /// `None` once broken (or not yet connected): never read again.
-    pub(super) stream: Option<S>,
-    pub(super) buf: B,
-    pub(super) version: Version,
-    code: u32,
-    /// What the connection knows to answer length queries itself.
-    pub(super) lengths: Lengths,
+/// The code after `code`: codes start at 0x11 and skip the low values.
+fn next_code(code: u32) -> u32 {
+    code.wrapping_add(1).max(0x11)
 }
 
-impl<S: Read + Write, B: core::ops::DerefMut<Target = [u8]>> Conn<S, B> {
-    /// No stream yet: [`super::client`] opens one (the version byte) and
-    /// sets the version it was answered.
-    pub(super) fn new(buf: B) -> Self {
-        Conn {
-            stream: None,
+/// Encodes a call (id, signature, then `encode`'s values) at
+/// `buf[HEADER..]`; returns the body's length.
+fn encode_call(
+    buf: &mut [u8],
+    id: u32,
+    request: &str,
+    version: Version,
+    encode: impl FnOnce(&mut Writer<'_>, Version) -> Result<()>,
+) -> Result<usize> {
+    let body = buf.get_mut(HEADER..).ok_or(Error::Rv(Rv::HOST_MEMORY))?;
+    let mut w = Writer::new(body);
+    w.call(id, request).ok_or(Error::Rv(Rv::HOST_MEMORY))?;
+    encode(&mut w, version)?;
+    Ok(w.len())
+}
+
+/// Puts the frame header of a request of `len` body bytes before it.
+fn frame(buf: &mut [u8], code: u32, len: usize) -> Result<&[u8]> {
+    let body = u32::try_from(len).map_err(|_| Error::Rv(Rv::HOST_MEMORY))?;
+    buf[..4].copy_from_slice(&code.to_be_bytes());
+    buf[4..8].copy_from_slice(&0u32.to_be_bytes());
+    buf[8..12].copy_from_slice(&body.to_be_bytes());
+    Ok(&buf[..HEADER + len])
+}
+
+/// Reads one reply frame, which must answer the request of `code`, into
+/// `buf`; returns the body's length.
+fn read_reply<S: Read>(
+    stream: &mut S,
+    code: u32,
+    buf: &mut [u8],
+) -> core::result::Result<usize, TransportError> {
+    let mut header = [0u8; HEADER];
+    read_exact(stream, &mut header)?;
+    let word =
+        |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
+    let (rcode, options, body) = (word(0), word(4) as usize, word(8) as usize);
+    if rcode != code || options > MAX_OPTIONS || body > buf.len() {
+        return Err(TransportError::Protocol);
+    }
+    let mut skip = [0u8; MAX_OPTIONS];
+    read_exact(stream, &mut skip[..options])?;
+    read_exact(stream, &mut buf[..body])?;
+    Ok(body)
+}
+
+/// Decodes a reply body. An error frame becomes its CK_RV; `None` is
+/// anything that is not the protocol.
+fn decode_call<T>(
+    body: &[u8],
+    id: u32,
+    reply: &str,
+    decode: impl FnOnce(&mut Reader<'_>) -> Option<T>,
+) -> Option<Result<T>> {
+    let mut r = Reader::new(body);
+    let (rid, sig) = r.call()?;
+    if rid == 0 && sig == b"u" {
+        let rv = r.ulong()?;
+        // An error frame must carry an error.
+        return (rv != 0).then_some(Err(Error::Rv(Rv(rv))));
+    }
+    if rid != id || sig != reply.as_bytes() {
+        return None;
+    }
+    decode(&mut r).map(Ok)
+}
+
+/// A connection being set up: one call at a time on one stream and one
+/// buffer. Any error ends the setting up, and the stream with it.
+pub(super) struct Setup<'a, S> {
+    pub(super) stream: S,
+    buf: &'a mut [u8],
+    pub(super) version: Version,
+    code: u32,
+}
+
+impl<'a, S: Read + Write> Setup<'a, S> {
+    pub(super) fn new(stream: S, buf: &'a mut [u8], version: Version, code: u32) -> Self {
+        Setup {
+            stream,
             buf,
-            version: Version::V0,
-            code: 0x10,
-            lengths: Lengths::default(),
+            version,
+            code,
         }
     }
 
-    pub(super) fn broken(&mut self, e: TransportError) -> Error {
-        self.stream = None;
-        Error::Transport(e)
-    }
-
-    /// Sends the request of `len` body bytes (encoded at `buf[HEADER..]`)
-    /// and reads the reply body into `buf`; returns its length.
-    fn transact(&mut self, len: usize) -> Result<usize> {
-        let Some(stream) = self.stream.as_mut() else {
-            return Err(Error::Transport(TransportError::Disconnected));
-        };
-        self.code = self.code.wrapping_add(1).max(0x10);
-        let code = self.code;
-        let body = u32::try_from(len).map_err(|_| Error::Rv(Rv::HOST_MEMORY))?;
-        self.buf[..4].copy_from_slice(&code.to_be_bytes());
-        self.buf[4..8].copy_from_slice(&0u32.to_be_bytes());
-        self.buf[8..12].copy_from_slice(&body.to_be_bytes());
-        if let Err(e) = write_all(stream, &self.buf[..HEADER + len]) {
-            return Err(self.broken(e));
-        }
-        let mut header = [0u8; HEADER];
-        if let Err(e) = read_exact(stream, &mut header) {
-            return Err(self.broken(e));
-        }
-        let word =
-            |i: usize| u32::from_be_bytes([header[i], header[i + 1], header[i + 2], header[i + 3]]);
-        let (rcode, options, body) = (word(0), word(4) as usize, word(8) as usize);
-        if rcode != code || options > MAX_OPTIONS || body > self.buf.len() {
-            return Err(self.broken(TransportError::Protocol));
-        }
-        let mut skip = [0u8; MAX_OPTIONS];
-        if let Err(e) = read_exact(stream, &mut skip[..options]) {
-            return Err(self.broken(e));
-        }
-        if let Err(e) = read_exact(stream, &mut self.buf[..body]) {
-            return Err(self.broken(e));
-        }
-        Ok(body)
-    }
-
-    /// One call: `encode` writes the request's values after the call id and
-    /// signature; `decode` reads the reply's values. An error frame becomes
-    /// its CK_RV; anything that is not the protocol breaks the connection.
+    /// One call, as [`Link::call`] makes it.
     pub(super) fn call<T>(
         &mut self,
         id: u32,
@@ -124,34 +181,288 @@ impl<S: Read + Write, B: core::ops::DerefMut<Target = [u8]>> Conn<S, B> {
         encode: impl FnOnce(&mut Writer<'_>, Version) -> Result<()>,
         decode: impl FnOnce(&mut Reader<'_>) -> Option<T>,
     ) -> Result<T> {
-        if self.stream.is_none() {
+        let len = encode_call(self.buf, id, request, self.version, encode)?;
+        self.code = next_code(self.code);
+        let request = frame(self.buf, self.code, len)?;
+        write_all(&mut self.stream, request).map_err(Error::Transport)?;
+        let n = read_reply(&mut self.stream, self.code, self.buf).map_err(Error::Transport)?;
+        decode_call(&self.buf[..n], id, reply, decode)
+            .unwrap_or(Err(Error::Transport(TransportError::Protocol)))
+    }
+}
+
+/// The write side: the writing stream (the only stream when calls go one
+/// at a time), the last call code, the connection's generation.
+struct Tx<S> {
+    stream: Option<S>,
+    code: u32,
+    generation: u32,
+    /// Whether `Rx` holds a reading handle: calls may overlap.
+    piped: bool,
+}
+
+/// The read side, when the stream is split.
+struct Rx<S> {
+    stream: Option<S>,
+    generation: u32,
+}
+
+/// One connection and its buffers (see the module documentation).
+pub(super) struct Link<S, L: RawLock, B> {
+    tx: Mutex<L, Tx<S>>,
+    rx: Mutex<L, Rx<S>>,
+    bufs: heapless::Vec<Mutex<L, B>, MAX_IN_FLIGHT>,
+    /// Which buffer the next call takes.
+    turn: AtomicUsize,
+    /// The smallest buffer's length: what every call may use.
+    capacity: usize,
+    /// The generation of the current connection (0: none yet).
+    generation: AtomicU32,
+    /// The latest generation known broken.
+    dead: AtomicU32,
+    version: AtomicU8,
+}
+
+impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S, L, B> {
+    /// No connection yet ([`Self::reconnect`] makes one). `locks` makes
+    /// each lock (none made: `CKR_CANT_LOCK`); up to [`MAX_IN_FLIGHT`] of
+    /// `bufs` are taken (none given: `CKR_HOST_MEMORY`).
+    pub(super) fn new(
+        mut locks: impl FnMut() -> Option<L>,
+        bufs: impl IntoIterator<Item = B>,
+    ) -> Result<Self> {
+        let mut lock = || locks().ok_or(Error::Rv(Rv::CANT_LOCK));
+        let mut held = heapless::Vec::new();
+        for buf in bufs.into_iter().take(MAX_IN_FLIGHT) {
+            let _ = held.push(Mutex::new(lock()?, buf));
+        }
+        let capacity = held.iter_mut().map(|b| b.get_mut().len()).min();
+        let capacity = capacity.ok_or(Error::Rv(Rv::HOST_MEMORY))?;
+        let tx = Tx {
+            stream: None,
+            code: 0,
+            generation: 0,
+            piped: false,
+        };
+        Ok(Link {
+            tx: Mutex::new(lock()?, tx),
+            rx: Mutex::new(
+                lock()?,
+                Rx {
+                    stream: None,
+                    generation: 0,
+                },
+            ),
+            bufs: held,
+            turn: AtomicUsize::new(0),
+            capacity,
+            generation: AtomicU32::new(0),
+            dead: AtomicU32::new(0),
+            version: AtomicU8::new(0),
+        })
+    }
+
+    /// The protocol version of the current connection.
+    pub(super) fn version(&self) -> Version {
+        match self.version.load(Ordering::Acquire) {
+            2 => Version::V2,
+            1 => Version::V1,
+            _ => Version::V0,
+        }
+    }
+
+    /// The length of every call's buffer.
+    pub(super) fn capacity(&self) -> usize {
+        self.capacity
+    }
+
+    fn is_dead(&self, generation: u32) -> bool {
+        self.dead.load(Ordering::Acquire) >= generation
+    }
+
+    fn kill(&self, generation: u32, e: TransportError) -> Error {
+        self.dead.fetch_max(generation, Ordering::AcqRel);
+        Error::Transport(e)
+    }
+
+    /// Breaks the current connection (a reply that was framed well but
+    /// said something impossible).
+    pub(super) fn broken(&self, e: TransportError) -> Error {
+        self.kill(self.generation.load(Ordering::Acquire), e)
+    }
+
+    /// Drops the current connection and sets up a new one: `open` connects
+    /// and sets it up over one buffer, as a [`Setup`]; then `split` may
+    /// give a writing handle. Every call in flight on the old connection
+    /// fails; calls wait while this runs.
+    pub(super) fn reconnect<T>(
+        &self,
+        open: impl FnOnce(&mut [u8], u32) -> Result<(Setup<'_, S>, T)>,
+        split: impl FnOnce(&mut S) -> Option<S>,
+    ) -> Result<T> {
+        let mut buf = self.bufs[0].lock();
+        let mut tx = self.tx.lock();
+        let mut rx = self.rx.lock();
+        // The old connection is gone whatever happens next.
+        self.kill(tx.generation, TransportError::Disconnected);
+        tx.stream = None;
+        rx.stream = None;
+        tx.piped = false;
+        let generation = tx.generation.wrapping_add(1).max(1);
+        tx.generation = generation;
+        rx.generation = generation;
+        self.generation.store(generation, Ordering::Release);
+        let (setup, found) = open(&mut buf, tx.code)?;
+        let Setup {
+            mut stream,
+            version,
+            code,
+            ..
+        } = setup;
+        tx.code = code;
+        self.version.store(
+            match version {
+                Version::V0 => 0,
+                Version::V1 => 1,
+                Version::V2 => 2,
+            },
+            Ordering::Release,
+        );
+        let writer = if self.bufs.len() > 1 {
+            split(&mut stream)
+        } else {
+            None
+        };
+        match writer {
+            Some(writer) => {
+                tx.stream = Some(writer);
+                rx.stream = Some(stream);
+                tx.piped = true;
+            }
+            None => tx.stream = Some(stream),
+        }
+        Ok(found)
+    }
+
+    /// One call: `encode` writes the request's values after the call id
+    /// and signature; `decode` reads the reply's values. An error frame
+    /// becomes its CK_RV; anything that is not the protocol breaks the
+    /// connection. `secret`: the request carries a PIN, and the buffer is
+    /// zeroised after the call, so that the PIN does not stay in memory
+    /// until later requests happen to overwrite it.
+    pub(super) fn call<T>(
+        &self,
+        id: u32,
+        request: &str,
+        reply: &str,
+        encode: impl FnOnce(&mut Writer<'_>, Version) -> Result<()>,
+        decode: impl FnOnce(&mut Reader<'_>) -> Option<T>,
+        secret: bool,
+    ) -> Result<T> {
+        let i = match self.bufs.len() {
+            1 => 0,
+            n => self.turn.fetch_add(1, Ordering::Relaxed) % n,
+        };
+        let mut buf = self.bufs[i].lock();
+        let r = self.call_in(&mut buf, id, request, reply, encode, decode);
+        if secret {
+            p11ha_core::secret::zeroise(&mut buf);
+        }
+        r
+    }
+
+    fn call_in<T>(
+        &self,
+        buf: &mut [u8],
+        id: u32,
+        request: &str,
+        reply: &str,
+        encode: impl FnOnce(&mut Writer<'_>, Version) -> Result<()>,
+        decode: impl FnOnce(&mut Reader<'_>) -> Option<T>,
+    ) -> Result<T> {
+        let buf = &mut buf[..self.capacity];
+        let generation = self.generation.load(Ordering::Acquire);
+        if self.is_dead(generation) {
             return Err(Error::Transport(TransportError::Disconnected));
         }
-        let version = self.version;
-        let len = {
-            let mut w = Writer::new(&mut self.buf[HEADER..]);
-            w.call(id, request).ok_or(Error::Rv(Rv::HOST_MEMORY))?;
-            encode(&mut w, version)?;
-            w.len()
-        };
-        let n = self.transact(len)?;
-        let mut r = Reader::new(&self.buf[..n]);
-        let parsed = (|| {
-            let (rid, sig) = r.call()?;
-            if rid == 0 && sig == b"u" {
-                let rv = r.ulong()?;
-                // An error frame must carry an error.
-                return (rv != 0).then_some(Err(Error::Rv(Rv(rv))));
-            }
-            if rid != id || sig != reply.as_bytes() {
-                return None;
-            }
-            decode(&mut r).map(Ok)
-        })();
-        match parsed {
-            Some(result) => result,
-            None => Err(self.broken(TransportError::Protocol)),
+        // Encoded before the write side is taken, so that a long request
+        // is copied while other calls write theirs.
+        let len = encode_call(buf, id, request, self.version(), encode)?;
+        let mut tx_guard = self.tx.lock();
+        let tx = &mut *tx_guard;
+        if self.is_dead(tx.generation) {
+            tx.stream = None;
         }
+        // A reconnect since the encoding: the request was for a
+        // connection that is gone (its session handles with it).
+        if tx.generation != generation {
+            return Err(Error::Transport(TransportError::Disconnected));
+        }
+        tx.code = next_code(tx.code);
+        let (code, piped) = (tx.code, tx.piped);
+        let Some(stream) = tx.stream.as_mut() else {
+            return Err(Error::Transport(TransportError::Disconnected));
+        };
+        let request = frame(buf, code, len)?;
+        if let Err(e) = write_all(stream, request) {
+            tx.stream = None;
+            return Err(self.kill(generation, e));
+        }
+        let n = if piped {
+            let mut rx_guard = self.rx.lock();
+            drop(tx_guard);
+            let rx = &mut *rx_guard;
+            if self.is_dead(rx.generation) || rx.generation != generation {
+                rx.stream = None;
+            }
+            let Some(stream) = rx.stream.as_mut() else {
+                return Err(Error::Transport(TransportError::Disconnected));
+            };
+            // The reply's deadline starts now: the replies before it are
+            // read.
+            let read = stream
+                .flush()
+                .map_err(transport)
+                .and_then(|()| read_reply(stream, code, buf));
+            match read {
+                Ok(n) => n,
+                Err(e) => {
+                    rx.stream = None;
+                    return Err(self.kill(generation, e));
+                }
+            }
+        } else {
+            match read_reply(stream, code, buf) {
+                Ok(n) => n,
+                Err(e) => {
+                    tx.stream = None;
+                    return Err(self.kill(generation, e));
+                }
+            }
+            // The write side is held until the reply is decoded: one call
+            // at a time.
+        };
+        match decode_call(&buf[..n], id, reply, decode) {
+            Some(result) => result,
+            None => Err(self.kill(generation, TransportError::Protocol)),
+        }
+    }
+}
+
+impl<S: Write, L: RawLock, B> Link<S, L, B> {
+    /// C_Finalize, then close: the server's way to end cleanly. The answer
+    /// is not waited for; a broken connection gets nothing.
+    pub(super) fn finalize(&mut self) {
+        let tx = self.tx.get_mut();
+        let alive = *self.dead.get_mut() < tx.generation;
+        if let Some(mut stream) = tx.stream.take().filter(|_| alive) {
+            let mut frame = [0u8; HEADER + 4 + 4];
+            frame[3] = 0x7f;
+            frame[11] = 8;
+            frame[15] = 2;
+            let _ = write_all(&mut stream, &frame);
+        }
+        self.rx.get_mut().stream = None;
     }
 }
 
@@ -184,17 +495,4 @@ pub(super) fn read_exact<S: Read>(
         }
     }
     Ok(())
-}
-impl<S: Write, B> Conn<S, B> {
-    /// C_Finalize, then close: the server's way to end cleanly. The answer
-    /// is not waited for; a broken connection gets nothing.
-    pub(super) fn finalize(&mut self) {
-        if let Some(mut stream) = self.stream.take() {
-            let mut frame = [0u8; HEADER + 4 + 4];
-            frame[3] = 0x7f;
-            frame[11] = 8;
-            frame[15] = 2;
-            let _ = write_all(&mut stream, &frame);
-        }
-    }
 }

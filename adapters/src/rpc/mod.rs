@@ -33,4 +33,4 @@ pub mod script;
 mod tests;
 
 pub use client::{RpcMember, Token};
-pub use conn::Connector;
+pub use conn::{Connector, MAX_IN_FLIGHT};

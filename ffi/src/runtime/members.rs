@@ -182,13 +182,15 @@ impl Runtime {
     /// Whether the server was reached.
     fn join(&self, i: usize, connector: &NetConnector) -> bool {
         let connect = |index: usize| -> Result<(Remote, usize)> {
-            let lock = self
-                .members
-                .locking
-                .make()
-                .ok_or(Error::Rv(Rv::CANT_LOCK))?;
-            let buf = vec![0u8; capacity::RPC_BUFFER].into_boxed_slice();
-            RpcMember::connect(connector.clone(), lock, buf, index)
+            // A buffer per call in flight on the connection.
+            let bufs = (0..capacity::RPC_IN_FLIGHT)
+                .map(|_| vec![0u8; capacity::RPC_BUFFER].into_boxed_slice());
+            RpcMember::connect(
+                connector.clone(),
+                || self.members.locking.make(),
+                bufs,
+                index,
+            )
         };
         let unreachable = |index: usize, e: Error| {
             let problem = match e {

@@ -66,6 +66,11 @@ pub mod capacity {
     /// The buffer of each remote member's connection: the largest request
     /// or reply (data of one call up to 1 MiB, plus room for the rest).
     pub const RPC_BUFFER: usize = (1 << 20) + 64 * 1024;
+    /// Calls in flight at once on one remote member's connection, each
+    /// with a buffer of its own: while one call waits for its reply, the
+    /// next request is already queued at the server. Pages of a buffer
+    /// that no call has used are never touched.
+    pub const RPC_IN_FLIGHT: usize = 2;
     /// How often a server that could not be reached is tried again, at
     /// the most (when the application lists slots).
     pub const SERVER_RETRY: std::time::Duration = std::time::Duration::from_secs(5);

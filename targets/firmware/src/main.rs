@@ -267,7 +267,7 @@ fn join(
 ) -> Result<(), Failure> {
     let t = clock.now_ms();
     let (member, tokens) =
-        RpcMember::connect(connector, SpinLock::new(), buf, 0).map_err(at("connect"))?;
+        RpcMember::connect(connector, || Some(SpinLock::new()), [buf], 0).map_err(at("connect"))?;
     info!(
         "UART{=usize}: p11-kit server with {=usize} token(s), connected in {=u64} ms",
         uart,

@@ -241,8 +241,8 @@ fn a_pin_does_not_stay_in_the_member_buffer() {
             s.version(2).serve_connect(&[alpha()]);
             let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
             let buf = Spy(vec![0u8; BUF].into_boxed_slice(), seen.clone());
-            let (m, _) =
-                RpcMember::connect(s.connector(), SpinLock::new(), buf, 0).expect("connect");
+            let (m, _) = RpcMember::connect(s.connector(), || Some(SpinLock::new()), [buf], 0)
+                .expect("connect");
             if answer {
                 s.reply(Body::new(id, ""));
             } else {

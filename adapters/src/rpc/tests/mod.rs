@@ -12,7 +12,10 @@
 //! - `calls`: each call's request, by protocol version; mechanisms that
 //!   cannot travel; PINs that do not stay in the buffer;
 //! - `outputs`: output buffers, length queries and "too small";
-//! - `attributes`: `C_GetAttributeValue`'s typed values.
+//! - `attributes`: `C_GetAttributeValue`'s typed values;
+//! - `pipeline`: several calls in flight on one connection, against a
+//!   stand-in server on a real Unix socket (a p11-kit server cannot be
+//!   made to hold a reply back, answer out of order, or freeze on cue).
 //!
 //! Here is what they share: a member connected to a scripted server, the
 //! values a request should carry ([`Values`]), and [`assert_broken`], since
@@ -39,6 +42,8 @@ mod calls;
 mod connect;
 mod framing;
 mod outputs;
+#[cfg(feature = "net")]
+mod pipeline;
 
 type M = RpcMember<ScriptConnector, SpinLock, Box<[u8]>>;
 
@@ -70,8 +75,8 @@ fn alpha() -> Token {
 fn member(script: &Script, buf: usize, index: usize) -> p11ha_core::Result<(M, usize)> {
     RpcMember::connect(
         script.connector(),
-        SpinLock::new(),
-        vec![0u8; buf].into_boxed_slice(),
+        || Some(SpinLock::new()),
+        [vec![0u8; buf].into_boxed_slice()],
         index,
     )
 }
