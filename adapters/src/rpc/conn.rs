@@ -36,7 +36,7 @@ use embedded_io::{ErrorKind, Read, Write};
 use p11ha_core::ck::Rv;
 use p11ha_core::error::TransportError;
 use p11ha_core::port::RawLock;
-use p11ha_core::sync::Mutex;
+use p11ha_core::sync::{Guard, Mutex};
 use p11ha_core::{Error, Result};
 
 use super::codec::{Reader, Version, Writer};
@@ -200,6 +200,10 @@ struct Tx<S> {
     /// Whether `Rx` holds a reading handle: calls may overlap.
     piped: bool,
 }
+
+/// The write side, held from a request to its reply's decoding when calls
+/// go one at a time.
+type Held<'a, L, S> = Guard<'a, L, Tx<S>>;
 
 /// The read side, when the stream is split.
 struct Rx<S> {
@@ -388,6 +392,24 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
         // Encoded before the write side is taken, so that a long request
         // is copied while other calls write theirs.
         let len = encode_call(buf, id, request, self.version(), encode)?;
+        let (n, _held) = self.exchange(buf, generation, len)?;
+        match decode_call(&buf[..n], id, reply, decode) {
+            Some(result) => result,
+            None => Err(self.kill(generation, TransportError::Protocol)),
+        }
+    }
+
+    /// Sends the request of `len` body bytes encoded at `buf[HEADER..]` on
+    /// the connection of `generation`, and reads its reply into `buf`.
+    /// Returns the reply's length, and the write side when calls go one at
+    /// a time (held until the reply is decoded). Apart from the calls, so
+    /// that its code is there once, not once per call.
+    fn exchange(
+        &self,
+        buf: &mut [u8],
+        generation: u32,
+        len: usize,
+    ) -> Result<(usize, Option<Held<'_, L, S>>)> {
         let mut tx_guard = self.tx.lock();
         let tx = &mut *tx_guard;
         if self.is_dead(tx.generation) {
@@ -408,14 +430,16 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
             tx.stream = None;
             return Err(self.kill(generation, e));
         }
-        let n = if piped {
+        if piped {
             let mut rx_guard = self.rx.lock();
             drop(tx_guard);
             let rx = &mut *rx_guard;
-            if self.is_dead(rx.generation) || rx.generation != generation {
+            if self.is_dead(rx.generation) {
                 rx.stream = None;
             }
-            let Some(stream) = rx.stream.as_mut() else {
+            // (The same generation: a reconnect takes the write side
+            // first, which this call held until now.)
+            let Some(stream) = rx.stream.as_mut().filter(|_| rx.generation == generation) else {
                 return Err(Error::Transport(TransportError::Disconnected));
             };
             // The reply's deadline starts now: the replies before it are
@@ -425,26 +449,22 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
                 .map_err(transport)
                 .and_then(|()| read_reply(stream, code, buf));
             match read {
-                Ok(n) => n,
+                Ok(n) => Ok((n, None)),
                 Err(e) => {
                     rx.stream = None;
-                    return Err(self.kill(generation, e));
+                    Err(self.kill(generation, e))
                 }
             }
         } else {
             match read_reply(stream, code, buf) {
-                Ok(n) => n,
+                // The write side is held until the reply is decoded: one
+                // call at a time.
+                Ok(n) => Ok((n, Some(tx_guard))),
                 Err(e) => {
                     tx.stream = None;
-                    return Err(self.kill(generation, e));
+                    Err(self.kill(generation, e))
                 }
             }
-            // The write side is held until the reply is decoded: one call
-            // at a time.
-        };
-        match decode_call(&buf[..n], id, reply, decode) {
-            Some(result) => result,
-            None => Err(self.kill(generation, TransportError::Protocol)),
         }
     }
 }
