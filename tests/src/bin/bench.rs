@@ -30,20 +30,31 @@
 //! from this program says so or closes, and this program is the subreaper that reaps what is
 //! killed: whether the bench ends well or not, no p11-kit process outlives it.
 //!
-//! Each configuration is measured with one and with two application threads (each thread its
-//! own session) for: ECDSA P-256 sign (CKM_ECDSA over a 32-byte digest), RSA-2048 sign
+//! Each configuration is measured with several application threads (each thread its own
+//! session) for: ECDSA P-256 sign (CKM_ECDSA over a 32-byte digest), RSA-2048 sign
 //! (CKM_SHA256_RSA_PKCS, single-part), SHA-256 and AES-256-CBC over 1 MiB and over 64 KiB fed in
-//! chunks through multi-part calls, and C_GetSessionInfo. HA mode journals the Update data of an
-//! operation up to a limit (64 KiB by default): the 64 KiB inputs are copied into the journal in
-//! full, the 1 MiB ones pass the limit (the operation goes on, marked not recoverable), so the two
-//! sizes show the cost of journalling and of not journalling. p11-kit-client.so 0.24.1 carries no
-//! mechanism parameter and answers CKR_MECHANISM_INVALID to AES-CBC: `kit` reports that at its
-//! validation and its AES-CBC cells read "n/a (CKR_MECHANISM_INVALID)". The children stay alive
-//! for the whole run and the parent asks them for one measurement at a time, so that the numbers
-//! of a table row are taken next to each other in time; the whole set is repeated `--rounds` times
-//! with the order of the configurations rotated, and the best round is reported (noise from other
-//! processes on the machine can only slow a measurement down). The local configurations are
-//! reported against `direct`; the remote ones against `kit` and against `direct`.
+//! chunks through multi-part calls, and C_GetSessionInfo. The thread counts are per part: the
+//! local configurations 1 and 2 (they share this machine's two cores with SoftHSM); the remote
+//! ones 1, 2, 4 and 8, all on server A for `kit` and `rpc1`, but 1 and 2 for AES-CBC (no `kit`
+//! to compare with). HA mode journals the Update data of an operation up to a limit (64 KiB by
+//! default): the 64 KiB inputs are copied into the journal in full, the 1 MiB ones pass the
+//! limit (the operation goes on, marked not recoverable), so the two sizes show the cost of
+//! journalling and of not journalling. p11-kit-client.so 0.24.1 carries no mechanism parameter
+//! and answers CKR_MECHANISM_INVALID to AES-CBC: `kit` reports that at its validation and its
+//! AES-CBC cells read "n/a (CKR_MECHANISM_INVALID)".
+//!
+//! Schedule and statistics: the children stay alive for the whole run and the parent asks them
+//! for one measurement at a time. Each part (local, remote) is measured on its own, with `direct`
+//! in both; a table row, one (operation, threads), is measured in `--rounds` rounds (5), and in
+//! each round every configuration of the part runs `--slices` slices (2 of 0.12 s), the
+//! configurations taking turns slice by slice, order rotating, so that a slow spell of the
+//! machine hits them alike. Each round thus gives every configuration a rate and a ratio to its
+//! baseline measured side by side: the local configurations and `kit` against `direct`, `rpc1`
+//! and `rpc-ha3` against `kit` (and against `direct`). A cell of the tables reads
+//! `8,686 (1.27, 1.20-1.31)`: the median of the rounds' rates, then the median, lowest and
+//! highest of the per-round ratios (the ratio of medians would mix rounds); `rpc1` and `rpc-ha3`
+//! add `; direct 0.60`, their median ratio against direct. The tables are printed in Markdown,
+//! as the README takes them, followed by every round's rate in key=value form.
 //!
 //! Over the RPC both clients make each PKCS#11 call one round trip, but p11ha answers the length
 //! queries it can be sure of itself (adapters/src/rpc/lengths.rs). Counted with strace (the
@@ -51,11 +62,11 @@
 //! p11-kit-client.so and 2 through p11ha (SignInit, Sign; the signature length is learned from
 //! the first), a SHA-256 of 1 MiB in 16 KiB chunks 67 and 66 (DigestFinal's length query), a
 //! C_GetSessionInfo 1 and 1. p11-kit-client.so writes a request in three write(2)s (header,
-//! options, body) and reads its reply in two read(2)s, p11ha in one send and two receives. Each client holds one connection per server and a
-//! p11-kit-remote answers its connection's calls one at a time, so two threads on one server
-//! (`kit`, `rpc1`) take turns: p11-kit-client.so lets the second thread send its request while
-//! the first awaits its reply, p11ha holds the connection for the whole round trip (cheap calls
-//! such as C_GetSessionInfo show it with two threads).
+//! options, body) and reads its reply in two read(2)s, p11ha in one send and two receives. Each
+//! client holds one connection per server and a p11-kit-remote answers its connection's calls
+//! one at a time, so the threads of `kit` and `rpc1` (up to eight) share one connection to server
+//! A: how well a client lets a thread send its request while others await their replies is what
+//! the rows with 2 to 8 threads show (cheap calls such as C_GetSessionInfo most).
 //!
 //! Failover latency: then one more child, `ha3-failover` (HA mode over three local tokens, with
 //! fault injection), measures alone how long the call that meets a member failure takes to return
@@ -65,10 +76,15 @@
 //! to re-create, once with a digest in progress over 4 KiB. Each time the same call without a
 //! failure is timed too, on the same sessions, for comparison.
 //!
-//! With the defaults, on a 2-core VM, the whole run takes about 4 minutes (throughput of the
-//! eight configurations 3.6 minutes, failover 7 s, the rest making tokens, starting servers and
-//! validating); `--only remote` about 1.8 minutes (four configurations), `--only local` about 2.4
-//! minutes (five), `--only failover` about 7 s. The time is set by the schedule, not by speed.
+//! With the defaults, on a 2-core VM, the whole run takes about 4.8 minutes: throughput 4.5
+//! minutes (38 rows: the local part's 14 with five configurations, the remote part's 24 with
+//! four, each configuration about 1.6 s a row: 5 rounds x 2 slices x 0.12 s, 0.2 s of warm-up
+//! before the first slice and 0.02 s before the others), a 0.15 s warm-up pass per operation and
+//! configuration, failover 7 s, the rest making tokens, starting servers and validating.
+//! `--only remote` takes about 2.7 minutes, `--only local` about 2, `--only failover` about 7 s.
+//! The time is set by the schedule, not by speed (but for the remote 1 MiB rows with 8 threads,
+//! where one operation takes a thread tens of milliseconds). Fewer `--rounds` or a shorter
+//! `--seconds` (a round's time per configuration) cut it in proportion.
 //!
 //! Nothing about speed is asserted. Correctness is: every configuration signs and verifies
 //! (and rejects a tampered signature) before it is measured, its SHA-256 digests, AES-CBC
@@ -122,11 +138,14 @@ const SMALL_LEN: usize = 64 * 1024;
 const RSA_MESSAGE: &[u8] = b"p11ha-bench: RSA-2048 PKCS#1 v1.5 SHA-256 message";
 /// The AES-CBC initialisation vector.
 const AES_IV: [u8; 16] = *b"p11ha-bench IV!!";
-/// Sessions used by the measurement threads (the most threads measured).
-const MAX_THREADS: usize = 2;
-const THREADS: [usize; 2] = [1, 2];
+/// Application threads of the local part: the configurations share the machine's cores.
+const LOCAL_THREADS: [usize; 2] = [1, 2];
+/// Application threads of the remote part, all on one server for `kit` and `rpc1`.
+const REMOTE_THREADS: [usize; 4] = [1, 2, 4, 8];
+/// The most threads (each with its own session) any part measures.
+const MAX_THREADS: usize = 8;
 /// Duration of each operation in the unrecorded warm-up pass before the measurements.
-const WARMUP_PASS_SECONDS: f64 = 0.2;
+const WARMUP_PASS_SECONDS: f64 = 0.15;
 /// Warm-up before every slice but the first of a measurement.
 const SLICE_WARMUP_SECONDS: f64 = 0.02;
 
@@ -296,6 +315,7 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
     let mut lib = None;
     let mut slot = None;
     let mut chunk = None;
+    let mut sessions_wanted = 1;
     let mut latency = None;
     let mut it = args[1..].iter();
     while let Some(a) = it.next() {
@@ -304,6 +324,9 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
             "--lib" => lib = Some(val()?),
             "--slot" => slot = Some(val()?),
             "--chunk" => chunk = Some(val()?.parse::<usize>().map_err(|e| e.to_string())?),
+            "--sessions" => {
+                sessions_wanted = val()?.parse::<usize>().map_err(|e| e.to_string())?;
+            }
             "--latency" => {
                 let v: Vec<usize> = val()?
                     .split(',')
@@ -532,10 +555,11 @@ fn child_run(args: &[String], out: &mut impl Write) -> Result<(), String> {
         return out.flush().map_err(|e| e.to_string());
     }
 
-    // The measurement sessions, validated one by one (in WLD mode with several members they
-    // may live on different members).
+    // The measurement sessions, as many as the most threads asked of this configuration (more
+    // would change where a multi-member configuration places the ones measured), validated one
+    // by one (in WLD mode with several members they may live on different members).
     let mut sessions = Vec::new();
-    for i in 0..MAX_THREADS {
+    for i in 0..sessions_wanted.clamp(1, MAX_THREADS) {
         let s = ctx
             .open_rw_session(slot)
             .map_err(|e| format!("C_OpenSession #{i}: {e}"))?;
@@ -1464,10 +1488,11 @@ struct Options {
 
 const USAGE: &str = "\
 usage: p11ha-bench [options]
-  --seconds S    duration of each measurement, per configuration (default 1.5)
-  --slices N     the measurement is cut into N slices, configurations taking turns (default 10)
-  --warmup S     warm-up of each measurement, per thread (default 0.25)
-  --rounds N     repetitions of the whole set; the best is reported (default 1)
+  --seconds S    measured time of one round, per configuration (default 0.24)
+  --slices N     a round is cut into N slices, the configurations taking turns (default 2)
+  --warmup S     warm-up before a measurement's first slice, per thread (default 0.2)
+  --rounds N     rounds of each measurement: the median rate is reported, and the median,
+                 lowest and highest of the per-round ratios (default 5)
   --chunk BYTES  C_DigestUpdate/C_EncryptUpdate chunk, multiple of 16 (default 16384)
   --lib PATH     libp11ha.so (default <repo>/target/release/libp11ha.so)
   --fault-lib PATH  the test build with fault injection, for the failover measurements
@@ -1490,10 +1515,10 @@ usage: p11ha-bench [options]
 
 fn parse_options(args: &[String]) -> Result<Options, String> {
     let mut o = Options {
-        seconds: 1.5,
-        warmup: 0.25,
-        rounds: 1,
-        slices: 10,
+        seconds: 0.24,
+        warmup: 0.2,
+        rounds: 5,
+        slices: 2,
         chunk: 16 * 1024,
         lib: None,
         fault_lib: None,
@@ -1619,6 +1644,64 @@ enum Kind {
 impl Kind {
     fn is_remote(self) -> bool {
         matches!(self, Kind::Kit | Kind::RpcWld | Kind::RpcHa)
+    }
+}
+
+/// A part of the throughput measurements: its configurations take turns with each other, and
+/// its rows are ratios against its own baseline, measured alongside.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum Part {
+    /// direct, wld1, wld3, ha1, ha3; the baseline is direct.
+    Local,
+    /// direct, kit, rpc1, rpc-ha3; the baseline is kit (and direct for kit itself).
+    Remote,
+}
+
+impl Part {
+    fn name(self) -> &'static str {
+        match self {
+            Part::Local => "local",
+            Part::Remote => "remote",
+        }
+    }
+
+    /// Whether configurations of `kind` are measured in this part (direct is in every part).
+    fn has(self, kind: Kind) -> bool {
+        match self {
+            Part::Local => matches!(kind, Kind::Direct | Kind::Wld | Kind::Ha),
+            Part::Remote => kind == Kind::Direct || kind.is_remote(),
+        }
+    }
+
+    /// The application thread counts `op` is measured with.
+    fn threads(self, op: Op) -> &'static [usize] {
+        match (self, op) {
+            (Part::Local, _) => &LOCAL_THREADS,
+            // p11-kit-client.so cannot do AES-CBC: no baseline to scale against.
+            (Part::Remote, Op::AesCbc | Op::AesCbcSmall) => &[1, 2],
+            (Part::Remote, _) => &REMOTE_THREADS,
+        }
+    }
+}
+
+impl Options {
+    /// The throughput parts to run, in report order.
+    fn parts(&self) -> Vec<Part> {
+        [(Part::Local, self.local), (Part::Remote, self.remote)]
+            .into_iter()
+            .filter_map(|(p, on)| on.then_some(p))
+            .collect()
+    }
+
+    /// The most threads a configuration of `kind` runs: the sessions its child opens.
+    fn max_threads(&self, kind: Kind) -> usize {
+        self.parts()
+            .into_iter()
+            .filter(|p| p.has(kind))
+            .flat_map(|p| self.ops.iter().flat_map(move |&op| p.threads(op)))
+            .copied()
+            .max()
+            .unwrap_or(1)
     }
 }
 
@@ -1974,6 +2057,8 @@ impl ChildProc {
             .arg(cfg.slot.map_or("label".into(), |s| s.to_string()))
             .arg("--chunk")
             .arg(o.chunk.to_string())
+            .arg("--sessions")
+            .arg(o.max_threads(cfg.kind).to_string())
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
@@ -2393,110 +2478,32 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     let groups: Vec<u32> = servers.iter().map(KitServer::group).collect();
     let server_pids = group_processes(&groups);
 
-    // The schedule: rounds x operations x thread counts; within each, the configurations take
-    // turns in short slices (order rotating), so that a slow spell of the machine hits all of
-    // them alike instead of one whole measurement.
+    // The schedule: per part, operation and thread count a cell, measured in rounds; within a
+    // round the configurations of the part take turns in short slices (order rotating), so that
+    // a slow spell of the machine hits all of them alike, and each round gives each
+    // configuration's ratio to the baseline.
     let n_cfg = children.len();
-    // results[op][threads index][config] = rates of the rounds; errors likewise.
-    let mut results = vec![vec![vec![Vec::<f64>::new(); n_cfg]; THREADS.len()]; o.ops.len()];
-    let mut errors: BTreeMap<(usize, usize, usize), String> = BTreeMap::new();
-    let total = o.rounds * o.ops.len() * THREADS.len();
-    let slice = o.seconds / o.slices as f64;
+    let mut cells = plan_cells(&o, &children);
     // One unrecorded pass, so that the first configuration measured does not pay for a cold
     // machine; errors show up again in the measurements.
     if n_cfg > 0 {
         eprintln!("warm-up pass ...");
     }
     for c in children.iter_mut().filter(|c| c.failed.is_none()) {
+        let threads = o.max_threads(c.cfg.kind);
         for &op in &o.ops {
             if c.unsupported(op).is_none() {
-                let _ = c.measure(op, MAX_THREADS, WARMUP_PASS_SECONDS, 0.0);
+                let _ = c.measure(op, threads, WARMUP_PASS_SECONDS, 0.0);
             }
         }
     }
-    let mut done = 0;
-    let mut turn = 0;
     // Share of the machine's CPU time that other processes took during each measurement.
     let pids: Vec<u32> = std::iter::once(std::process::id())
         .chain(children.iter().map(|c| c.child.id()))
         .chain(server_pids)
         .collect();
-    let mut foreign_cpu: Vec<f64> = Vec::new();
     let throughput_started = Instant::now();
-    for round in 0..o.rounds {
-        if n_cfg == 0 {
-            break;
-        }
-        for (oi, &op) in o.ops.iter().enumerate() {
-            for (ti, &threads) in THREADS.iter().enumerate() {
-                done += 1;
-                // Per configuration: sum of rate x time, and time, over the slices.
-                let mut acc = vec![(0.0f64, 0.0f64); n_cfg];
-                let mut foreign = (0.0, 0.0);
-                for s in 0..o.slices {
-                    // The full warm-up before the first slice, a short one before the others.
-                    let warm = if s == 0 {
-                        o.warmup
-                    } else {
-                        o.warmup.min(SLICE_WARMUP_SECONDS)
-                    };
-                    for k in 0..n_cfg {
-                        let ci = (k + turn) % n_cfg;
-                        let c = &mut children[ci];
-                        if c.failed.is_some()
-                            || c.unsupported(op).is_some()
-                            || errors.contains_key(&(oi, ti, ci))
-                        {
-                            continue;
-                        }
-                        let before = cpu_probe(&pids);
-                        let t0 = Instant::now();
-                        let r = c.measure(op, threads, slice, warm);
-                        let dt = t0.elapsed().as_secs_f64();
-                        if let Some(f) = cpu_probe(&pids).and_then(|a| a.foreign_since(before?)) {
-                            foreign.0 += f * dt;
-                            foreign.1 += dt;
-                        }
-                        match r {
-                            Ok(rate) => {
-                                acc[ci].0 += rate * slice;
-                                acc[ci].1 += slice;
-                            }
-                            Err(e) => {
-                                if e.starts_with("child process") {
-                                    c.failed = Some(e.clone());
-                                }
-                                errors.insert((oi, ti, ci), e);
-                            }
-                        }
-                    }
-                    turn += 1;
-                }
-                let mut line = format!(
-                    "[{done:>2}/{total}] round {} {:<10} {threads} thr",
-                    round + 1,
-                    op.key()
-                );
-                for (ci, c) in children.iter().enumerate() {
-                    if let Some(e) = errors.get(&(oi, ti, ci)) {
-                        let _ = write!(line, "   {} ERROR {e}", c.cfg.name);
-                    } else if c.unsupported(op).is_some() {
-                        let _ = write!(line, "   {} n/a", c.cfg.name);
-                    } else if acc[ci].1 > 0.0 {
-                        let rate = acc[ci].0 / acc[ci].1;
-                        results[oi][ti][ci].push(rate);
-                        let _ = write!(line, "   {} {rate:.0}", c.cfg.name);
-                    }
-                }
-                if foreign.1 > 0.0 {
-                    let f = foreign.0 / foreign.1;
-                    foreign_cpu.push(f);
-                    let _ = write!(line, "   (other processes: {:.0}% of the CPUs)", f * 100.0);
-                }
-                eprintln!("{line}");
-            }
-        }
-    }
+    let foreign_cpu = run_cells(&mut cells, &mut children, &o, &pids);
     let throughput_seconds = throughput_started.elapsed().as_secs_f64();
     // The throughput children are done: they leave the machine to the failover child, and so
     // do the servers.
@@ -2528,11 +2535,6 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     let elapsed = started.elapsed().as_secs_f64();
 
     // Report.
-    let best = |v: &Vec<f64>| {
-        v.iter()
-            .copied()
-            .fold(None, |m: Option<f64>, x| Some(m.map_or(x, |m| m.max(x))))
-    };
     let cpus = std::thread::available_parallelism().map_or(0, |n| n.get());
     println!();
     println!(
@@ -2563,42 +2565,23 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     for (name, address) in &server_list {
         println!("  server {name}     p11-kit server {address}");
     }
-    let cell = |oi: usize, ti: usize, ci: usize| -> String {
-        if let Some(v) = best(&results[oi][ti][ci]) {
-            format!("{v:.0}")
-        } else if errors.contains_key(&(oi, ti, ci)) {
-            "ERROR".into()
-        } else if let Some(why) = children[ci].unsupported(o.ops[oi]) {
-            format!("n/a ({})", why.split_whitespace().next().unwrap_or(why))
-        } else {
-            "n/a".into()
-        }
-    };
-    // Against `base` (direct is 0).
-    let ratio_to = |oi: usize, ti: usize, ci: usize, base: usize| -> Option<f64> {
-        Some(best(&results[oi][ti][ci])? / best(&results[oi][ti][base])?)
-    };
-    let ratio = |oi: usize, ti: usize, ci: usize| ratio_to(oi, ti, ci, 0);
-    let fmt_ratio = |r: Option<f64>| r.map_or("-".into(), |r| format!("{r:.2}"));
-    let kit = children.iter().position(|c| c.cfg.kind == Kind::Kit);
-    let local_cols: Vec<usize> = (0..n_cfg)
-        .filter(|&ci| !children[ci].cfg.kind.is_remote())
-        .collect();
-    let remote_cols: Vec<usize> = (0..n_cfg)
-        .filter(|&ci| ci == 0 || children[ci].cfg.kind.is_remote())
-        .collect();
     if n_cfg > 0 {
         println!(
             "method (throughput): one child process per configuration (SoftHSM or libp11ha.so\n\
-             \x20 loaded once per process), all alive at once, measured one at a time. For every\n\
-             \x20 (operation, threads) each configuration runs {} s in total, cut into {} slices of\n\
-             \x20 {:.2} s; the configurations take turns slice by slice (order rotating), so that a\n\
-             \x20 slow spell of the machine hits all of them alike. In a slice the threads warm up ({} s\n\
-             \x20 before the first slice, {} s before the others), start together at a barrier and\n\
-             \x20 count completed operations; rate = sum over threads of count / elapsed, averaged over\n\
-             \x20 the slices. {} round(s), best reported; one unrecorded {WARMUP_PASS_SECONDS} s pass per\n\
-             \x20 operation and configuration before all that. Each thread has its own session, opened\n\
-             \x20 after one C_Login on a control session; every timed operation checks its result.\n\
+             \x20 loaded once per process), all alive at once, measured one at a time. Each part\n\
+             \x20 (local: direct and libp11ha.so over SoftHSM, threads {}; remote: direct and the\n\
+             \x20 p11-kit RPC clients, threads {}, AES-CBC {}) is measured on its own, direct in each.\n\
+             \x20 For every (operation, threads) the configurations of the part run {} rounds; in a\n\
+             \x20 round each runs {} s, cut into {} slices of {:.2} s, the configurations taking turns\n\
+             \x20 slice by slice (order rotating), so that a slow spell of the machine hits all of them\n\
+             \x20 alike. In a slice the threads warm up ({} s before the first slice of the first\n\
+             \x20 round, {} s before the others), start together at a barrier and count completed\n\
+             \x20 operations; rate = sum over threads of count / elapsed; a round's rate is the mean\n\
+             \x20 of its slices'. A ratio is taken per round, against the baseline's rate of the same\n\
+             \x20 round; the tables give the median rate and the median, lowest and highest of the\n\
+             \x20 per-round ratios. One unrecorded {WARMUP_PASS_SECONDS} s pass per operation and\n\
+             \x20 configuration before all that. Each thread has its own session, opened after one\n\
+             \x20 C_Login on a control session; every timed operation checks its result.\n\
              \x20 ECDSA: CKM_ECDSA over a 32-byte digest; RSA: CKM_SHA256_RSA_PKCS over {} bytes,\n\
              \x20 single-part C_Sign; SHA-256 and AES-256-CBC: 1 MiB ({INPUT_LEN} bytes) as {}\n\
              \x20 C_DigestUpdate / C_EncryptUpdate chunks of {} bytes, and 64 KiB ({SMALL_LEN} bytes) as\n\
@@ -2610,12 +2593,15 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
              \x20 default limit). The 64 KiB inputs stay within it, so every byte is copied into the\n\
              \x20 journal; the 1 MiB inputs pass it at chunk {}, after which nothing more is copied\n\
              \x20 and the operation is marked not recoverable (it goes on; HA logs it once).",
+            thread_list(Part::Local.threads(Op::Ecdsa)),
+            thread_list(Part::Remote.threads(Op::Ecdsa)),
+            thread_list(Part::Remote.threads(Op::AesCbc)),
+            o.rounds,
             o.seconds,
             o.slices,
             o.seconds / o.slices as f64,
             o.warmup,
             o.warmup.min(SLICE_WARMUP_SECONDS),
-            o.rounds,
             RSA_MESSAGE.len(),
             INPUT_LEN.div_ceil(o.chunk),
             o.chunk,
@@ -2629,72 +2615,16 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             SMALL_LEN / o.chunk + 1
         );
     }
-    if o.local && n_cfg > 0 {
+    for part in o.parts() {
+        if n_cfg == 0 {
+            break;
+        }
         println!();
-        let mut header = format!(
-            "{:<26}{:>4} {:>10}",
-            "operation", "thr", children[0].cfg.name
-        );
-        for &ci in &local_cols[1..] {
-            let _ = write!(header, " {:>16}", children[ci].cfg.name);
+        if part == Part::Remote {
+            print_remote_method(&o, &server_list);
+            println!();
         }
-        println!("{header}");
-        for (oi, &op) in o.ops.iter().enumerate() {
-            for (ti, &threads) in THREADS.iter().enumerate() {
-                let mut row = format!("{:<26}{threads:>4} {:>10}", op.title(), cell(oi, ti, 0));
-                for &ci in &local_cols[1..] {
-                    let r = fmt_ratio(ratio(oi, ti, ci));
-                    let _ = write!(row, " {:>16}", format!("{} ({r})", cell(oi, ti, ci)));
-                }
-                println!("{row}");
-            }
-        }
-        println!("(ratios: against direct, in the same run)");
-    }
-    if o.remote && n_cfg > 0 {
-        println!();
-        print_remote_method(&o, &server_list);
-        println!();
-        let mut header = format!(
-            "{:<26}{:>4} {:>10}",
-            "operation", "thr", children[0].cfg.name
-        );
-        for &ci in &remote_cols[1..] {
-            let w = if Some(ci) == kit { 27 } else { 20 };
-            let _ = write!(header, " {:>w$}", children[ci].cfg.name);
-        }
-        println!("{header}");
-        for (oi, &op) in o.ops.iter().enumerate() {
-            for (ti, &threads) in THREADS.iter().enumerate() {
-                let mut row = format!("{:<26}{threads:>4} {:>10}", op.title(), cell(oi, ti, 0));
-                for &ci in &remote_cols[1..] {
-                    let (w, r) = match kit {
-                        Some(k) if k != ci => (
-                            20,
-                            format!(
-                                "{} | {}",
-                                fmt_ratio(ratio_to(oi, ti, ci, k)),
-                                fmt_ratio(ratio(oi, ti, ci))
-                            ),
-                        ),
-                        _ => (27, fmt_ratio(ratio(oi, ti, ci))),
-                    };
-                    let c = cell(oi, ti, ci);
-                    // An unsupported operation has no ratio to show.
-                    let text = if c.starts_with("n/a (") {
-                        c
-                    } else {
-                        format!("{c} ({r})")
-                    };
-                    let _ = write!(row, " {text:>w$}");
-                }
-                println!("{row}");
-            }
-        }
-        println!(
-            "(ratios: kit against direct; rpc1 and rpc-ha3 against kit | against direct; in the same \
-             run)"
-        );
+        print_part_table(part, &cells, &children, &o);
     }
     if let Some(f) = &failover {
         println!();
@@ -2767,15 +2697,20 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         }
     }
     let mut all_ok = children.iter().chain(&failover).all(|c| c.failed.is_none());
+    let errors: Vec<(&Cell, usize, &String)> = cells
+        .iter()
+        .flat_map(|cell| cell.errors.iter().map(move |(&ci, e)| (cell, ci, e)))
+        .collect();
     if !errors.is_empty() {
         all_ok = false;
         println!("errors:");
-        for ((oi, ti, ci), e) in &errors {
+        for (cell, ci, e) in errors {
             println!(
-                "  {} {} thr {}: {e}",
-                o.ops[*oi].title(),
-                THREADS[*ti],
-                children[*ci].cfg.name
+                "  {} {} {} thr {}: {e}",
+                cell.part.name(),
+                cell.op.title(),
+                cell.threads,
+                children[ci].cfg.name
             );
         }
     }
@@ -2797,13 +2732,16 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     );
 
     println!();
-    println!("# p11ha-bench results (key=value; rates are the best of the rounds)");
+    println!(
+        "# p11ha-bench results (key=value; rates are the median of the rounds, ratios the median, \
+         min and max of the per-round ratios)"
+    );
     println!("bench.cpus={cpus}");
     println!("bench.seconds={}", o.seconds);
     println!("bench.warmup_seconds={}", o.warmup);
     println!("bench.slices={}", o.slices);
     println!("bench.rounds={}", o.rounds);
-    println!("bench.estimator=best_of_rounds");
+    println!("bench.estimator=median_of_rounds");
     println!("bench.input_bytes={INPUT_LEN}");
     println!("bench.small_input_bytes={SMALL_LEN}");
     println!("bench.chunk_bytes={}", o.chunk);
@@ -2821,36 +2759,8 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             println!("servers.{}={}", c.cfg.name, c.cfg.servers.join(" "));
         }
     }
-    for (oi, &op) in o.ops.iter().enumerate() {
-        for (ti, &threads) in THREADS.iter().enumerate() {
-            for (ci, c) in children.iter().enumerate() {
-                let key = format!("{}.{threads}thr.{}", op.kv_name(), c.cfg.name);
-                match best(&results[oi][ti][ci]) {
-                    Some(v) => println!("{key}={v:.0}"),
-                    None if c.unsupported(op).is_some() => println!("{key}=n/a"),
-                    None => println!("{key}=error"),
-                }
-                if ci > 0
-                    && let Some(r) = ratio(oi, ti, ci)
-                {
-                    println!("{key}_ratio={r:.3}");
-                }
-                if let Some(k) = kit
-                    && k != ci
-                    && c.cfg.kind.is_remote()
-                    && let Some(r) = ratio_to(oi, ti, ci, k)
-                {
-                    println!("{key}_ratio_kit={r:.3}");
-                }
-                let rounds: Vec<String> = results[oi][ti][ci]
-                    .iter()
-                    .map(|v| format!("{v:.0}"))
-                    .collect();
-                if o.rounds > 1 {
-                    println!("{key}_rounds={}", rounds.join(","));
-                }
-            }
-        }
+    for cell in &cells {
+        print_cell_kv(cell, &children);
     }
     if let Some(f) = &failover {
         println!("failover.recover_delay_ms={}", o.recover_ms);
@@ -2883,6 +2793,401 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     Ok(all_ok)
 }
 
+// ---------------------------------------------------------------------------------------------
+// Throughput: the cells of the schedule, measured in rounds, and their tables
+// ---------------------------------------------------------------------------------------------
+
+/// One row of a part's table: an operation at a thread count, measured in rounds on the part's
+/// configurations.
+struct Cell {
+    part: Part,
+    op: Op,
+    threads: usize,
+    /// The children measured, in table order (direct first).
+    cfgs: Vec<usize>,
+    /// `rates[ci]`: child `ci`'s rate in each round (empty for the children not in the part).
+    rates: Vec<Vec<f64>>,
+    /// Why a child's measurement failed; it is not measured again in this cell.
+    errors: BTreeMap<usize, String>,
+}
+
+/// The median, lowest and highest of a set of values.
+#[derive(Clone, Copy)]
+struct Spread {
+    median: f64,
+    min: f64,
+    max: f64,
+}
+
+fn spread(v: &[f64]) -> Option<Spread> {
+    let (median, _, _, _) = stats(v)?;
+    let min = v.iter().copied().fold(f64::INFINITY, f64::min);
+    let max = v.iter().copied().fold(f64::NEG_INFINITY, f64::max);
+    Some(Spread { median, min, max })
+}
+
+impl Cell {
+    /// Child `ci`'s median rate over the rounds.
+    fn median(&self, ci: usize) -> Option<f64> {
+        spread(&self.rates[ci]).map(|s| s.median)
+    }
+
+    /// Child `ci`'s ratios to child `base`, one per round (both measured side by side in it).
+    fn ratio(&self, ci: usize, base: usize) -> Option<Spread> {
+        let (a, b) = (&self.rates[ci], &self.rates[base]);
+        if a.len() != b.len() || self.errors.contains_key(&ci) || self.errors.contains_key(&base) {
+            return None;
+        }
+        spread(&a.iter().zip(b).map(|(x, y)| x / y).collect::<Vec<f64>>())
+    }
+
+    /// The child of the given kind that this cell measures.
+    fn find(&self, children: &[ChildProc], kind: Kind) -> Option<usize> {
+        self.cfgs
+            .iter()
+            .copied()
+            .find(|&ci| children[ci].cfg.kind == kind)
+    }
+
+    /// Child `ci`'s baseline: direct for the local configurations and for kit; kit for the other
+    /// remote ones where kit can do the operation, else direct. None for direct itself.
+    fn baseline(&self, children: &[ChildProc], ci: usize) -> Option<usize> {
+        let direct = self.find(children, Kind::Direct)?;
+        let kind = children[ci].cfg.kind;
+        if ci == direct {
+            return None;
+        }
+        let kit = self
+            .find(children, Kind::Kit)
+            .filter(|&k| children[k].unsupported(self.op).is_none());
+        match kit {
+            Some(k) if kind.is_remote() && kind != Kind::Kit => Some(k),
+            _ => Some(direct),
+        }
+    }
+}
+
+/// The cells of the parts to run, in report order.
+fn plan_cells(o: &Options, children: &[ChildProc]) -> Vec<Cell> {
+    let mut cells = Vec::new();
+    for part in o.parts() {
+        let cfgs: Vec<usize> = (0..children.len())
+            .filter(|&ci| part.has(children[ci].cfg.kind))
+            .collect();
+        if cfgs.is_empty() {
+            continue;
+        }
+        for &op in &o.ops {
+            for &threads in part.threads(op) {
+                cells.push(Cell {
+                    part,
+                    op,
+                    threads,
+                    cfgs: cfgs.clone(),
+                    rates: vec![Vec::new(); children.len()],
+                    errors: BTreeMap::new(),
+                });
+            }
+        }
+    }
+    cells
+}
+
+/// Measures every cell, `o.rounds` rounds of `o.slices` slices each. Returns, per cell, the
+/// share of the CPUs that other processes took meanwhile.
+fn run_cells(
+    cells: &mut [Cell],
+    children: &mut [ChildProc],
+    o: &Options,
+    pids: &[u32],
+) -> Vec<f64> {
+    let slice = o.seconds / o.slices as f64;
+    let total = cells.len();
+    let mut foreign_cpu = Vec::new();
+    let mut turn = 0;
+    for (done, cell) in cells.iter_mut().enumerate() {
+        let mut foreign = (0.0, 0.0);
+        for round in 0..o.rounds {
+            // Per child: the sum of its slices' rates, and their number.
+            let mut acc = vec![(0.0f64, 0usize); children.len()];
+            for s in 0..o.slices {
+                // The full warm-up before the first slice, a short one before the others.
+                let warm = if round == 0 && s == 0 {
+                    o.warmup
+                } else {
+                    o.warmup.min(SLICE_WARMUP_SECONDS)
+                };
+                for k in 0..cell.cfgs.len() {
+                    let ci = cell.cfgs[(k + turn) % cell.cfgs.len()];
+                    let c = &mut children[ci];
+                    if c.failed.is_some()
+                        || c.unsupported(cell.op).is_some()
+                        || cell.errors.contains_key(&ci)
+                    {
+                        continue;
+                    }
+                    let before = cpu_probe(pids);
+                    let t0 = Instant::now();
+                    let r = c.measure(cell.op, cell.threads, slice, warm);
+                    let dt = t0.elapsed().as_secs_f64();
+                    if let Some(f) = cpu_probe(pids).and_then(|a| a.foreign_since(before?)) {
+                        foreign.0 += f * dt;
+                        foreign.1 += dt;
+                    }
+                    match r {
+                        Ok(rate) => {
+                            acc[ci].0 += rate;
+                            acc[ci].1 += 1;
+                        }
+                        Err(e) => {
+                            if e.starts_with("child process") {
+                                c.failed = Some(e.clone());
+                            }
+                            cell.errors.insert(ci, e);
+                        }
+                    }
+                }
+                turn += 1;
+            }
+            for &ci in &cell.cfgs {
+                if acc[ci].1 == o.slices && !cell.errors.contains_key(&ci) {
+                    cell.rates[ci].push(acc[ci].0 / acc[ci].1 as f64);
+                }
+            }
+        }
+        let mut line = format!(
+            "[{:>2}/{total}] {:<6} {:<10} {} thr",
+            done + 1,
+            cell.part.name(),
+            cell.op.key(),
+            cell.threads
+        );
+        for &ci in &cell.cfgs {
+            let c = &children[ci];
+            if let Some(e) = cell.errors.get(&ci) {
+                let _ = write!(line, "   {} ERROR {e}", c.cfg.name);
+            } else if c.unsupported(cell.op).is_some() {
+                let _ = write!(line, "   {} n/a", c.cfg.name);
+            } else if let Some(rate) = cell.median(ci) {
+                let _ = write!(line, "   {} {rate:.0}", c.cfg.name);
+                if let Some(r) = cell.baseline(children, ci).and_then(|b| cell.ratio(ci, b)) {
+                    let _ = write!(line, " ({:.2})", r.median);
+                }
+            }
+        }
+        if foreign.1 > 0.0 {
+            let f = foreign.0 / foreign.1;
+            foreign_cpu.push(f);
+            let _ = write!(line, "   (other processes: {:.0}% of the CPUs)", f * 100.0);
+        }
+        eprintln!("{line}");
+    }
+    foreign_cpu
+}
+
+/// "1, 2, 4"
+fn thread_list(threads: &[usize]) -> String {
+    threads
+        .iter()
+        .map(usize::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// A rate rounded to an integer, with thousands separated by commas.
+fn grouped(v: f64) -> String {
+    let digits = format!("{:.0}", v.abs());
+    let mut out = String::new();
+    for (i, ch) in digits.chars().enumerate() {
+        if i > 0 && (digits.len() - i).is_multiple_of(3) {
+            out.push(',');
+        }
+        out.push(ch);
+    }
+    if v < 0.0 && digits != "0" {
+        out.insert(0, '-');
+    }
+    out
+}
+
+/// A ratio: two decimals, three below 0.1 (a remote C_GetSessionInfo against direct).
+fn fmt_ratio(r: f64) -> String {
+    if r < 0.095 {
+        format!("{r:.3}")
+    } else {
+        format!("{r:.2}")
+    }
+}
+
+/// "1.27, 1.20-1.31": the median ratio, then the lowest and highest (the median alone after a
+/// single round).
+fn fmt_spread(s: Spread, rounds: usize) -> String {
+    if rounds > 1 {
+        format!(
+            "{}, {}-{}",
+            fmt_ratio(s.median),
+            fmt_ratio(s.min),
+            fmt_ratio(s.max)
+        )
+    } else {
+        fmt_ratio(s.median)
+    }
+}
+
+/// The column title of a configuration in the tables.
+fn column_title(name: &str) -> &str {
+    match name {
+        "wld1" => "WLD, 1 member",
+        "wld3" => "WLD, 3 members",
+        "ha1" => "HA, 1 member",
+        "ha3" => "HA, 3 members",
+        other => other,
+    }
+}
+
+/// Prints a Markdown table, its columns padded to line up.
+fn print_markdown(header: &[String], rows: &[Vec<String>]) {
+    let mut width: Vec<usize> = header.iter().map(|h| h.chars().count()).collect();
+    for row in rows {
+        for (w, c) in width.iter_mut().zip(row) {
+            *w = (*w).max(c.chars().count());
+        }
+    }
+    let line = |cells: &[String]| {
+        let padded: Vec<String> = cells
+            .iter()
+            .zip(&width)
+            .map(|(c, &w)| format!("{c:<w$}"))
+            .collect();
+        println!("| {} |", padded.join(" | "));
+    };
+    line(header);
+    line(
+        &width
+            .iter()
+            .map(|&w| "-".repeat(w.max(3)))
+            .collect::<Vec<_>>(),
+    );
+    for row in rows {
+        line(row);
+    }
+}
+
+/// A part's table, in Markdown: each cell the median rate of the rounds and, but for the
+/// baseline, the median and the range of its per-round ratios to its baseline.
+fn print_part_table(part: Part, cells: &[Cell], children: &[ChildProc], o: &Options) {
+    let cells: Vec<&Cell> = cells.iter().filter(|c| c.part == part).collect();
+    let Some(first) = cells.first() else {
+        return;
+    };
+    let rounds = o.rounds;
+    let ratios = if rounds > 1 {
+        format!("the median, then the lowest-highest, of the {rounds} per-round ratios")
+    } else {
+        "the ratio".into()
+    };
+    let against = match part {
+        Part::Local => "against direct",
+        Part::Remote => {
+            "(kit) against direct, (rpc1, rpc-ha3) against kit and then, median only, against \
+             direct (AES-CBC, which kit cannot do: against direct)"
+        }
+    };
+    println!(
+        "{} part: each cell the median rate of {rounds} round(s), and in parentheses {ratios} \
+         {against}; a ratio compares two measurements taken in the same round.",
+        part.name()
+    );
+    println!();
+    let mut header = vec!["operation".to_string(), "threads".to_string()];
+    header.extend(
+        first
+            .cfgs
+            .iter()
+            .map(|&ci| column_title(children[ci].cfg.name).to_string()),
+    );
+    let mut rows = Vec::new();
+    for cell in cells {
+        let mut row = vec![cell.op.title().to_string(), cell.threads.to_string()];
+        let direct = cell.find(children, Kind::Direct);
+        for &ci in &cell.cfgs {
+            let c = &children[ci];
+            let Some(rate) = cell.median(ci) else {
+                row.push(if cell.errors.contains_key(&ci) {
+                    "ERROR".into()
+                } else if let Some(why) = c.unsupported(cell.op) {
+                    format!("n/a ({})", why.split_whitespace().next().unwrap_or(why))
+                } else {
+                    "n/a".into()
+                });
+                continue;
+            };
+            let base = cell.baseline(children, ci);
+            let text = match (base, base.and_then(|b| cell.ratio(ci, b))) {
+                (None, _) => grouped(rate),
+                (Some(_), None) => format!("{} (-)", grouped(rate)),
+                (Some(b), Some(r)) if Some(b) == direct && c.cfg.kind.is_remote() => {
+                    if c.cfg.kind == Kind::Kit {
+                        format!("{} ({})", grouped(rate), fmt_spread(r, rounds))
+                    } else {
+                        format!("{} (direct {})", grouped(rate), fmt_spread(r, rounds))
+                    }
+                }
+                (Some(_), Some(r)) if c.cfg.kind.is_remote() => {
+                    let d = direct
+                        .and_then(|d| cell.ratio(ci, d))
+                        .map_or("-".into(), |d| fmt_ratio(d.median));
+                    format!("{} ({}; direct {d})", grouped(rate), fmt_spread(r, rounds))
+                }
+                (Some(_), Some(r)) => format!("{} ({})", grouped(rate), fmt_spread(r, rounds)),
+            };
+            row.push(text);
+        }
+        rows.push(row);
+    }
+    print_markdown(&header, &rows);
+}
+
+/// A cell's key=value lines: `<part>.<op>.<threads>thr.<config>` with the median rate, then
+/// `_rounds` (each round's rate), `_ratio[_min|_max]` against direct and, for rpc1 and rpc-ha3,
+/// `_ratio_kit[_min|_max]` against kit.
+fn print_cell_kv(cell: &Cell, children: &[ChildProc]) {
+    let direct = cell.find(children, Kind::Direct);
+    let kit = cell.find(children, Kind::Kit);
+    for &ci in &cell.cfgs {
+        let c = &children[ci];
+        let key = format!(
+            "{}.{}.{}thr.{}",
+            cell.part.name(),
+            cell.op.kv_name(),
+            cell.threads,
+            c.cfg.name
+        );
+        match cell.median(ci) {
+            Some(v) => println!("{key}={v:.0}"),
+            None if c.unsupported(cell.op).is_some() => println!("{key}=n/a"),
+            None => println!("{key}=error"),
+        }
+        if !cell.rates[ci].is_empty() {
+            let rounds: Vec<String> = cell.rates[ci].iter().map(|v| format!("{v:.0}")).collect();
+            println!("{key}_rounds={}", rounds.join(","));
+        }
+        for (suffix, base) in [("ratio", direct), ("ratio_kit", kit)] {
+            let Some(base) = base.filter(|&b| b != ci) else {
+                continue;
+            };
+            if suffix == "ratio_kit" && !c.cfg.kind.is_remote() {
+                continue;
+            }
+            if let Some(r) = cell.ratio(ci, base) {
+                println!("{key}_{suffix}={:.3}", r.median);
+                println!("{key}_{suffix}_min={:.3}", r.min);
+                println!("{key}_{suffix}_max={:.3}", r.max);
+            }
+        }
+    }
+}
+
 /// How the remote configurations are set up, and what one operation costs in round trips.
 fn print_remote_method(o: &Options, servers: &[(&str, String)]) {
     let chunks = INPUT_LEN.div_ceil(o.chunk);
@@ -2902,9 +3207,8 @@ fn print_remote_method(o: &Options, servers: &[(&str, String)]) {
          \x20 length, Final) and of 64 KiB {} / {}, an AES-CBC encryption of 1 MiB - / {} (kit would ask\n\
          \x20 each Update's length: {}) and of 64 KiB - / {}, a C_GetSessionInfo 1 / 1. Each client holds\n\
          \x20 one connection per server and a p11-kit-remote answers its connection's calls one at a\n\
-         \x20 time, so two threads on one server take turns (kit, rpc1; p11-kit-client.so lets the\n\
-         \x20 second send its request while the first awaits its reply, p11ha holds the connection\n\
-         \x20 for the whole round trip), while rpc-ha3 gives the two sessions two servers.\n\
+         \x20 time, so the threads of kit and rpc1 (up to {}, all on server A) take turns on one\n\
+         \x20 connection, while rpc-ha3 spreads its sessions over the three servers.\n\
          \x20 p11-kit-client.so 0.24.1 carries no mechanism parameter, hence no AES-CBC\n\
          \x20 (CKR_MECHANISM_INVALID); p11ha's client carries the IV.",
         servers.len(),
@@ -2916,6 +3220,7 @@ fn print_remote_method(o: &Options, servers: &[(&str, String)]) {
         chunks + 2,
         2 * chunks + 3,
         small_chunks + 2,
+        REMOTE_THREADS[REMOTE_THREADS.len() - 1],
     );
 }
 
