@@ -417,3 +417,62 @@ fn session_objects_outlive_their_servers_kill_for_every_session() {
         "{lines:#?}"
     );
 }
+
+/// Several sessions share each server's connection, so their calls are in
+/// flight on it together (adapters/src/rpc/conn.rs): each thread must get
+/// its own digests, before and after the server it shares is killed in
+/// the middle of their calls, and those in flight on the killed
+/// connection fail over, none lost.
+#[test]
+fn threads_sharing_a_connection_get_their_own_answers_across_its_kill() {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 300;
+    let _g = serial();
+    let l = lib();
+    let sessions: Vec<Session> = (0..THREADS).map(|_| l.user_session()).collect();
+    let first: Vec<usize> = sessions.iter().map(session_member).collect();
+    let victim = first[0];
+    assert!(
+        first.iter().filter(|&&m| m == victim).count() >= 2,
+        "two or more sessions share server {victim}'s connection: {first:?}"
+    );
+    let done = AtomicUsize::new(0);
+    let sessions = std::thread::scope(|scope| {
+        let threads: Vec<_> = sessions
+            .into_iter()
+            .enumerate()
+            .map(|(t, s)| {
+                let done = &done;
+                scope.spawn(move || {
+                    for i in 0..ROUNDS {
+                        let data = format!("thread {t} round {i} ").repeat(40);
+                        let data = data.as_bytes();
+                        s.digest_init(&Mechanism::Sha256).unwrap();
+                        s.digest_update(&data[..100]).unwrap();
+                        s.digest_update(&data[100..]).unwrap();
+                        let digest = s.digest_final().unwrap();
+                        assert_eq!(digest, sha256(data), "thread {t}, round {i}");
+                        done.fetch_add(1, Ordering::Relaxed);
+                    }
+                    s
+                })
+            })
+            .collect();
+        // Killed while every thread is busy (none can have finished).
+        while done.load(Ordering::Relaxed) < 5 * THREADS {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+        }
+        with_server(victim, |server| server.kill());
+        threads
+            .into_iter()
+            .map(|t| t.join().unwrap())
+            .collect::<Vec<_>>()
+    });
+    assert_eq!(done.load(Ordering::Relaxed), THREADS * ROUNDS);
+    for (s, &m) in sessions.iter().zip(&first) {
+        if m == victim {
+            moved(s, victim);
+        }
+    }
+}
