@@ -335,10 +335,12 @@ impl<P: Platform> Engine<P> {
             }
             self.state_lost(s, uses)?;
             let real = s.real;
-            let t0 = self.clock.now_us();
+            let t0 = self.events.times_calls().then(|| self.clock.now_us());
             let r = f(&entry.member, s, index);
-            self.events
-                .member_call(m, self.clock.now_us().saturating_sub(t0));
+            if let Some(t0) = t0 {
+                self.events
+                    .member_call(m, self.clock.now_us().saturating_sub(t0));
+            }
             if let Err(Error::Elsewhere { member }) = r {
                 // A session object the call needs is on its slot's home.
                 drop(busy);
