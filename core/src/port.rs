@@ -72,6 +72,13 @@ pub trait Events: Send + Sync {
     fn member_call(&self, member: usize, micros: u64) {
         let _ = (member, micros);
     }
+
+    /// Whether [`member_call`](Self::member_call) is wanted: the engine
+    /// reads its clock around a member call only then (two clock reads
+    /// are a good part of a quick call's cost). No by default.
+    fn times_calls(&self) -> bool {
+        false
+    }
 }
 
 /// Monotonic milliseconds (any epoch).

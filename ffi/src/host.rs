@@ -395,6 +395,10 @@ pub struct HostEvents {
     pub sync: std::sync::Arc<crate::syncstate::SyncState>,
     /// What happened, counted (the live state's counters).
     pub counters: Counters,
+    /// Whether member calls are timed into [`Counters::latency`]: only
+    /// where the status socket can show them (the clock reads and the
+    /// histogram's adds are a good part of a quick call's cost).
+    pub timed: bool,
 }
 
 /// Every [`Event::name`], in the order of [`Counters::events`].
@@ -423,7 +427,8 @@ pub struct Counters {
     pub failures: [AtomicU64; crate::runtime::capacity::MEMBERS],
     /// Per member: its recoveries (back in service).
     pub recoveries: [AtomicU64; crate::runtime::capacity::MEMBERS],
-    /// Per member: how long application sessions' calls took in it.
+    /// Per member: how long application sessions' calls took in it (when
+    /// [`HostEvents::timed`]).
     pub latency: [Histogram; crate::runtime::capacity::MEMBERS],
 }
 
@@ -501,6 +506,10 @@ impl Counters {
 }
 
 impl Events for HostEvents {
+    fn times_calls(&self) -> bool {
+        self.timed
+    }
+
     fn member_call(&self, member: usize, micros: u64) {
         if let Some(h) = self.counters.latency.get(member) {
             h.record(micros);

@@ -317,8 +317,12 @@ impl<P: Platform> Engine<P> {
         let mut moves = 0;
         loop {
             // Counted before the member's state is read, so that recovery
-            // (which waits for zero) never closes a session under this call.
-            let busy = self.pool.entry(s.member).busy();
+            // (which waits for zero) never closes a session under this
+            // call; held until the member answered. Once per attempt: the
+            // member's count is shared by every thread that calls it.
+            let m = s.member;
+            let entry = self.pool.entry(m);
+            let busy = entry.busy();
             if self.stale(s) {
                 drop(busy);
                 if !self.ha || failovers > MAX_MEMBERS {
@@ -326,19 +330,20 @@ impl<P: Platform> Engine<P> {
                 }
                 failovers += 1;
                 self.failover(s)?;
+                // Counted on the new member and checked again.
+                continue;
             }
             self.state_lost(s, uses)?;
-            let m = s.member;
             let real = s.real;
-            let entry = self.pool.entry(m);
-            let _busy = entry.busy();
-            let t0 = self.clock.now_us();
+            let t0 = self.events.times_calls().then(|| self.clock.now_us());
             let r = f(&entry.member, s, index);
-            self.events
-                .member_call(m, self.clock.now_us().saturating_sub(t0));
+            if let Some(t0) = t0 {
+                self.events
+                    .member_call(m, self.clock.now_us().saturating_sub(t0));
+            }
             if let Err(Error::Elsewhere { member }) = r {
                 // A session object the call needs is on its slot's home.
-                drop(_busy);
+                drop(busy);
                 moves += 1;
                 if moves > MAX_MEMBERS {
                     return Err(Error::Rv(Rv::DEVICE_ERROR));

@@ -123,6 +123,7 @@ pub fn initialize(args: InitArgs) -> Result<()> {
         log,
         sync: sync.clone(),
         counters: Default::default(),
+        timed: config.status_socket.is_some(),
     };
     if let Some(trouble) = sync_trouble {
         events.event(&Event::BadConfig {
