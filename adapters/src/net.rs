@@ -14,8 +14,9 @@
 //! stream split, [`Connector::split`]), a request has the call deadline to
 //! be written from its first byte, and a reply to be read from when the
 //! reply before it was read (the server answers in order). Every read and
-//! write gets the time that is left: a server that trickles bytes cannot
-//! stretch either.
+//! write gets the time that is left, give or take 5 ms (the socket's
+//! timeout is set again only when what it was set to would overrun the
+//! deadline by more): a server that trickles bytes cannot stretch either.
 
 use std::fmt;
 use std::io::{self, Read as _, Write as _};
@@ -198,6 +199,7 @@ impl Connector for NetConnector {
             reading: true,
             half: false,
             turn: false,
+            armed: [None; 2],
         })
     }
 
@@ -222,6 +224,7 @@ impl Connector for NetConnector {
             reading: true,
             half: true,
             turn: true,
+            armed: stream.armed,
         })
     }
 }
@@ -252,7 +255,13 @@ pub struct NetStream {
     half: bool,
     /// A split handle's next read or write starts a new deadline.
     turn: bool,
+    /// The socket's read and write timeouts as this handle last set them.
+    armed: [Option<Duration>; 2],
 }
+
+/// How far past its deadline a read or write may end, so that the socket's
+/// timeouts need not be set again for every read and write.
+const SLACK: Duration = Duration::from_millis(5);
 
 /// An I/O error of a [`NetStream`]: `TimedOut` when the call deadline
 /// passed, anything else is the connection lost.
@@ -300,6 +309,16 @@ impl NetStream {
             .checked_duration_since(Instant::now())
             .filter(|d| !d.is_zero())
             .ok_or(NetError(embedded_io::ErrorKind::TimedOut))?;
+        // The socket's timeout as it is set already will do if it ends
+        // this read or write within SLACK of the deadline: then no system
+        // call. Most calls end well within the first SLACK of their
+        // deadline, and the next call's deadline is as long again, so the
+        // timeouts are set about once per connection.
+        let armed = &mut self.armed[usize::from(write)];
+        if armed.is_some_and(|t| t <= left + SLACK) {
+            return Ok(());
+        }
+        *armed = Some(left);
         let r = match (&self.inner, write) {
             (Inner::Unix(s), false) => s.set_read_timeout(Some(left)),
             (Inner::Unix(s), true) => s.set_write_timeout(Some(left)),
@@ -435,6 +454,48 @@ mod tests {
         assert!(took < Duration::from_secs(5), "{took:?}");
         // Once passed, the deadline stays passed until the next request.
         assert!(s.read(&mut b).is_err());
+        let _ = std::fs::remove_dir_all(&dir);
+    }
+
+    #[test]
+    fn a_trickling_peer_cannot_stretch_the_call_deadline() {
+        let (dir, path, listener) = silent_peer("p11ha-net-trickle");
+        let deadline = Duration::from_millis(300);
+        let c = NetConnector::new(Address::Unix(path.clone()), deadline, deadline);
+        let mut s = c.connect().unwrap();
+        c.established(&mut s);
+        let (mut peer, _) = listener.accept().unwrap();
+        // One byte every 20 ms, for 4 s if nobody stops it.
+        let trickle = std::thread::spawn(move || {
+            for _ in 0..200 {
+                if peer.write_all(&[0]).is_err() {
+                    break;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+        });
+        use embedded_io::{Read, Write};
+        s.write(&[2]).unwrap();
+        let start = Instant::now();
+        let mut b = [0u8; 1];
+        let mut got = 0;
+        let e = loop {
+            match s.read(&mut b) {
+                Ok(n) => got += n,
+                Err(e) => break e,
+            }
+        };
+        let took = start.elapsed();
+        assert_eq!(
+            embedded_io::Error::kind(&e),
+            embedded_io::ErrorKind::TimedOut
+        );
+        assert!(got > 1, "bytes came in the meantime: {got}");
+        // The deadline and its slack, with room for a loaded machine; a
+        // fresh deadline per read would have gone on for 4 s.
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        drop(s);
+        trickle.join().unwrap();
         let _ = std::fs::remove_dir_all(&dir);
     }
 
