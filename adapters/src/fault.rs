@@ -7,7 +7,16 @@
 //! chosen answer, as a dead HSM does, until [`FaultPlan::heal`]. An
 //! unarmed plan costs one relaxed atomic load per call.
 //!
-//! `no_std`, no allocation: usable on a board too.
+//! A wrapper may also give its member a fixed capacity: a [`Service`] that
+//! the call producing an operation's result goes through (see
+//! [`Service`] for which calls those are). With [`Paced`] (std) each such
+//! call holds the member for at least a service time, one at a time, as an
+//! HSM that serves K operations per second does; benchmarks use it to
+//! measure how throughput grows with members when the members, not the
+//! machine's cores, are the limit. A stand-in for an HSM's capacity, not a
+//! model of any HSM.
+//!
+//! `no_std`, no allocation: usable on a board too ([`Paced`] aside).
 
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
@@ -304,25 +313,120 @@ fn parse_number(s: &str) -> core::result::Result<u32, BadCommand> {
     }
 }
 
-/// A member behind a fault plan.
+/// How a member serves the work of its operations.
+///
+/// The work of an operation is counted once, in the call that produces its
+/// result: `op_single` and `op_final` with an output buffer (a length query
+/// is no work), `verify` and `verify_final`. Init and Update calls, session
+/// and object management pass straight through.
+pub trait Service {
+    /// Runs `work`, one operation's call into the member.
+    fn serve<T>(&self, work: impl FnOnce() -> T) -> T;
+}
+
+/// Serves every operation at once: no capacity of its own beyond the
+/// member's (the default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AtOnce;
+
+impl Service for AtOnce {
+    fn serve<T>(&self, work: impl FnOnce() -> T) -> T {
+        work()
+    }
+}
+
+/// A member of fixed capacity: one operation at a time, each holding the
+/// member for at least its service time (the call itself, then a sleep for
+/// what is left of it). A service time of 0, the default, serves at once.
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+pub struct Paced {
+    service_us: AtomicU32,
+    busy: std::sync::Mutex<()>,
+}
+
+#[cfg(feature = "std")]
+impl Paced {
+    /// No service time.
+    pub const fn new() -> Self {
+        Paced {
+            service_us: AtomicU32::new(0),
+            busy: std::sync::Mutex::new(()),
+        }
+    }
+
+    /// Sets the service time of each operation, in microseconds (0: none).
+    pub fn set_service_us(&self, us: u32) {
+        self.service_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The service time of each operation, in microseconds.
+    pub fn service_us(&self) -> u32 {
+        self.service_us.load(Ordering::Relaxed)
+    }
+}
+
+#[cfg(feature = "std")]
+impl Service for Paced {
+    fn serve<T>(&self, work: impl FnOnce() -> T) -> T {
+        let us = self.service_us();
+        if us == 0 {
+            return work();
+        }
+        // A poisoned lock only means a caller panicked while served: the
+        // member is still one at a time.
+        let _one_at_a_time = self
+            .busy
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner);
+        let end = std::time::Instant::now() + std::time::Duration::from_micros(u64::from(us));
+        let r = work();
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+        r
+    }
+}
+
+/// A member behind a fault plan, served through `S`.
 #[derive(Debug)]
-pub struct Faulty<M> {
+pub struct Faulty<M, S = AtOnce> {
     inner: M,
     plan: FaultPlan,
+    service: S,
 }
 
 impl<M> Faulty<M> {
-    /// `inner`, with an unarmed plan.
+    /// `inner`, with an unarmed plan, serving at once.
     pub const fn new(inner: M) -> Self {
         Faulty {
             inner,
             plan: FaultPlan::new(),
+            service: AtOnce,
+        }
+    }
+}
+
+impl<M, S> Faulty<M, S> {
+    /// `inner`, with an unarmed plan, serving its operations through
+    /// `service`.
+    pub const fn with_service(inner: M, service: S) -> Self {
+        Faulty {
+            inner,
+            plan: FaultPlan::new(),
+            service,
         }
     }
 
     /// The plan.
     pub fn plan(&self) -> &FaultPlan {
         &self.plan
+    }
+
+    /// How it serves its operations.
+    pub fn service(&self) -> &S {
+        &self.service
     }
 
     /// The wrapped member.
@@ -336,13 +440,35 @@ macro_rules! faulty {
         $(
             fn $name(&self $(, $arg: $ty)*) -> $ret {
                 self.plan.check(Call::$call)?;
-                self.inner.$name($($arg),*)
+                faulty!(@call self, $name, $($arg),*)
             }
         )*
     };
+    // The calls that produce an operation's result (see `Service`).
+    (@call $s:ident, op_single, $session:ident, $op:ident, $input:ident, $out:ident) => {
+        match $out {
+            Some(out) => $s.service.serve(|| $s.inner.op_single($session, $op, $input, Some(out))),
+            None => $s.inner.op_single($session, $op, $input, None),
+        }
+    };
+    (@call $s:ident, op_final, $session:ident, $op:ident, $out:ident) => {
+        match $out {
+            Some(out) => $s.service.serve(|| $s.inner.op_final($session, $op, Some(out))),
+            None => $s.inner.op_final($session, $op, None),
+        }
+    };
+    (@call $s:ident, verify, $($arg:ident),*) => {
+        $s.service.serve(|| $s.inner.verify($($arg),*))
+    };
+    (@call $s:ident, verify_final, $($arg:ident),*) => {
+        $s.service.serve(|| $s.inner.verify_final($($arg),*))
+    };
+    (@call $s:ident, $name:ident, $($arg:ident),*) => {
+        $s.inner.$name($($arg),*)
+    };
 }
 
-impl<M: Member> Member for Faulty<M> {
+impl<M: Member, S: Service + Send + Sync + 'static> Member for Faulty<M, S> {
     fn slot_id(&self) -> u64 {
         self.inner.slot_id()
     }
@@ -357,6 +483,77 @@ impl<M: Member> Member for Faulty<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::AtomicUsize;
+    use p11ha_core::ck::mech;
+    use p11ha_core::port::Param;
+    use p11ha_core::testing::Token;
+
+    /// Counts the operations served.
+    #[derive(Default)]
+    struct Counting {
+        served: AtomicUsize,
+    }
+
+    impl Service for Counting {
+        fn serve<T>(&self, work: impl FnOnce() -> T) -> T {
+            self.served.fetch_add(1, Ordering::SeqCst);
+            work()
+        }
+    }
+
+    #[test]
+    fn an_operation_is_served_once_in_the_call_that_gives_its_result() {
+        let m = Faulty::with_service(Token::new(1, &[]), Counting::default());
+        let served = || m.service().served.load(Ordering::SeqCst);
+        let s = m.open_session(0x6).unwrap();
+        let sha = Mechanism {
+            ty: mech::SHA256,
+            param: Param::None,
+        };
+        m.op_init(s, Op::Digest, &sha, 0).unwrap();
+        let n = m.op_single(s, Op::Digest, b"abc", None).unwrap();
+        assert_eq!(served(), 0, "a length query is no work");
+        let mut out = [0u8; 64];
+        m.op_single(s, Op::Digest, b"abc", Some(&mut out[..n]))
+            .unwrap();
+        assert_eq!(served(), 1);
+        m.op_init(s, Op::Digest, &sha, 0).unwrap();
+        m.op_update(s, Op::Digest, b"ab", None).unwrap();
+        m.op_update(s, Op::Digest, b"c", None).unwrap();
+        assert_eq!(m.op_final(s, Op::Digest, None), Ok(n));
+        assert_eq!(served(), 1, "Init, Update and length queries pass through");
+        m.op_final(s, Op::Digest, Some(&mut out[..n])).unwrap();
+        assert_eq!(served(), 2);
+        // A failing plan answers before the member is served.
+        m.plan().arm(Trigger::Now, Fault::Rv(Rv::DEVICE_ERROR));
+        assert!(m.op_final(s, Op::Digest, Some(&mut out[..n])).is_err());
+        assert_eq!(served(), 2);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn a_paced_member_serves_one_operation_at_a_time() {
+        let paced = Paced::new();
+        assert_eq!(paced.serve(|| 7), 7, "no service time: served at once");
+        paced.set_service_us(200);
+        assert_eq!(paced.service_us(), 200);
+        let inside = AtomicUsize::new(0);
+        let most = AtomicUsize::new(0);
+        std::thread::scope(|scope| {
+            for _ in 0..4 {
+                scope.spawn(|| {
+                    for _ in 0..5 {
+                        paced.serve(|| {
+                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
+                            most.fetch_max(now, Ordering::SeqCst);
+                            inside.fetch_sub(1, Ordering::SeqCst);
+                        });
+                    }
+                });
+            }
+        });
+        assert_eq!(most.load(Ordering::SeqCst), 1);
+    }
 
     #[test]
     fn plans_fire_once_and_stay_down_until_healed() {
