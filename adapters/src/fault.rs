@@ -9,9 +9,9 @@
 //!
 //! A wrapper may also give its member a fixed capacity: a [`Service`] that
 //! the call producing an operation's result goes through (see
-//! [`Service`] for which calls those are). With [`Paced`] (std) each such
-//! call holds the member for at least a service time, one at a time, as an
-//! HSM that serves K operations per second does; benchmarks use it to
+//! [`Service`] for which calls those are). With [`Paced`] (std) the member
+//! completes at most one operation per service time, in turn, as an HSM
+//! that serves K operations per second does; benchmarks use it to
 //! measure how throughput grows with members when the members, not the
 //! machine's cores, are the limit. A stand-in for an HSM's capacity, not a
 //! model of any HSM.
@@ -335,14 +335,20 @@ impl Service for AtOnce {
     }
 }
 
-/// A member of fixed capacity: one operation at a time, each holding the
-/// member for at least its service time (the call itself, then a sleep for
-/// what is left of it). A service time of 0, the default, serves at once.
+/// A member of fixed capacity: it serves one operation per service time,
+/// in the order they come. Each operation is given the next turn free on
+/// the member's timeline (now, if it is idle) and its call returns no
+/// sooner than the end of that turn, so that the member completes at most
+/// one operation per service time however many threads wait and however
+/// late the scheduler wakes them (a thread woken late does not delay the
+/// next turn). The call into the wrapped member is made at once; its time
+/// is part of the turn. A service time of 0, the default, serves at once.
 #[cfg(feature = "std")]
 #[derive(Debug, Default)]
 pub struct Paced {
     service_us: AtomicU32,
-    busy: std::sync::Mutex<()>,
+    /// When the last turn given out ends.
+    free_at: std::sync::Mutex<Option<std::time::Instant>>,
 }
 
 #[cfg(feature = "std")]
@@ -351,7 +357,7 @@ impl Paced {
     pub const fn new() -> Self {
         Paced {
             service_us: AtomicU32::new(0),
-            busy: std::sync::Mutex::new(()),
+            free_at: std::sync::Mutex::new(None),
         }
     }
 
@@ -364,6 +370,19 @@ impl Paced {
     pub fn service_us(&self) -> u32 {
         self.service_us.load(Ordering::Relaxed)
     }
+
+    /// The end of the turn of an operation that arrives at `now`: a
+    /// service time after the later of `now` and the end of the last turn.
+    fn turn(
+        free_at: &mut Option<std::time::Instant>,
+        now: std::time::Instant,
+        service: std::time::Duration,
+    ) -> std::time::Instant {
+        let start = free_at.map_or(now, |f| f.max(now));
+        let end = start + service;
+        *free_at = Some(end);
+        end
+    }
 }
 
 #[cfg(feature = "std")]
@@ -373,13 +392,16 @@ impl Service for Paced {
         if us == 0 {
             return work();
         }
-        // A poisoned lock only means a caller panicked while served: the
-        // member is still one at a time.
-        let _one_at_a_time = self
-            .busy
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner);
-        let end = std::time::Instant::now() + std::time::Duration::from_micros(u64::from(us));
+        let service = std::time::Duration::from_micros(u64::from(us));
+        let end = {
+            // A poisoned lock only means a caller panicked while taking a
+            // turn: the timeline is still whole.
+            let mut free_at = self
+                .free_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Self::turn(&mut free_at, std::time::Instant::now(), service)
+        };
         let r = work();
         let left = end.saturating_duration_since(std::time::Instant::now());
         if !left.is_zero() {
@@ -532,27 +554,25 @@ mod tests {
 
     #[cfg(feature = "std")]
     #[test]
-    fn a_paced_member_serves_one_operation_at_a_time() {
+    fn a_paced_member_gives_one_turn_per_service_time() {
+        use std::time::{Duration, Instant};
         let paced = Paced::new();
         assert_eq!(paced.serve(|| 7), 7, "no service time: served at once");
-        paced.set_service_us(200);
-        assert_eq!(paced.service_us(), 200);
-        let inside = AtomicUsize::new(0);
-        let most = AtomicUsize::new(0);
-        std::thread::scope(|scope| {
-            for _ in 0..4 {
-                scope.spawn(|| {
-                    for _ in 0..5 {
-                        paced.serve(|| {
-                            let now = inside.fetch_add(1, Ordering::SeqCst) + 1;
-                            most.fetch_max(now, Ordering::SeqCst);
-                            inside.fetch_sub(1, Ordering::SeqCst);
-                        });
-                    }
-                });
-            }
-        });
-        assert_eq!(most.load(Ordering::SeqCst), 1);
+        paced.set_service_us(2000);
+        assert_eq!(paced.service_us(), 2000);
+        assert_eq!(paced.serve(|| 8), 8);
+        // The timeline, without a clock: three arrive together and take
+        // consecutive turns; one that comes when the member is idle starts
+        // at once.
+        let t = Duration::from_millis(2);
+        let now = Instant::now();
+        let mut free_at = None;
+        assert_eq!(Paced::turn(&mut free_at, now, t), now + t);
+        assert_eq!(Paced::turn(&mut free_at, now, t), now + 2 * t);
+        let soon = now + Duration::from_millis(1);
+        assert_eq!(Paced::turn(&mut free_at, soon, t), now + 3 * t);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(Paced::turn(&mut free_at, later, t), later + t);
     }
 
     #[test]

@@ -83,8 +83,8 @@ pub struct HostConfig {
     pub fault_injection: bool,
     /// `P11HA_FAULT_SERVICE_US`: the service time of each operation of
     /// member 0, 1, 2... in microseconds (members past the list take its
-    /// last value): each member then serves one operation at a time, each
-    /// taking at least that long, a stand-in for an HSM of fixed capacity in
+    /// last value): each member then completes at most one operation per
+    /// service time, in turn, a stand-in for an HSM of fixed capacity in
     /// benchmarks. The test build only, like `fault_injection`; empty by
     /// default (members serve at once).
     pub fault_service_us: Vec<u32>,
