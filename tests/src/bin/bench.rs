@@ -107,6 +107,10 @@ use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_MECHANISM, CK_RV, CK_SESSION_HANDLE, CK_ULONG, CKM_ECDSA};
 use p11ha_tests::MemberInfo;
 
+/// The scale part (`--only scale`): throughput over 1 to 4 members of fixed capacity.
+#[path = "bench/scale.rs"]
+mod scale;
+
 const DEFAULT_SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// p11-kit's own RPC client module, the remote baseline.
 const DEFAULT_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
@@ -134,6 +138,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
         child_main(&args[1..])
+    } else if args.first().map(String::as_str) == Some("--scale-child") {
+        scale::child_main(&args[1..])
     } else {
         parent_main(&args)
     }
@@ -1456,6 +1462,9 @@ struct Options {
     /// The throughput of the remote configurations (kit, rpc1, rpc-ha3).
     remote: bool,
     latency: bool,
+    /// The scale part, and how.
+    scale: bool,
+    scale_opts: scale::ScaleOptions,
     failovers: usize,
     mass_rounds: usize,
     mass_sessions: usize,
@@ -1481,8 +1490,8 @@ usage: p11ha-bench [options]
   --mass-rounds N  failovers of a member holding many sessions, setup (b), per variant (default 3)
   --mass-sessions N  sessions on that member (default 100)
   --recover-ms MS  P11HA_HA_RECOVER_DELAY_MS of the failover configuration (default 20)
-  --only LIST    comma-separated subset of local,remote,failover: the parts to run (default
-                 all; direct, the baseline, is measured with local and with remote)
+  --only LIST    comma-separated subset of local,remote,failover,scale: the parts to run
+                 (default all; direct, the baseline, is measured with local and with remote)
   --no-throughput  only the failover measurements (= --only failover)
   --no-remote    no remote configurations (kit, rpc1, rpc-ha3, and their p11-kit servers)
   --no-failover  no failover measurements
@@ -1504,6 +1513,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         local: true,
         remote: true,
         latency: true,
+        scale: true,
+        scale_opts: scale::ScaleOptions::default(),
         failovers: 200,
         mass_rounds: 3,
         mass_sessions: 100,
@@ -1538,12 +1549,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--mass-sessions" => o.mass_sessions = num(val()?)? as usize,
             "--recover-ms" => o.recover_ms = num(val()?)? as u64,
             "--only" => {
-                (o.local, o.remote, o.latency) = (false, false, false);
+                (o.local, o.remote, o.latency, o.scale) = (false, false, false, false);
                 for part in val()?.split(',') {
                     match part.trim() {
                         "local" => o.local = true,
                         "remote" => o.remote = true,
                         "failover" => o.latency = true,
+                        "scale" => o.scale = true,
                         p => return Err(format!("--only: unknown part {p}")),
                     }
                 }
@@ -1551,8 +1563,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--no-throughput" => (o.local, o.remote) = (false, false),
             "--no-remote" => o.remote = false,
             "--no-failover" => o.latency = false,
+            a if a.starts_with("--scale-") => o.scale_opts.set(a, &val()?)?,
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{USAGE}\n{}", scale::USAGE);
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown argument {a}\n{USAGE}")),
@@ -1571,7 +1584,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     if o.recover_ms == 0 {
         return Err("--recover-ms must be at least 1 (0 turns recovery off)".into());
     }
-    if !o.local && !o.remote && !o.latency {
+    if !o.local && !o.remote && !o.latency && !o.scale {
         return Err("nothing left to measure".into());
     }
     if o.chunk == 0 || !o.chunk.is_multiple_of(16) || o.chunk > INPUT_LEN {
@@ -2311,9 +2324,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         }
     }
     let server_list: Vec<(&str, String)> = servers.iter().map(|s| (s.name, s.address())).collect();
-    let failover_cfg = if o.latency {
-        // The failover is made by the fault adapter, which only the test
-        // build has (the `fault-injection` feature).
+    // The failover is made by the fault adapter, and the scale part's members are paced by it,
+    // which only the test build has (the `fault-injection` feature).
+    let fault_lib = || {
         let fault_lib = o
             .fault_lib
             .clone()
@@ -2326,7 +2339,10 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
                 fault_lib.display()
             ));
         }
-        let fault_lib = fault_lib.canonicalize().unwrap_or(fault_lib);
+        Ok(fault_lib.canonicalize().unwrap_or(fault_lib))
+    };
+    let failover_cfg = if o.latency {
+        let fault_lib = fault_lib()?;
         Some(Config::local(
             "ha3-failover",
             &fault_lib,
@@ -2525,6 +2541,17 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         None => None,
     };
     let failover_seconds = failover_started.elapsed().as_secs_f64();
+    // Scale, alone on the machine too.
+    let scale = match o.scale {
+        true => Some(scale::measure_all(
+            &o.scale_opts,
+            &root,
+            &scratch.dir,
+            &o.softhsm,
+            &fault_lib()?,
+        )?),
+        false => None,
+    };
     let elapsed = started.elapsed().as_secs_f64();
 
     // Report.
@@ -2877,6 +2904,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             println!("check.{}.{k}={}", c.cfg.name, c.get(k).unwrap_or(missing));
         }
         println!("check.{}.ok={}", c.cfg.name, c.failed.is_none());
+    }
+    if let Some(s) = &scale {
+        all_ok &= scale::report(s);
     }
 
     drop(scratch);
