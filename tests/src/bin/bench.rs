@@ -5,7 +5,12 @@
 //! cargo build --release -p p11ha-ffi
 //! cargo build --release -p p11ha-tests --bin p11ha-bench && target/release/p11ha-bench
 //! target/release/p11ha-bench --only remote      # the remote part alone (with direct)
+//! target/release/p11ha-bench --only scale       # 1 to 4 members of fixed capacity
 //! ```
+//!
+//! The scale part (`--only scale`, in bench/scale.rs, whose header says how) needs the test build
+//! (`--features fault-injection`, target/fault/), whose service time gives each member a capacity
+//! of its own; it runs last, alone on the machine.
 //!
 //! Throughput: up to eight configurations are measured, each in its own child process (this
 //! program run again with `--child`), because a PKCS#11 library is a per-process singleton. Local

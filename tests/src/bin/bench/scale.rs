@@ -336,12 +336,16 @@ fn measure(
     warm: Duration,
 ) -> Result<(f64, u64, f64, PerMember), String> {
     let barrier = Barrier::new(sessions.len());
+    // One window for all the threads, from the first one past the barrier: a thread the
+    // scheduler wakes late does not stretch it.
+    let window_start = std::sync::OnceLock::new();
     type Counted = Result<(u64, PerMember), String>;
     let results: Vec<Counted> = std::thread::scope(|scope| {
         let handles: Vec<_> = sessions
             .iter_mut()
             .map(|pinned| {
                 let barrier = &barrier;
+                let window_start = &window_start;
                 scope.spawn(move || -> Counted {
                     let pinned: &(Session, usize) = pinned;
                     let warm_end = Instant::now() + warm;
@@ -361,8 +365,7 @@ fn measure(
                     // start it idle (everyone waited at the barrier), and what is still in
                     // their queues at its end is not counted.
                     let mut per = vec![(0u64, 0u64); members];
-                    let start = Instant::now();
-                    let end = start + secs;
+                    let end = *window_start.get_or_init(Instant::now) + secs;
                     let mut n = 0u64;
                     loop {
                         let t = Instant::now();
