@@ -12,13 +12,18 @@
 //! Configurations, each a child process (this program with `--scale-child`) over its own copies
 //! of N identical SoftHSM tokens: N = 1, 2, 3, 4 members at full speed (every member T), and
 //! N = 2, 3, 4 with the last member at half speed (2T). Each has `--scale-threads` application
-//! threads per member (default 4) signing with ECDSA P-256, in two workloads:
+//! threads per member (default 8) signing with ECDSA P-256, in two workloads:
 //!
 //! - `pinned`: each thread opens its own session once and signs on it in a loop; placement
 //!   happens once, at C_OpenSession, and the session stays where it was put;
 //! - `request`: each thread opens a session, signs once and closes it, in a loop (a session per
 //!   request, as a server that takes a session from the library per job does); every operation
 //!   is placed anew.
+//!
+//! A member loses capacity only when no thread has an operation queued on it: eight threads per
+//! member keep seven turns (14 ms at 2 ms) queued behind the one served, so that a thread the
+//! scheduler wakes late, on a machine busy with other work, costs nothing. With four, the
+//! medians fell to 0.81-0.95 of the capacity while builds took 86% of the CPUs.
 //!
 //! The configurations take turns in slices (order rotating), as the throughput part's do, and the
 //! whole is repeated `--scale-rounds` times. Each configuration's rate in a round is compared
@@ -72,7 +77,7 @@ impl Default for ScaleOptions {
     fn default() -> Self {
         ScaleOptions {
             service_us: 2000,
-            threads: 4,
+            threads: 8,
             rounds: 5,
             seconds: 1.5,
             slices: 5,
@@ -83,7 +88,7 @@ impl Default for ScaleOptions {
 
 pub(super) const USAGE: &str = "\
   --scale-us US  the scale part: a member's service time per signature (default 2000)
-  --scale-threads N  application threads per member (default 4)
+  --scale-threads N  application threads per member (default 8)
   --scale-rounds N  repetitions; min/median/max reported (default 5)
   --scale-seconds S  time per configuration, workload and round (default 1.5)
   --scale-slices N  slices that time is cut into (default 5)
