@@ -7,7 +7,16 @@
 //! chosen answer, as a dead HSM does, until [`FaultPlan::heal`]. An
 //! unarmed plan costs one relaxed atomic load per call.
 //!
-//! `no_std`, no allocation: usable on a board too.
+//! A wrapper may also give its member a fixed capacity: a [`Service`] that
+//! the call producing an operation's result goes through (see
+//! [`Service`] for which calls those are). With [`Paced`] (std) the member
+//! completes at most one operation per service time, in turn, as an HSM
+//! that serves K operations per second does; benchmarks use it to
+//! measure how throughput grows with members when the members, not the
+//! machine's cores, are the limit. A stand-in for an HSM's capacity, not a
+//! model of any HSM.
+//!
+//! `no_std`, no allocation: usable on a board too ([`Paced`] aside).
 
 use core::sync::atomic::{AtomicU8, AtomicU32, Ordering};
 
@@ -304,25 +313,142 @@ fn parse_number(s: &str) -> core::result::Result<u32, BadCommand> {
     }
 }
 
-/// A member behind a fault plan.
+/// How a member serves the work of its operations.
+///
+/// The work of an operation is counted once, in the call that produces its
+/// result: `op_single` and `op_final` with an output buffer (a length query
+/// is no work), `verify` and `verify_final`. Init and Update calls, session
+/// and object management pass straight through.
+pub trait Service {
+    /// Runs `work`, one operation's call into the member.
+    fn serve<T>(&self, work: impl FnOnce() -> T) -> T;
+}
+
+/// Serves every operation at once: no capacity of its own beyond the
+/// member's (the default).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct AtOnce;
+
+impl Service for AtOnce {
+    fn serve<T>(&self, work: impl FnOnce() -> T) -> T {
+        work()
+    }
+}
+
+/// A member of fixed capacity: it serves one operation per service time,
+/// in the order they come. Each operation is given the next turn free on
+/// the member's timeline (now, if it is idle) and its call returns no
+/// sooner than the end of that turn, so that the member completes at most
+/// one operation per service time however many threads wait and however
+/// late the scheduler wakes them (a thread woken late does not delay the
+/// next turn). The call into the wrapped member is made at once; its time
+/// is part of the turn. A service time of 0, the default, serves at once.
+#[cfg(feature = "std")]
+#[derive(Debug, Default)]
+pub struct Paced {
+    service_us: AtomicU32,
+    /// When the last turn given out ends.
+    free_at: std::sync::Mutex<Option<std::time::Instant>>,
+}
+
+#[cfg(feature = "std")]
+impl Paced {
+    /// No service time.
+    pub const fn new() -> Self {
+        Paced {
+            service_us: AtomicU32::new(0),
+            free_at: std::sync::Mutex::new(None),
+        }
+    }
+
+    /// Sets the service time of each operation, in microseconds (0: none).
+    pub fn set_service_us(&self, us: u32) {
+        self.service_us.store(us, Ordering::Relaxed);
+    }
+
+    /// The service time of each operation, in microseconds.
+    pub fn service_us(&self) -> u32 {
+        self.service_us.load(Ordering::Relaxed)
+    }
+
+    /// The end of the turn of an operation that arrives at `now`: a
+    /// service time after the later of `now` and the end of the last turn.
+    fn turn(
+        free_at: &mut Option<std::time::Instant>,
+        now: std::time::Instant,
+        service: std::time::Duration,
+    ) -> std::time::Instant {
+        let start = free_at.map_or(now, |f| f.max(now));
+        let end = start + service;
+        *free_at = Some(end);
+        end
+    }
+}
+
+#[cfg(feature = "std")]
+impl Service for Paced {
+    fn serve<T>(&self, work: impl FnOnce() -> T) -> T {
+        let us = self.service_us();
+        if us == 0 {
+            return work();
+        }
+        let service = std::time::Duration::from_micros(u64::from(us));
+        let end = {
+            // A poisoned lock only means a caller panicked while taking a
+            // turn: the timeline is still whole.
+            let mut free_at = self
+                .free_at
+                .lock()
+                .unwrap_or_else(std::sync::PoisonError::into_inner);
+            Self::turn(&mut free_at, std::time::Instant::now(), service)
+        };
+        let r = work();
+        let left = end.saturating_duration_since(std::time::Instant::now());
+        if !left.is_zero() {
+            std::thread::sleep(left);
+        }
+        r
+    }
+}
+
+/// A member behind a fault plan, served through `S`.
 #[derive(Debug)]
-pub struct Faulty<M> {
+pub struct Faulty<M, S = AtOnce> {
     inner: M,
     plan: FaultPlan,
+    service: S,
 }
 
 impl<M> Faulty<M> {
-    /// `inner`, with an unarmed plan.
+    /// `inner`, with an unarmed plan, serving at once.
     pub const fn new(inner: M) -> Self {
         Faulty {
             inner,
             plan: FaultPlan::new(),
+            service: AtOnce,
+        }
+    }
+}
+
+impl<M, S> Faulty<M, S> {
+    /// `inner`, with an unarmed plan, serving its operations through
+    /// `service`.
+    pub const fn with_service(inner: M, service: S) -> Self {
+        Faulty {
+            inner,
+            plan: FaultPlan::new(),
+            service,
         }
     }
 
     /// The plan.
     pub fn plan(&self) -> &FaultPlan {
         &self.plan
+    }
+
+    /// How it serves its operations.
+    pub fn service(&self) -> &S {
+        &self.service
     }
 
     /// The wrapped member.
@@ -336,13 +462,35 @@ macro_rules! faulty {
         $(
             fn $name(&self $(, $arg: $ty)*) -> $ret {
                 self.plan.check(Call::$call)?;
-                self.inner.$name($($arg),*)
+                faulty!(@call self, $name, $($arg),*)
             }
         )*
     };
+    // The calls that produce an operation's result (see `Service`).
+    (@call $s:ident, op_single, $session:ident, $op:ident, $input:ident, $out:ident) => {
+        match $out {
+            Some(out) => $s.service.serve(|| $s.inner.op_single($session, $op, $input, Some(out))),
+            None => $s.inner.op_single($session, $op, $input, None),
+        }
+    };
+    (@call $s:ident, op_final, $session:ident, $op:ident, $out:ident) => {
+        match $out {
+            Some(out) => $s.service.serve(|| $s.inner.op_final($session, $op, Some(out))),
+            None => $s.inner.op_final($session, $op, None),
+        }
+    };
+    (@call $s:ident, verify, $($arg:ident),*) => {
+        $s.service.serve(|| $s.inner.verify($($arg),*))
+    };
+    (@call $s:ident, verify_final, $($arg:ident),*) => {
+        $s.service.serve(|| $s.inner.verify_final($($arg),*))
+    };
+    (@call $s:ident, $name:ident, $($arg:ident),*) => {
+        $s.inner.$name($($arg),*)
+    };
 }
 
-impl<M: Member> Member for Faulty<M> {
+impl<M: Member, S: Service + Send + Sync + 'static> Member for Faulty<M, S> {
     fn slot_id(&self) -> u64 {
         self.inner.slot_id()
     }
@@ -357,6 +505,75 @@ impl<M: Member> Member for Faulty<M> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use core::sync::atomic::AtomicUsize;
+    use p11ha_core::ck::mech;
+    use p11ha_core::port::Param;
+    use p11ha_core::testing::Token;
+
+    /// Counts the operations served.
+    #[derive(Default)]
+    struct Counting {
+        served: AtomicUsize,
+    }
+
+    impl Service for Counting {
+        fn serve<T>(&self, work: impl FnOnce() -> T) -> T {
+            self.served.fetch_add(1, Ordering::SeqCst);
+            work()
+        }
+    }
+
+    #[test]
+    fn an_operation_is_served_once_in_the_call_that_gives_its_result() {
+        let m = Faulty::with_service(Token::new(1, &[]), Counting::default());
+        let served = || m.service().served.load(Ordering::SeqCst);
+        let s = m.open_session(0x6).unwrap();
+        let sha = Mechanism {
+            ty: mech::SHA256,
+            param: Param::None,
+        };
+        m.op_init(s, Op::Digest, &sha, 0).unwrap();
+        let n = m.op_single(s, Op::Digest, b"abc", None).unwrap();
+        assert_eq!(served(), 0, "a length query is no work");
+        let mut out = [0u8; 64];
+        m.op_single(s, Op::Digest, b"abc", Some(&mut out[..n]))
+            .unwrap();
+        assert_eq!(served(), 1);
+        m.op_init(s, Op::Digest, &sha, 0).unwrap();
+        m.op_update(s, Op::Digest, b"ab", None).unwrap();
+        m.op_update(s, Op::Digest, b"c", None).unwrap();
+        assert_eq!(m.op_final(s, Op::Digest, None), Ok(n));
+        assert_eq!(served(), 1, "Init, Update and length queries pass through");
+        m.op_final(s, Op::Digest, Some(&mut out[..n])).unwrap();
+        assert_eq!(served(), 2);
+        // A failing plan answers before the member is served.
+        m.plan().arm(Trigger::Now, Fault::Rv(Rv::DEVICE_ERROR));
+        assert!(m.op_final(s, Op::Digest, Some(&mut out[..n])).is_err());
+        assert_eq!(served(), 2);
+    }
+
+    #[cfg(feature = "std")]
+    #[test]
+    fn a_paced_member_gives_one_turn_per_service_time() {
+        use std::time::{Duration, Instant};
+        let paced = Paced::new();
+        assert_eq!(paced.serve(|| 7), 7, "no service time: served at once");
+        paced.set_service_us(2000);
+        assert_eq!(paced.service_us(), 2000);
+        assert_eq!(paced.serve(|| 8), 8);
+        // The timeline, without a clock: three arrive together and take
+        // consecutive turns; one that comes when the member is idle starts
+        // at once.
+        let t = Duration::from_millis(2);
+        let now = Instant::now();
+        let mut free_at = None;
+        assert_eq!(Paced::turn(&mut free_at, now, t), now + t);
+        assert_eq!(Paced::turn(&mut free_at, now, t), now + 2 * t);
+        let soon = now + Duration::from_millis(1);
+        assert_eq!(Paced::turn(&mut free_at, soon, t), now + 3 * t);
+        let later = now + Duration::from_secs(1);
+        assert_eq!(Paced::turn(&mut free_at, later, t), later + t);
+    }
 
     #[test]
     fn plans_fire_once_and_stay_down_until_healed() {

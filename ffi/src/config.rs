@@ -37,6 +37,9 @@ const SERVERS: &str = "ET_HSM_NETCLIENT_SERVERLIST";
 const CONNECT_TIMEOUT: &str = "P11HA_CONNECT_TIMEOUT_MS";
 const CALL_TIMEOUT: &str = "P11HA_CALL_TIMEOUT_MS";
 const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
+const FAULT_SERVICE: &str = "P11HA_FAULT_SERVICE_US";
+/// The longest `P11HA_FAULT_SERVICE_US` accepted (one second).
+pub const MAX_SERVICE_US: u32 = 1_000_000;
 const STATE_DIR: &str = "P11HA_STATE_DIR";
 const LOG_FILE: &str = "ET_PTKC_HA_LOG_FILE";
 const LOG_NAME: &str = "ET_PTKC_HA_LOG_NAME";
@@ -78,6 +81,13 @@ pub struct HostConfig {
     /// Only the test build (the `fault-injection` feature) takes it; the
     /// release build reports it and ignores it.
     pub fault_injection: bool,
+    /// `P11HA_FAULT_SERVICE_US`: the service time of each operation of
+    /// member 0, 1, 2... in microseconds (members past the list take its
+    /// last value): each member then completes at most one operation per
+    /// service time, in turn, a stand-in for an HSM of fixed capacity in
+    /// benchmarks. The test build only, like `fault_injection`; empty by
+    /// default (members serve at once).
+    pub fault_service_us: Vec<u32>,
     /// `P11HA_STATE_DIR`: where the members that missed token writes are
     /// kept across processes (see `syncstate`); none by default.
     pub state_dir: Option<String>,
@@ -96,6 +106,7 @@ impl Default for HostConfig {
             log_format: LogFormat::Text,
             status_socket: None,
             fault_injection: false,
+            fault_service_us: Vec::new(),
             state_dir: None,
         }
     }
@@ -135,7 +146,9 @@ impl HostConfig {
                     fallback: default,
                 }),
             }
-        } else if key == FAULT_INJECTION && !cfg!(feature = "fault-injection") {
+        } else if (key == FAULT_INJECTION || key == FAULT_SERVICE)
+            && !cfg!(feature = "fault-injection")
+        {
             report(&Event::BadConfig {
                 key,
                 problem: "this build of libp11ha.so has no fault injection (a test build has)",
@@ -143,6 +156,8 @@ impl HostConfig {
             });
         } else if key == FAULT_INJECTION {
             self.fault_injection = flag(key, value, report);
+        } else if key == FAULT_SERVICE {
+            self.apply_service(key, value, report);
         } else if key == STATE_DIR {
             self.state_dir = (!value.is_empty()).then(|| value.into());
         } else if key == LOG_FILE {
@@ -204,6 +219,38 @@ impl HostConfig {
             }
             self.modules.push(path.into());
         }
+    }
+
+    fn apply_service(&mut self, key: &str, value: &str, report: Report<'_>) {
+        let times: Option<Vec<u32>> = value
+            .split(',')
+            .map(|t| {
+                parse_decimal(t.trim())
+                    .and_then(|us| u32::try_from(us).ok())
+                    .filter(|&us| us <= MAX_SERVICE_US)
+            })
+            .collect();
+        match times {
+            Some(times) if times.len() <= p11ha_core::engine::MAX_MEMBERS => {
+                self.fault_service_us = times
+            }
+            _ => {
+                self.fault_service_us.clear();
+                report(&Event::BadConfig {
+                    key,
+                    problem: "not a comma-separated list of microseconds from 0 to 1000000, \
+                              one per member at most",
+                    fallback: "members serve at once",
+                });
+            }
+        }
+    }
+
+    /// The service time of member `index`'s operations (see
+    /// [`HostConfig::fault_service_us`]).
+    pub fn service_us(&self, index: usize) -> u32 {
+        let times = &self.fault_service_us;
+        times.get(index).or(times.last()).copied().unwrap_or(0)
     }
 
     fn apply_servers(&mut self, key: &str, value: &str, report: Report<'_>) {
@@ -391,6 +438,26 @@ mod tests {
             (cfg.connect_timeout_ms, cfg.call_timeout_ms),
             (3_000, 20_000)
         );
+    }
+
+    #[test]
+    fn service_times_only_in_the_test_build() {
+        let (cfg, reports) = parse(&[(FAULT_SERVICE, "2000, 2000,4000")]);
+        if cfg!(feature = "fault-injection") {
+            assert_eq!(reports, 0);
+            assert_eq!(cfg.fault_service_us, [2000, 2000, 4000]);
+            assert_eq!((cfg.service_us(1), cfg.service_us(2)), (2000, 4000));
+            assert_eq!(cfg.service_us(7), 4000, "past the list: its last value");
+            let (cfg, reports) = parse(&[(FAULT_SERVICE, "2000,1000001")]);
+            assert_eq!(reports, 1);
+            assert_eq!(cfg.service_us(0), 0);
+            let (cfg, reports) = parse(&[(FAULT_SERVICE, "500"), (FAULT_SERVICE, "fast")]);
+            assert_eq!((reports, cfg.service_us(3)), (1, 0));
+        } else {
+            assert_eq!(reports, 1);
+            assert_eq!(cfg, HostConfig::default());
+        }
+        assert_eq!(HostConfig::default().service_us(0), 0);
     }
 
     #[test]

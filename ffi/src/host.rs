@@ -11,7 +11,7 @@ use std::sync::atomic::{AtomicU32, AtomicU64, Ordering};
 use cryptoki_sys::*;
 use p11ha_adapters::either::Either;
 #[cfg(feature = "fault-injection")]
-use p11ha_adapters::fault::Faulty;
+use p11ha_adapters::fault::{Faulty, Paced};
 use p11ha_adapters::module::ModuleMember;
 use p11ha_adapters::net::NetConnector;
 use p11ha_adapters::rpc::RpcMember;
@@ -31,14 +31,15 @@ pub type Member = Either<ModuleMember, Remote>;
 
 /// A member: a slot of a module, or a token of a server, behind a fault
 /// plan (the test build), which stays unarmed (one relaxed load per call)
-/// unless `P11HA_FAULT_INJECTION=YES`.
+/// unless `P11HA_FAULT_INJECTION=YES`, and served at once unless
+/// `P11HA_FAULT_SERVICE_US` gives it a service time.
 #[cfg(feature = "fault-injection")]
-pub type Member = Faulty<Either<ModuleMember, Remote>>;
+pub type Member = Faulty<Either<ModuleMember, Remote>, Paced>;
 
 /// Makes `m` a member (behind its fault plan, in the test build).
 pub fn member(m: Either<ModuleMember, Remote>) -> Member {
     #[cfg(feature = "fault-injection")]
-    let m = Faulty::new(m);
+    let m = Faulty::with_service(m, Paced::new());
     m
 }
 

@@ -229,6 +229,10 @@ impl Runtime {
     /// Member `index` joined: if a process before this one saw it miss
     /// token writes, it is held out until it is synced.
     fn joined(&self, index: usize) {
+        #[cfg(feature = "fault-injection")]
+        self.engine.with_member(index, |m| {
+            m.service().set_service_us(self.config.service_us(index))
+        });
         let Some(Ok(info)) = self.engine.with_member(index, |m| m.token_info()) else {
             return;
         };

@@ -5,7 +5,12 @@
 //! cargo build --release -p p11ha-ffi
 //! cargo build --release -p p11ha-tests --bin p11ha-bench && target/release/p11ha-bench
 //! target/release/p11ha-bench --only remote      # the remote part alone (with direct)
+//! target/release/p11ha-bench --only scale       # 1 to 4 members of fixed capacity
 //! ```
+//!
+//! The scale part (`--only scale`, in bench/scale.rs, whose header says how) needs the test build
+//! (`--features fault-injection`, target/fault/), whose service time gives each member a capacity
+//! of its own; it runs last, alone on the machine.
 //!
 //! Throughput: up to eight configurations are measured, each in its own child process (this
 //! program run again with `--child`), because a PKCS#11 library is a per-process singleton. Local
@@ -123,6 +128,10 @@ use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_MECHANISM, CK_RV, CK_SESSION_HANDLE, CK_ULONG, CKM_ECDSA};
 use p11ha_tests::MemberInfo;
 
+/// The scale part (`--only scale`): throughput over 1 to 4 members of fixed capacity.
+#[path = "bench/scale.rs"]
+mod scale;
+
 const DEFAULT_SOFTHSM: &str = "/usr/lib/softhsm/libsofthsm2.so";
 /// p11-kit's own RPC client module, the remote baseline.
 const DEFAULT_KIT_CLIENT: &str = "/usr/lib/x86_64-linux-gnu/pkcs11/p11-kit-client.so";
@@ -153,6 +162,8 @@ fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args.first().map(String::as_str) == Some("--child") {
         child_main(&args[1..])
+    } else if args.first().map(String::as_str) == Some("--scale-child") {
+        scale::child_main(&args[1..])
     } else {
         parent_main(&args)
     }
@@ -1480,6 +1491,9 @@ struct Options {
     /// The throughput of the remote configurations (kit, rpc1, rpc-ha3).
     remote: bool,
     latency: bool,
+    /// The scale part, and how.
+    scale: bool,
+    scale_opts: scale::ScaleOptions,
     failovers: usize,
     mass_rounds: usize,
     mass_sessions: usize,
@@ -1506,8 +1520,8 @@ usage: p11ha-bench [options]
   --mass-rounds N  failovers of a member holding many sessions, setup (b), per variant (default 3)
   --mass-sessions N  sessions on that member (default 100)
   --recover-ms MS  P11HA_HA_RECOVER_DELAY_MS of the failover configuration (default 20)
-  --only LIST    comma-separated subset of local,remote,failover: the parts to run (default
-                 all; direct, the baseline, is measured with local and with remote)
+  --only LIST    comma-separated subset of local,remote,failover,scale: the parts to run
+                 (default all; direct, the baseline, is measured with local and with remote)
   --no-throughput  only the failover measurements (= --only failover)
   --no-remote    no remote configurations (kit, rpc1, rpc-ha3, and their p11-kit servers)
   --no-failover  no failover measurements
@@ -1529,6 +1543,8 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
         local: true,
         remote: true,
         latency: true,
+        scale: true,
+        scale_opts: scale::ScaleOptions::default(),
         failovers: 200,
         mass_rounds: 3,
         mass_sessions: 100,
@@ -1563,12 +1579,13 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--mass-sessions" => o.mass_sessions = num(val()?)? as usize,
             "--recover-ms" => o.recover_ms = num(val()?)? as u64,
             "--only" => {
-                (o.local, o.remote, o.latency) = (false, false, false);
+                (o.local, o.remote, o.latency, o.scale) = (false, false, false, false);
                 for part in val()?.split(',') {
                     match part.trim() {
                         "local" => o.local = true,
                         "remote" => o.remote = true,
                         "failover" => o.latency = true,
+                        "scale" => o.scale = true,
                         p => return Err(format!("--only: unknown part {p}")),
                     }
                 }
@@ -1576,8 +1593,9 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
             "--no-throughput" => (o.local, o.remote) = (false, false),
             "--no-remote" => o.remote = false,
             "--no-failover" => o.latency = false,
+            a if a.starts_with("--scale-") => o.scale_opts.set(a, &val()?)?,
             "-h" | "--help" => {
-                println!("{USAGE}");
+                println!("{USAGE}\n{}", scale::USAGE);
                 std::process::exit(0);
             }
             _ => return Err(format!("unknown argument {a}\n{USAGE}")),
@@ -1596,7 +1614,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
     if o.recover_ms == 0 {
         return Err("--recover-ms must be at least 1 (0 turns recovery off)".into());
     }
-    if !o.local && !o.remote && !o.latency {
+    if !o.local && !o.remote && !o.latency && !o.scale {
         return Err("nothing left to measure".into());
     }
     if o.chunk == 0 || !o.chunk.is_multiple_of(16) || o.chunk > INPUT_LEN {
@@ -2396,9 +2414,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         }
     }
     let server_list: Vec<(&str, String)> = servers.iter().map(|s| (s.name, s.address())).collect();
-    let failover_cfg = if o.latency {
-        // The failover is made by the fault adapter, which only the test
-        // build has (the `fault-injection` feature).
+    // The failover is made by the fault adapter, and the scale part's members are paced by it,
+    // which only the test build has (the `fault-injection` feature).
+    let fault_lib = || {
         let fault_lib = o
             .fault_lib
             .clone()
@@ -2411,7 +2429,10 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
                 fault_lib.display()
             ));
         }
-        let fault_lib = fault_lib.canonicalize().unwrap_or(fault_lib);
+        Ok(fault_lib.canonicalize().unwrap_or(fault_lib))
+    };
+    let failover_cfg = if o.latency {
+        let fault_lib = fault_lib()?;
         Some(Config::local(
             "ha3-failover",
             &fault_lib,
@@ -2532,6 +2553,17 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
         None => None,
     };
     let failover_seconds = failover_started.elapsed().as_secs_f64();
+    // Scale, alone on the machine too.
+    let scale = match o.scale {
+        true => Some(scale::measure_all(
+            &o.scale_opts,
+            &root,
+            &scratch.dir,
+            &o.softhsm,
+            &fault_lib()?,
+        )?),
+        false => None,
+    };
     let elapsed = started.elapsed().as_secs_f64();
 
     // Report.
@@ -2787,6 +2819,9 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
             println!("check.{}.{k}={}", c.cfg.name, c.get(k).unwrap_or(missing));
         }
         println!("check.{}.ok={}", c.cfg.name, c.failed.is_none());
+    }
+    if let Some(s) = &scale {
+        all_ok &= scale::report(s);
     }
 
     drop(scratch);
