@@ -184,7 +184,7 @@ impl<'a, S: Read + Write> Setup<'a, S> {
         let len = encode_call(self.buf, id, request, self.version, encode)?;
         self.code = next_code(self.code);
         let request = frame(self.buf, self.code, len)?;
-        write_all(&mut self.stream, request).map_err(Error::Transport)?;
+        send(&mut self.stream, request).map_err(Error::Transport)?;
         let n = read_reply(&mut self.stream, self.code, self.buf).map_err(Error::Transport)?;
         decode_call(&self.buf[..n], id, reply, decode)
             .unwrap_or(Err(Error::Transport(TransportError::Protocol)))
@@ -426,7 +426,7 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
             return Err(Error::Transport(TransportError::Disconnected));
         };
         let request = frame(buf, code, len)?;
-        if let Err(e) = write_all(stream, request) {
+        if let Err(e) = send(stream, request) {
             tx.stream = None;
             return Err(self.kill(generation, e));
         }
@@ -486,10 +486,29 @@ impl<S: Write, L: RawLock, B> Link<S, L, B> {
     }
 }
 
-pub(super) fn write_all<S: Write>(
-    s: &mut S,
-    mut b: &[u8],
-) -> core::result::Result<(), TransportError> {
+/// Sends a request frame: its header, then the rest, in two writes, as
+/// p11-kit's own client does (it writes header, options and body apart).
+/// Measured on this project's 2-core VM against p11-kit server 0.24.1, one
+/// thread making `C_GetSessionInfo` calls (12 runs of 10,000 calls taking
+/// turns, medians): 59.4 us a round trip with the frame in one write, 47.9
+/// us in two, 47.6 us through p11-kit-client.so; with the client and the
+/// server's process pinned to one CPU, about 20 us either way. Why the
+/// server answers sooner is not known; the second write costs about a
+/// microsecond where it does not help.
+fn send<S: Write>(s: &mut S, frame: &[u8]) -> core::result::Result<(), TransportError> {
+    let (header, body) = frame.split_at(HEADER.min(frame.len()));
+    write_out(s, header)?;
+    write_out(s, body)?;
+    s.flush().map_err(transport)
+}
+
+pub(super) fn write_all<S: Write>(s: &mut S, b: &[u8]) -> core::result::Result<(), TransportError> {
+    write_out(s, b)?;
+    s.flush().map_err(transport)
+}
+
+/// Writes all of `b`, without flushing.
+fn write_out<S: Write>(s: &mut S, mut b: &[u8]) -> core::result::Result<(), TransportError> {
     while !b.is_empty() {
         match s.write(b) {
             Ok(0) => return Err(TransportError::Disconnected),
@@ -497,7 +516,7 @@ pub(super) fn write_all<S: Write>(
             Err(e) => return Err(transport(e)),
         }
     }
-    s.flush().map_err(transport)
+    Ok(())
 }
 
 pub(super) fn read_exact<S: Read>(
