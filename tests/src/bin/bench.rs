@@ -67,7 +67,7 @@
 //! p11-kit-client.so and 2 through p11ha (SignInit, Sign; the signature length is learned from
 //! the first), a SHA-256 of 1 MiB in 16 KiB chunks 67 and 66 (DigestFinal's length query), a
 //! C_GetSessionInfo 1 and 1. p11-kit-client.so writes a request in three write(2)s (header,
-//! options, body) and reads its reply in two read(2)s, p11ha in one send and two receives. Each
+//! options, body) and reads its reply in two read(2)s, p11ha in two sends (header, then the rest) and two receives. Each
 //! client holds one connection per server and a p11-kit-remote answers its connection's calls
 //! one at a time, so the threads of `kit` and `rpc1` (up to eight) share one connection to server
 //! A: how well a client lets a thread send its request while others await their replies is what

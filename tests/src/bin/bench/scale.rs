@@ -86,8 +86,8 @@ impl Default for ScaleOptions {
     }
 }
 
-pub(super) const USAGE: &str = "\
-  --scale-us US  the scale part: a member's service time per signature (default 2000)
+pub(super) const USAGE: &str =
+    "  --scale-us US  the scale part: a member's service time per signature (default 2000)
   --scale-threads N  application threads per member (default 8)
   --scale-rounds N  repetitions; min/median/max reported (default 5)
   --scale-seconds S  time per configuration, workload and round (default 1.5)
