@@ -58,7 +58,7 @@ pub extern "C" fn p11ha_nostd_probe() -> usize {
     static mut BUF: [u8; 4096] = [0; 4096];
     // SAFETY: the probe is linked, never run; nothing else touches BUF.
     let buf: &'static mut [u8] = unsafe { &mut *core::ptr::addr_of_mut!(BUF) };
-    match RpcMember::connect(Dial, SpinLock::new(), buf, 0) {
+    match RpcMember::connect(Dial, || Some(SpinLock::new()), [buf], 0) {
         Ok((member, _)) => {
             // Every method, through the vtable.
             let member: &dyn Member = core::hint::black_box(&member);
