@@ -316,7 +316,14 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
         tx.generation = generation;
         rx.generation = generation;
         self.generation.store(generation, Ordering::Release);
-        let (setup, found) = open(&mut buf, tx.code)?;
+        let (setup, found) = match open(&mut buf, tx.code) {
+            Ok(opened) => opened,
+            Err(e) => {
+                // No connection: calls fail at once, as on a broken one.
+                self.kill(generation, TransportError::Disconnected);
+                return Err(e);
+            }
+        };
         let Setup {
             mut stream,
             version,

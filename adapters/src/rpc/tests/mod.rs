@@ -176,5 +176,13 @@ fn assert_broken(s: &Script, m: &M) {
     assert_eq!(m.generate_random(1, &mut [0; 8]), gone);
     let mut t = [want(attr::LABEL, None)];
     assert_eq!(m.get_attributes(1, 2, &mut t), gone);
+    // A request that could not even be encoded (a parameter that cannot
+    // travel) is answered as broken too, not CKR_MECHANISM_INVALID: the
+    // connection is what fails first.
+    let opaque = p11ha_core::port::Mechanism {
+        ty: 0x8000_0001,
+        param: p11ha_core::port::Param::Opaque(&[1, 2, 3]),
+    };
+    assert_eq!(m.op_init(1, Op::Sign, &opaque, 2), gone);
     assert_eq!(s.written(), before, "a broken member writes nothing");
 }
