@@ -401,11 +401,12 @@ pub(super) fn ulong_list(
 }
 
 /// Connects, negotiates, initialises, and lists the slots with a token,
-/// over `buf`, the call codes going on from `code`.
+/// over `buf`, the call codes going on from `code` (kept there even if
+/// this fails).
 fn open<'a, C: Connector>(
     connector: &C,
     buf: &'a mut [u8],
-    code: u32,
+    code: &'a mut u32,
 ) -> Result<(Setup<'a, C::Stream>, heapless::Vec<Token, 8>)> {
     // Offer version 2; a server before 0.24.1 hangs up on anything but 0,
     // and then gets a second connection that offers 0.

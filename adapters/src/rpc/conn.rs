@@ -159,11 +159,13 @@ pub(super) struct Setup<'a, S> {
     pub(super) stream: S,
     buf: &'a mut [u8],
     pub(super) version: Version,
-    code: u32,
+    /// The connection's last call code, which goes on across connections
+    /// (a setting up that fails included): a code is never reused.
+    code: &'a mut u32,
 }
 
 impl<'a, S: Read + Write> Setup<'a, S> {
-    pub(super) fn new(stream: S, buf: &'a mut [u8], version: Version, code: u32) -> Self {
+    pub(super) fn new(stream: S, buf: &'a mut [u8], version: Version, code: &'a mut u32) -> Self {
         Setup {
             stream,
             buf,
@@ -182,10 +184,11 @@ impl<'a, S: Read + Write> Setup<'a, S> {
         decode: impl FnOnce(&mut Reader<'_>) -> Option<T>,
     ) -> Result<T> {
         let len = encode_call(self.buf, id, request, self.version, encode)?;
-        self.code = next_code(self.code);
-        let request = frame(self.buf, self.code, len)?;
+        *self.code = next_code(*self.code);
+        let code = *self.code;
+        let request = frame(self.buf, code, len)?;
         send(&mut self.stream, request).map_err(Error::Transport)?;
-        let n = read_reply(&mut self.stream, self.code, self.buf).map_err(Error::Transport)?;
+        let n = read_reply(&mut self.stream, code, self.buf).map_err(Error::Transport)?;
         decode_call(&self.buf[..n], id, reply, decode)
             .unwrap_or(Err(Error::Transport(TransportError::Protocol)))
     }
@@ -301,7 +304,7 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
     /// fails; calls wait while this runs.
     pub(super) fn reconnect<T>(
         &self,
-        open: impl FnOnce(&mut [u8], u32) -> Result<(Setup<'_, S>, T)>,
+        open: impl for<'a> FnOnce(&'a mut [u8], &'a mut u32) -> Result<(Setup<'a, S>, T)>,
         split: impl FnOnce(&mut S) -> Option<S>,
     ) -> Result<T> {
         let mut buf = self.bufs[0].lock();
@@ -316,7 +319,8 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
         tx.generation = generation;
         rx.generation = generation;
         self.generation.store(generation, Ordering::Release);
-        let (setup, found) = match open(&mut buf, tx.code) {
+        let tx = &mut *tx;
+        let (setup, found) = match open(&mut buf, &mut tx.code) {
             Ok(opened) => opened,
             Err(e) => {
                 // No connection: calls fail at once, as on a broken one.
@@ -327,10 +331,8 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
         let Setup {
             mut stream,
             version,
-            code,
             ..
         } = setup;
-        tx.code = code;
         self.version.store(
             match version {
                 Version::V0 => 0,

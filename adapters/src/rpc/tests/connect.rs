@@ -263,3 +263,20 @@ fn reconnect_finds_a_reinitialised_token_among_other_labels() {
     assert_eq!(m.reconnect(), Ok(()));
     assert_eq!(m.slot_id(), 0x12);
 }
+
+#[test]
+fn a_setting_up_that_fails_midway_uses_no_call_code_twice() {
+    let (s, m) = connected(2);
+    // C_Initialize answered, then the server hangs up at C_GetSlotList.
+    s.version(2).reply(Body::new(1, "")).hang_up();
+    assert_eq!(
+        m.reconnect(),
+        Err(Error::Transport(TransportError::Disconnected))
+    );
+    assert_broken(&s, &m);
+    s.version(2).serve_connect(&[alpha()]);
+    assert_eq!(m.reconnect(), Ok(()));
+    let codes: Vec<u32> = s.frames().iter().map(|f| f.code).collect();
+    assert!(codes.len() >= 8, "{codes:x?}");
+    assert!(codes.windows(2).all(|w| w[0] < w[1]), "{codes:x?}");
+}
