@@ -6,8 +6,11 @@
 # resumes and restarts random servers every one to three seconds, never all
 # at once (tests/src/bin/soak.rs says what is checked and the bounds).
 #
-# Usage: scripts/soak.sh [SECONDS]     (default 60, as CI runs it; longer by hand)
+# Usage: scripts/soak.sh [SECONDS]     (default 60; longer by hand)
 #        P11HA_SOAK_SEED=N scripts/soak.sh ...   repeats a run's random choices
+# Without P11HA_SOAK_SEED the seed is random (from /dev/urandom); either way it is
+# printed at the start and again on failure, with the command that repeats the run.
+# CI (scripts/test.sh) runs a fixed list of seeds.
 #
 # Exits non-zero if any result was wrong, any error unexpected, no failover
 # happened, resident memory or open descriptors drifted past their bounds
@@ -20,12 +23,15 @@ cd "$ROOT"
 SECS=${1:-60}
 [[ $SECS =~ ^[1-9][0-9]*$ ]] || { echo "soak.sh: SECONDS must be a positive integer, got '$SECS'" >&2; exit 2; }
 
+SEED=${P11HA_SOAK_SEED:-$(od -An -N8 -tu8 /dev/urandom | tr -d ' ')}
+[[ $SEED =~ ^[0-9]+$ ]] || { echo "soak.sh: P11HA_SOAK_SEED must be a decimal number, got '$SEED'" >&2; exit 2; }
+export P11HA_SOAK_SEED=$SEED
 echo "==> building libp11ha.so and p11ha-soak (release)"
 # Two commands: `--bin` narrows the targets of every package it is given with.
 cargo build --release --locked -p p11ha-ffi
 cargo build --release --locked -p p11ha-tests --bin p11ha-soak
 
-echo "==> soak for $SECS s"
+echo "==> soak for $SECS s, seed $SEED"
 rc=0
 "$ROOT/target/release/p11ha-soak" "$SECS" &
 pid=$!
@@ -47,6 +53,6 @@ if left=$(pgrep -af "p11ha-fixture/run-$pid-"); then
     rc=1
 fi
 if [ "$rc" -ne 0 ]; then
-    echo "soak.sh: FAILED (exit $rc)" >&2
+    echo "soak.sh: FAILED (exit $rc) with seed $SEED; P11HA_SOAK_SEED=$SEED scripts/soak.sh $SECS repeats its kills and freezes" >&2
 fi
 exit "$rc"

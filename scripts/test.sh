@@ -23,8 +23,9 @@
 #    QEMU against two p11-kit servers, one killed midway (scripts/firmware.sh);
 # 8. runs the core's unit tests under miri, the integration tests against an
 #    AddressSanitizer build, and pkcs11-tool on the library under valgrind (scripts/sanitize.sh);
-# 9. runs the chaos soak for 60 s from a fixed seed, so that a failure's schedule of kills and
-#    freezes repeats (scripts/soak.sh; long runs by hand take a random one);
+# 9. runs the chaos soak from each of a fixed list of seeds (25 s each), so that a failure's
+#    schedule of kills and freezes repeats; a failing run prints its seed (scripts/soak.sh;
+#    long runs by hand take a random one);
 # 10. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
 #     handling and the configuration parser for 100,000 executions each from a fixed seed
 #     (scripts/fuzz.sh --ci: deterministic; installs cargo-fuzz on first use).
@@ -72,8 +73,12 @@ step "the firmware: the core and RPC client on a Cortex-M4 under QEMU, failing o
 step "sanitizers: the core under miri, the library under ASan, the C ABI under valgrind"
 "$ROOT/scripts/sanitize.sh"
 
-step "chaos: HA over three p11-kit servers killed, frozen and restarted at random (60 s)"
-P11HA_SOAK_SEED=20261203 "$ROOT/scripts/soak.sh" 60
+step "chaos: HA over three p11-kit servers killed, frozen and restarted at random (3 seeds, 25 s each)"
+# A fixed list, so that a failure's schedule of kills and freezes repeats: each run prints its
+# seed, and on failure the command that repeats it. Long runs by hand take a random seed.
+for seed in 20261203 4099 77777; do
+    P11HA_SOAK_SEED=$seed "$ROOT/scripts/soak.sh" 25
+done
 
 step "fuzz the RPC client's reply handling and the configuration parser (fixed seed and count)"
 "$ROOT/scripts/fuzz.sh" --ci

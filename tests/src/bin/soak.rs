@@ -669,9 +669,15 @@ fn main() {
         .nth(1)
         .map(|a| a.parse().expect("usage: p11ha-soak [seconds]"))
         .unwrap_or(60);
-    let seed: u64 = std::env::var("P11HA_SOAK_SEED")
-        .ok()
-        .and_then(|s| s.parse().ok())
+    let given = std::env::var("P11HA_SOAK_SEED").ok();
+    let seed: u64 = given
+        .as_deref()
+        .map(|s| {
+            s.parse().unwrap_or_else(|_| {
+                eprintln!("p11ha-soak: P11HA_SOAK_SEED must be a number below 2^64, got '{s}'");
+                std::process::exit(2)
+            })
+        })
         .unwrap_or_else(|| {
             std::time::SystemTime::now()
                 .duration_since(std::time::UNIX_EPOCH)
@@ -844,7 +850,7 @@ fn main() {
         && !socket_left
         && rv == 0;
     println!(
-        "soak {}: {total} operations in {:.0} s by {WORKERS} threads over {SERVERS} p11-kit servers, \
+        "soak {} (seed {seed}): {total} operations in {:.0} s by {WORKERS} threads over {SERVERS} p11-kit servers, \
          {} kills and {} freezes, {failovers} failovers and {recoveries} recoveries; \
          {wrong} wrong results, {unexpected} unexpected errors ({expected} expected); \
          memory {rss_drift:+} KiB and descriptors {fds_drift:+} since warm-up.",
