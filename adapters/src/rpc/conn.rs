@@ -195,12 +195,11 @@ impl<'a, S: Read + Write> Setup<'a, S> {
 }
 
 /// The write side: the writing stream (the only stream when calls go one
-/// at a time), the last call code, the connection's generation.
+/// at a time) and the last call code.
 struct Tx<S> {
     stream: Option<S>,
     code: u32,
-    generation: u32,
-    /// Whether `Rx` holds a reading handle: calls may overlap.
+    /// Whether the read side holds a reading handle: calls may overlap.
     piped: bool,
 }
 
@@ -208,22 +207,19 @@ struct Tx<S> {
 /// go one at a time.
 type Held<'a, L, S> = Guard<'a, L, Tx<S>>;
 
-/// The read side, when the stream is split.
-struct Rx<S> {
-    stream: Option<S>,
-    generation: u32,
-}
-
 /// One connection and its buffers (see the module documentation).
 pub(super) struct Link<S, L: RawLock, B> {
     tx: Mutex<L, Tx<S>>,
-    rx: Mutex<L, Rx<S>>,
+    /// The read side: the reading handle, when the stream is split.
+    rx: Mutex<L, Option<S>>,
     bufs: heapless::Vec<Mutex<L, B>, MAX_IN_FLIGHT>,
     /// Which buffer the next call takes.
     turn: AtomicUsize,
     /// The smallest buffer's length: what every call may use.
     capacity: usize,
-    /// The generation of the current connection (0: none yet).
+    /// The generation of the current connection (0: none yet). Changed
+    /// only by a reconnect, which holds both sides: a call that holds
+    /// either side sees it stay.
     generation: AtomicU32,
     /// The latest generation known broken.
     dead: AtomicU32,
@@ -248,18 +244,11 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
         let tx = Tx {
             stream: None,
             code: 0,
-            generation: 0,
             piped: false,
         };
         Ok(Link {
             tx: Mutex::new(lock()?, tx),
-            rx: Mutex::new(
-                lock()?,
-                Rx {
-                    stream: None,
-                    generation: 0,
-                },
-            ),
+            rx: Mutex::new(lock()?, None),
             bufs: held,
             turn: AtomicUsize::new(0),
             capacity,
@@ -311,13 +300,12 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
         let mut tx = self.tx.lock();
         let mut rx = self.rx.lock();
         // The old connection is gone whatever happens next.
-        self.kill(tx.generation, TransportError::Disconnected);
+        let old = self.generation.load(Ordering::Acquire);
+        self.kill(old, TransportError::Disconnected);
         tx.stream = None;
-        rx.stream = None;
+        *rx = None;
         tx.piped = false;
-        let generation = tx.generation.wrapping_add(1).max(1);
-        tx.generation = generation;
-        rx.generation = generation;
+        let generation = old.wrapping_add(1).max(1);
         self.generation.store(generation, Ordering::Release);
         let tx = &mut *tx;
         let (setup, found) = match open(&mut buf, &mut tx.code) {
@@ -349,7 +337,7 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
         match writer {
             Some(writer) => {
                 tx.stream = Some(writer);
-                rx.stream = Some(stream);
+                *rx = Some(stream);
                 tx.piped = true;
             }
             None => tx.stream = Some(stream),
@@ -421,13 +409,13 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
     ) -> Result<(usize, Option<Held<'_, L, S>>)> {
         let mut tx_guard = self.tx.lock();
         let tx = &mut *tx_guard;
-        if self.is_dead(tx.generation) {
-            tx.stream = None;
-        }
         // A reconnect since the encoding: the request was for a
         // connection that is gone (its session handles with it).
-        if tx.generation != generation {
+        if self.generation.load(Ordering::Acquire) != generation {
             return Err(Error::Transport(TransportError::Disconnected));
+        }
+        if self.is_dead(generation) {
+            tx.stream = None;
         }
         tx.code = next_code(tx.code);
         let (code, piped) = (tx.code, tx.piped);
@@ -440,15 +428,13 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
             return Err(self.kill(generation, e));
         }
         if piped {
-            let mut rx_guard = self.rx.lock();
+            // Taken before the write side is let go: still `generation`.
+            let mut rx = self.rx.lock();
             drop(tx_guard);
-            let rx = &mut *rx_guard;
-            if self.is_dead(rx.generation) {
-                rx.stream = None;
+            if self.is_dead(generation) {
+                *rx = None;
             }
-            // (The same generation: a reconnect takes the write side
-            // first, which this call held until now.)
-            let Some(stream) = rx.stream.as_mut().filter(|_| rx.generation == generation) else {
+            let Some(stream) = rx.as_mut() else {
                 return Err(Error::Transport(TransportError::Disconnected));
             };
             // The reply's deadline starts now: the replies before it are
@@ -460,7 +446,7 @@ impl<S: Read + Write, L: RawLock, B: core::ops::DerefMut<Target = [u8]>> Link<S,
             match read {
                 Ok(n) => Ok((n, None)),
                 Err(e) => {
-                    rx.stream = None;
+                    *rx = None;
                     Err(self.kill(generation, e))
                 }
             }
@@ -482,8 +468,8 @@ impl<S: Write, L: RawLock, B> Link<S, L, B> {
     /// C_Finalize, then close: the server's way to end cleanly. The answer
     /// is not waited for; a broken connection gets nothing.
     pub(super) fn finalize(&mut self) {
+        let alive = *self.dead.get_mut() < *self.generation.get_mut();
         let tx = self.tx.get_mut();
-        let alive = *self.dead.get_mut() < tx.generation;
         if let Some(mut stream) = tx.stream.take().filter(|_| alive) {
             let mut frame = [0u8; HEADER + 4 + 4];
             frame[3] = 0x7f;
@@ -491,7 +477,7 @@ impl<S: Write, L: RawLock, B> Link<S, L, B> {
             frame[15] = 2;
             let _ = write_all(&mut stream, &frame);
         }
-        self.rx.get_mut().stream = None;
+        *self.rx.get_mut() = None;
     }
 }
 
