@@ -26,6 +26,7 @@ use cryptoki_sys::{CK_FUNCTION_LIST, CK_RV, CK_SESSION_HANDLE, CK_ULONG};
 
 pub mod dh;
 pub mod ha;
+pub mod pipe;
 pub mod remote;
 pub mod status;
 

@@ -110,11 +110,11 @@
 use std::collections::BTreeMap;
 use std::ffi::{CString, c_char};
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Child, Command, ExitCode, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -127,6 +127,7 @@ use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_FUNCTION_LIST, CK_MECHANISM, CK_RV, CK_SESSION_HANDLE, CK_ULONG, CKM_ECDSA};
 use p11ha_tests::MemberInfo;
+use p11ha_tests::pipe::ChildPipe;
 
 /// The scale part (`--only scale`): throughput over 1 to 4 members of fixed capacity.
 #[path = "bench/scale.rs"]
@@ -2055,9 +2056,7 @@ fn group_processes(groups: &[u32]) -> Vec<u32> {
 
 struct ChildProc {
     cfg: Config,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    pipe: ChildPipe,
     kv: BTreeMap<String, Vec<String>>,
     /// Why this configuration is not measured (any more).
     failed: Option<String>,
@@ -2077,8 +2076,6 @@ impl ChildProc {
             .arg(o.chunk.to_string())
             .arg("--sessions")
             .arg(o.max_threads(cfg.kind).to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         // Only this configuration's settings reach the libraries.
         for (k, _) in std::env::vars_os() {
@@ -2133,45 +2130,18 @@ impl ChildProc {
                     o.failovers, o.mass_rounds, o.mass_sessions
                 ));
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting child {}: {e}", cfg.name))?;
-        let stdin = child.stdin.take().ok_or("no child stdin")?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
         Ok(ChildProc {
+            pipe: ChildPipe::spawn(&mut cmd, cfg.name)?,
             cfg: cfg.clone(),
-            child,
-            stdin,
-            stdout,
             kv: BTreeMap::new(),
             failed: None,
         })
     }
 
-    /// The next protocol line; other output is passed through to stderr.
-    fn reply(&mut self) -> Result<String, String> {
-        loop {
-            let mut line = String::new();
-            let n = self
-                .stdout
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                let status = self.child.wait().map_err(|e| e.to_string())?;
-                return Err(format!("child process exited ({status})"));
-            }
-            let line = line.trim_end();
-            if let Some(rest) = line.strip_prefix('@') {
-                return Ok(rest.to_string());
-            }
-            eprintln!("[{}] {line}", self.cfg.name);
-        }
-    }
-
     /// Reads the start-up report, up to "@ready".
     fn wait_ready(&mut self) {
         let r = loop {
-            match self.reply() {
+            match self.pipe.reply() {
                 Ok(l) if l == "ready" => break Ok(()),
                 Ok(l) => match l.split_once(' ') {
                     Some(("kv", rest)) => {
@@ -2206,10 +2176,10 @@ impl ChildProc {
     }
 
     fn measure(&mut self, op: Op, threads: usize, secs: f64, warm: f64) -> Result<f64, String> {
-        writeln!(self.stdin, "run {} {threads} {secs} {warm}", op.key())
-            .and_then(|()| self.stdin.flush())
+        self.pipe
+            .send(&format!("run {} {threads} {secs} {warm}", op.key()))
             .map_err(|e| format!("child process gone: {e}"))?;
-        let l = self.reply()?;
+        let l = self.pipe.reply()?;
         let words: Vec<&str> = l.split_whitespace().collect();
         match words.as_slice() {
             ["result", rate, _ops, _elapsed] => rate.parse::<f64>().map_err(|e| e.to_string()),
@@ -2219,35 +2189,7 @@ impl ChildProc {
     }
 
     fn quit(&mut self) {
-        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() && self.failed.is_none() {
-                        eprintln!("child {} exited with {status}", self.cfg.name);
-                    }
-                    return;
-                }
-                Ok(None) if Instant::now() < end => {
-                    // Drain (and show) what it still says, e.g. "@bye" or a C_Finalize error.
-                    let mut line = String::new();
-                    if self.stdout.read_line(&mut line).unwrap_or(0) > 0 {
-                        if let Some(msg) = line.trim_end().strip_prefix("@fatal ") {
-                            eprintln!("child {}: {msg}", self.cfg.name);
-                        }
-                        continue;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                _ => {
-                    eprintln!("child {} did not exit; killing it", self.cfg.name);
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return;
-                }
-            }
-        }
+        self.pipe.quit(self.failed.is_none());
     }
 }
 
@@ -2520,7 +2462,7 @@ fn parent_run(args: &[String]) -> Result<bool, String> {
     }
     // Share of the machine's CPU time that other processes took during each measurement.
     let pids: Vec<u32> = std::iter::once(std::process::id())
-        .chain(children.iter().map(|c| c.child.id()))
+        .chain(children.iter().map(|c| c.pipe.child.id()))
         .chain(server_pids)
         .collect();
     let throughput_started = Instant::now();

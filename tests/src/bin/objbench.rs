@@ -97,9 +97,9 @@
 //!   parent -> child:  "quit"                    -> "@kv ..." lines (the HA log), "@bye"
 
 use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::PathBuf;
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use cryptoki::context::{CInitializeArgs, CInitializeFlags, Pkcs11};
@@ -109,6 +109,7 @@ use cryptoki::session::{Session, UserType};
 use cryptoki::slot::Slot;
 use cryptoki::types::AuthPin;
 use cryptoki_sys::{CK_RV, CK_SESSION_HANDLE, CK_ULONG};
+use p11ha_tests::pipe::ChildPipe;
 use p11ha_tests::{LABEL, SOFTHSM, USER_PIN, configure, lib_path, member_info, openssl, tokens};
 
 /// The fixed session key of the C_CreateObject measurements.
@@ -1014,9 +1015,7 @@ fn parse_options(args: &[String]) -> Result<Options, String> {
 
 struct ChildProc {
     cfg: Config,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    pipe: ChildPipe,
     kv: BTreeMap<String, Vec<String>>,
     failed: Option<String>,
 }
@@ -1031,8 +1030,6 @@ impl ChildProc {
             .arg(expected)
             .arg("--warmup")
             .arg(o.warmup.to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         if o.keep {
             cmd.arg("--keep");
@@ -1051,45 +1048,18 @@ impl ChildProc {
         if let Some(lib) = &o.lib {
             cmd.env("TEST_P11HA_LIB", lib);
         }
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting child {}: {e}", cfg.name))?;
-        let stdin = child.stdin.take().ok_or("no child stdin")?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
         Ok(ChildProc {
+            pipe: ChildPipe::spawn(&mut cmd, cfg.name)?,
             cfg,
-            child,
-            stdin,
-            stdout,
             kv: BTreeMap::new(),
             failed: None,
         })
     }
 
-    /// The next protocol line ("@..." without the "@"); other output goes to stderr.
-    fn reply(&mut self) -> Result<String, String> {
-        loop {
-            let mut line = String::new();
-            let n = self
-                .stdout
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                let status = self.child.wait().map_err(|e| e.to_string())?;
-                return Err(format!("child process exited ({status})"));
-            }
-            let line = line.trim_end();
-            if let Some(rest) = line.strip_prefix('@') {
-                return Ok(rest.to_string());
-            }
-            eprintln!("[{}] {line}", self.cfg.name);
-        }
-    }
-
     /// Reads "@kv" lines up to `end` ("ready" or "bye").
     fn read_until(&mut self, end: &str) -> Result<(), String> {
         loop {
-            let l = self.reply()?;
+            let l = self.pipe.reply()?;
             if l == end {
                 return Ok(());
             }
@@ -1112,10 +1082,10 @@ impl ChildProc {
     }
 
     fn request(&mut self, line: &str) -> Result<String, String> {
-        writeln!(self.stdin, "{line}")
-            .and_then(|()| self.stdin.flush())
+        self.pipe
+            .send(line)
             .map_err(|e| format!("child process gone: {e}"))?;
-        let l = self.reply()?;
+        let l = self.pipe.reply()?;
         match l.strip_prefix("error ") {
             Some(e) => Err(e.to_string()),
             None => Ok(l),
@@ -1150,8 +1120,9 @@ impl ChildProc {
 
     fn quit(&mut self) {
         if self.failed.is_none() {
-            let r = writeln!(self.stdin, "quit")
-                .and_then(|()| self.stdin.flush())
+            let r = self
+                .pipe
+                .send("quit")
                 .map_err(|e| e.to_string())
                 .and_then(|()| self.read_until("bye"));
             if let Err(e) = r {
@@ -1160,12 +1131,12 @@ impl ChildProc {
         }
         let end = Instant::now() + Duration::from_secs(10);
         loop {
-            match self.child.try_wait() {
+            match self.pipe.child.try_wait() {
                 Ok(Some(_)) => return,
                 Ok(None) if Instant::now() < end => std::thread::sleep(Duration::from_millis(20)),
                 _ => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
+                    let _ = self.pipe.child.kill();
+                    let _ = self.pipe.child.wait();
                     return;
                 }
             }

@@ -34,11 +34,12 @@
 //! made and their mean latency (call to return, the wait in its queue included) show how the
 //! work was spread.
 
+use p11ha_tests::pipe::ChildPipe;
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
-use std::io::{BufRead, BufReader, Write};
+use std::io::{BufRead, Write};
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdin, ChildStdout, Command, ExitCode, Stdio};
+use std::process::{Command, ExitCode, Stdio};
 use std::sync::Barrier;
 use std::time::{Duration, Instant};
 
@@ -434,9 +435,7 @@ impl Config {
 /// A running scale child.
 struct ScaleChild {
     cfg: Config,
-    child: Child,
-    stdin: ChildStdin,
-    stdout: BufReader<ChildStdout>,
+    pipe: ChildPipe,
     kv: BTreeMap<String, String>,
     failed: Option<String>,
 }
@@ -451,8 +450,6 @@ impl ScaleChild {
             .arg(lib)
             .arg("--threads")
             .arg((o.threads * cfg.members).to_string())
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
             .stderr(Stdio::inherit());
         for (k, _) in std::env::vars_os() {
             let k = k.to_string_lossy();
@@ -472,44 +469,17 @@ impl ScaleChild {
             .env("ET_PTKC_HA_LOG_FILE", cfg.dir.join("ha.log"))
             .env("ET_PTKC_HA_LOG_NAME", "p11ha-bench")
             .env("P11HA_FAULT_SERVICE_US", service.join(","));
-        let mut child = cmd
-            .spawn()
-            .map_err(|e| format!("starting child {}: {e}", cfg.name))?;
-        let stdin = child.stdin.take().ok_or("no child stdin")?;
-        let stdout = BufReader::new(child.stdout.take().ok_or("no child stdout")?);
         Ok(ScaleChild {
+            pipe: ChildPipe::spawn(&mut cmd, &format!("scale {}", cfg.name))?,
             cfg,
-            child,
-            stdin,
-            stdout,
             kv: BTreeMap::new(),
             failed: None,
         })
     }
 
-    /// The next protocol line; other output is passed through to stderr.
-    fn reply(&mut self) -> Result<String, String> {
-        loop {
-            let mut line = String::new();
-            let n = self
-                .stdout
-                .read_line(&mut line)
-                .map_err(|e| e.to_string())?;
-            if n == 0 {
-                let status = self.child.wait().map_err(|e| e.to_string())?;
-                return Err(format!("child process exited ({status})"));
-            }
-            let line = line.trim_end();
-            if let Some(rest) = line.strip_prefix('@') {
-                return Ok(rest.to_string());
-            }
-            eprintln!("[scale {}] {line}", self.cfg.name);
-        }
-    }
-
     fn wait_ready(&mut self) {
         let r = loop {
-            match self.reply() {
+            match self.pipe.reply() {
                 Ok(l) if l == "ready" => break Ok(()),
                 Ok(l) => match l.split_once(' ') {
                     Some(("kv", rest)) => {
@@ -535,10 +505,10 @@ impl ScaleChild {
     }
 
     fn measure(&mut self, w: Workload, secs: f64, warm: f64) -> Result<(f64, PerMember), String> {
-        writeln!(self.stdin, "run {} {secs} {warm}", w.key())
-            .and_then(|()| self.stdin.flush())
+        self.pipe
+            .send(&format!("run {} {secs} {warm}", w.key()))
             .map_err(|e| format!("child process gone: {e}"))?;
-        let l = self.reply()?;
+        let l = self.pipe.reply()?;
         let words: Vec<&str> = l.split_whitespace().collect();
         match words.as_slice() {
             ["result", rate, _n, _elapsed, per] => {
@@ -559,34 +529,7 @@ impl ScaleChild {
     }
 
     fn quit(&mut self) {
-        let _ = writeln!(self.stdin, "quit").and_then(|()| self.stdin.flush());
-        let end = Instant::now() + Duration::from_secs(10);
-        loop {
-            match self.child.try_wait() {
-                Ok(Some(status)) => {
-                    if !status.success() && self.failed.is_none() {
-                        eprintln!("scale child {} exited with {status}", self.cfg.name);
-                    }
-                    return;
-                }
-                Ok(None) if Instant::now() < end => {
-                    let mut line = String::new();
-                    if self.stdout.read_line(&mut line).unwrap_or(0) > 0 {
-                        if let Some(msg) = line.trim_end().strip_prefix("@fatal ") {
-                            eprintln!("scale child {}: {msg}", self.cfg.name);
-                        }
-                        continue;
-                    }
-                    std::thread::sleep(Duration::from_millis(20));
-                }
-                _ => {
-                    eprintln!("scale child {} did not exit; killing it", self.cfg.name);
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    return;
-                }
-            }
-        }
+        self.pipe.quit(self.failed.is_none());
     }
 }
 
@@ -710,7 +653,7 @@ pub(super) fn measure_all(
                     if c.failed.is_some() {
                         continue;
                     }
-                    let pids = [std::process::id(), c.child.id()];
+                    let pids = [std::process::id(), c.pipe.child.id()];
                     let before = cpu_probe(&pids[1..]);
                     let all_before = cpu_probe(&pids);
                     let t0 = Instant::now();
