@@ -4,7 +4,11 @@
 //! Every conversion here checks what PKCS#11 lets a library check (NULL
 //! where a pointer is required, a NULL buffer with a non-zero length,
 //! lengths that do not fit this platform) and answers `CKR_ARGUMENTS_BAD`
-//! otherwise. What no library can check (that a non-NULL pointer really
+//! otherwise; a template or an input longer than p11ha carries
+//! ([`capacity::TEMPLATE`], [`capacity::DATA`]) is answered
+//! `CKR_HOST_MEMORY`. Every count is judged before the first entry is
+//! read, and an output's room is never walked: only what is returned is
+//! written. What no library can check (that a non-NULL pointer really
 //! points at as many bytes as the application says) is the application's
 //! side of the PKCS#11 contract: [`Contract`] stands for it. An exported
 //! function makes one, once, for the call it serves (the one `unsafe` of
@@ -22,7 +26,14 @@ use p11ha_core::ck::{ParamKind, Rv, param_kind};
 use p11ha_core::port::{Attr, AttrOut, Mechanism, Param};
 use p11ha_core::{Error, Result};
 
+use crate::runtime::capacity;
+
 const BAD: Error = Error::Rv(Rv::ARGUMENTS_BAD);
+/// More than p11ha carries in one call ([`capacity::TEMPLATE`],
+/// [`capacity::DATA`]). PKCS#11 lets every function answer
+/// `CKR_HOST_MEMORY` (v2.40 5.1.1, universal return values), and it is
+/// what a remote member's request that does not fit its buffer answers.
+const TOO_MANY: Error = Error::Rv(Rv::HOST_MEMORY);
 
 /// A count of `T`s as `usize`; `CKR_ARGUMENTS_BAD` if no buffer can hold
 /// that many: more than `isize::MAX` bytes, the most any object (and so any
@@ -34,9 +45,25 @@ fn count<T>(n: CK_ULONG) -> Result<usize> {
     if n > max { Err(BAD) } else { Ok(n) }
 }
 
-/// A length in bytes as `usize`; `CKR_ARGUMENTS_BAD` as [`count`] says.
+/// A count of at most `max` `T`s that p11ha carries: `CKR_ARGUMENTS_BAD`
+/// as [`count`] says, then `CKR_HOST_MEMORY` past `max`. Both before
+/// anything at the pointer is read, so a huge count is answered at once.
+fn bounded<T>(n: CK_ULONG, max: usize) -> Result<usize> {
+    let n = count::<T>(n)?;
+    if n > max { Err(TOO_MANY) } else { Ok(n) }
+}
+
+/// The room of an output buffer in bytes, as `usize`; `CKR_ARGUMENTS_BAD`
+/// as [`count`] says. Any room that fits is taken: only what is returned
+/// is written.
 fn len(n: CK_ULONG) -> Result<usize> {
     count::<u8>(n)
+}
+
+/// The length of an input buffer (or of bytes asked for, as
+/// `C_GenerateRandom`'s): as [`bounded`], at most [`capacity::DATA`].
+fn input_len(n: CK_ULONG) -> Result<usize> {
+    bounded::<u8>(n, capacity::DATA)
 }
 
 /// The bytes at `p`. NULL is accepted for an empty buffer only.
@@ -45,7 +72,7 @@ fn len(n: CK_ULONG) -> Result<usize> {
 /// A non-NULL `p` points at `n` readable bytes that stay valid, and are not
 /// written through another reference, for `'a`.
 unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8]> {
-    let n = len(n)?;
+    let n = input_len(n)?;
     if p.is_null() {
         return if n == 0 { Ok(&[]) } else { Err(BAD) };
     }
@@ -59,7 +86,7 @@ unsafe fn bytes<'a>(p: *const u8, n: CK_ULONG) -> Result<&'a [u8]> {
 /// A non-NULL `p` points at `n` writable bytes that stay valid, and are not
 /// used through another reference, for `'a`.
 unsafe fn bytes_mut<'a>(p: *mut u8, n: CK_ULONG) -> Result<&'a mut [u8]> {
-    let n = len(n)?;
+    let n = input_len(n)?;
     if p.is_null() {
         return if n == 0 { Ok(&mut []) } else { Err(BAD) };
     }
@@ -138,7 +165,7 @@ impl<'a> OutBuf<'a> {
     ) -> Result<(Input<'a>, Self)> {
         // SAFETY: forwarded contract.
         let len = unsafe { out(len) }?;
-        let in_n = self::len(input_len)?;
+        let in_n = self::input_len(input_len)?;
         // A NULL output asks for the length: the incoming `*len` means
         // nothing then (PKCS#11 5.2), and GnuTLS leaves it at 2^63 or more.
         let overlaps =
@@ -202,7 +229,7 @@ impl Input<'_> {
 /// A non-NULL `t` points at `n` `CK_ATTRIBUTE`s whose values are as
 /// [`bytes`] requires, all valid for `'a`.
 unsafe fn template<'a>(t: *const CK_ATTRIBUTE, n: CK_ULONG) -> Result<Vec<Attr<'a>>> {
-    let n = count::<CK_ATTRIBUTE>(n)?;
+    let n = bounded::<CK_ATTRIBUTE>(n, capacity::TEMPLATE)?;
     if t.is_null() {
         return if n == 0 { Ok(Vec::new()) } else { Err(BAD) };
     }
@@ -230,7 +257,7 @@ unsafe fn out_template<'a>(
     t: *mut CK_ATTRIBUTE,
     n: CK_ULONG,
 ) -> Result<(Vec<AttrOut<'a>>, &'a mut [CK_ATTRIBUTE])> {
-    let n = count::<CK_ATTRIBUTE>(n)?;
+    let n = bounded::<CK_ATTRIBUTE>(n, capacity::TEMPLATE)?;
     if t.is_null() {
         return if n == 0 {
             Ok((Vec::new(), &mut []))
@@ -290,7 +317,7 @@ unsafe fn mechanism<'a>(m: *const CK_MECHANISM) -> Result<Mechanism<'a>> {
     // SAFETY: checked for NULL; readable by the contract.
     let m = unsafe { m.as_ref() }.ok_or(BAD)?;
     let ty = from_ulong(m.mechanism);
-    let n = len(m.ulParameterLen)?;
+    let n = input_len(m.ulParameterLen)?;
     let p = m.pParameter as *const c_void;
     // SAFETY: the parameter has n readable bytes by the contract.
     let raw = unsafe { bytes(p as *const u8, m.ulParameterLen) }?;
@@ -616,6 +643,44 @@ mod tests {
             let max = isize::MAX.unsigned_abs() as CK_ULONG;
             assert_eq!(len_of(max), Some(isize::MAX.unsigned_abs()));
             assert_eq!(len_of(max + 1), None);
+        }
+    }
+
+    #[test]
+    fn counts_past_what_p11ha_carries_are_refused_before_an_entry_is_read() {
+        fn host_memory<T>(r: Result<T>) -> bool {
+            matches!(r, Err(Error::Rv(Rv::HOST_MEMORY)))
+        }
+        let buf = [0u8; 8];
+        let attrs = [CK_ATTRIBUTE {
+            type_: 0,
+            pValue: ptr::null_mut(),
+            ulValueLen: 0,
+        }];
+        let mut out = attrs;
+        let many = (capacity::TEMPLATE + 1) as CK_ULONG;
+        let long = capacity::DATA as CK_ULONG + 1;
+        // SAFETY: (each call) the buffers are real and small; the counts
+        // are past p11ha's bounds, which must be refused before the pointer
+        // is used.
+        unsafe {
+            assert!(host_memory(template(attrs.as_ptr(), many)));
+            assert!(host_memory(out_template(out.as_mut_ptr(), many)));
+            assert!(host_memory(bytes(buf.as_ptr(), long)));
+            assert!(host_memory(optional(buf.as_ptr(), long)));
+            // A count no buffer can have is still the application's error.
+            assert!(matches!(template(attrs.as_ptr(), 1 << 63), Err(BAD)));
+            assert!(matches!(bytes(buf.as_ptr(), 1 << 63), Err(BAD)));
+            // At the bounds, taken (the slices are made, never read here).
+            assert_eq!(
+                input_len(capacity::DATA as CK_ULONG).ok(),
+                Some(capacity::DATA)
+            );
+            let n = bounded::<CK_ATTRIBUTE>(capacity::TEMPLATE as CK_ULONG, capacity::TEMPLATE);
+            assert_eq!(n.ok(), Some(capacity::TEMPLATE));
+            // An output's room is not bounded by DATA: only what is
+            // returned is written.
+            assert_eq!(len_of(long), Some(capacity::DATA + 1));
         }
     }
 

@@ -66,6 +66,27 @@ pub mod capacity {
     /// The buffer of each remote member's connection: the largest request
     /// or reply (data of one call up to 1 MiB, plus room for the rest).
     pub const RPC_BUFFER: usize = (1 << 20) + 64 * 1024;
+    /// The most attributes of one template (`C_CreateObject`,
+    /// `C_FindObjectsInit`, `C_GetAttributeValue`...): more than one RPC
+    /// request can carry, since an attribute takes at least 9 bytes of it
+    /// (its type and length as u32s, a byte saying it has a value). A
+    /// session may move to any member of its slot, a remote one too, so a
+    /// template no remote member could take is refused for every member,
+    /// with `CKR_HOST_MEMORY`, before any entry is read: a count of 2^32 is
+    /// answered at once instead of walking four billion entries. It also
+    /// bounds what p11ha copies of one template (48 bytes an attribute,
+    /// under 6 MiB). 123,790 attributes.
+    pub const TEMPLATE: usize = RPC_BUFFER / 9;
+    /// The most bytes of one input buffer: data, an attribute's value, a
+    /// mechanism parameter, a PIN, a seed, and the bytes `C_GenerateRandom`
+    /// is asked for. The RPC protocol carries every length as a u32 and a
+    /// 32-bit platform's `CK_ULONG` cannot say more, so nothing longer can
+    /// reach a remote member, or come from a portable application; a local
+    /// member, which gets the application's own pointer, takes all up to
+    /// it as before. Refused with `CKR_HOST_MEMORY` before a byte is read.
+    /// (HA mode's journal keeps far less, [`UPDATE_LIMIT`]; past that the
+    /// session goes on, potentially not recoverable.)
+    pub const DATA: usize = u32::MAX as usize;
     /// Calls in flight at once on one remote member's connection, each
     /// with a buffer of its own: while one call waits for its reply, the
     /// next request is already queued at the server. Pages of a buffer
