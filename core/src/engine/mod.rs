@@ -73,7 +73,7 @@ pub use logins::LoginCell;
 pub use pool::{MemberCell, SlotCell, is_member_failure};
 pub use sessions::SessionCell;
 pub use storage::{Capacity, Storage, Tables};
-pub use support::{Function, MAX_MECHANISMS, Support};
+pub use support::{Function, MAX_MEMBER_MECHANISMS, Support};
 
 use logins::Logins;
 use objects::{At, Objects};

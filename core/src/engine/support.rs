@@ -19,7 +19,7 @@
 //! `CKR_FUNCTION_NOT_SUPPORTED` means missing (a NULL entry in a module's
 //! function list is answered so by its adapter); any other answer means
 //! present. What cannot be learnt (no session, a member failure, a
-//! mechanism list longer than [`MAX_MECHANISMS`]) counts as supported:
+//! mechanism list longer than [`MAX_MEMBER_MECHANISMS`]) counts as supported:
 //! p11ha never refuses what a member might do.
 
 use crate::ck::{Rv, flags, mech};
@@ -28,7 +28,7 @@ use crate::port::{DualOp, Mechanism, Member, Op, Param};
 
 /// The most mechanisms kept per member; a member that lists more is taken
 /// to have every mechanism (SoftHSM 2.6.1 lists 70).
-pub const MAX_MECHANISMS: usize = 128;
+pub const MAX_MEMBER_MECHANISMS: usize = 128;
 
 /// The optional functions p11ha forwards and a module may leave out.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -115,7 +115,7 @@ pub struct Support {
     /// Bit of [`Function::bit`] set: the member lacks that function.
     lacks: u16,
     /// Its mechanisms, sorted; meaningful only when `listed`.
-    mechanisms: [u32; MAX_MECHANISMS],
+    mechanisms: [u32; MAX_MEMBER_MECHANISMS],
     count: u16,
     /// The list is the member's whole list; else every mechanism counts as
     /// present.
@@ -126,7 +126,7 @@ impl Support {
     /// Everything supported: what a member whose support is not known gets.
     pub const ALL: Support = Support {
         lacks: 0,
-        mechanisms: [0; MAX_MECHANISMS],
+        mechanisms: [0; MAX_MEMBER_MECHANISMS],
         count: 0,
         listed: false,
     };
@@ -147,9 +147,9 @@ impl Support {
     }
 
     fn learn_mechanisms<M: Member>(&mut self, member: &M) {
-        let mut all = [0u64; MAX_MECHANISMS];
+        let mut all = [0u64; MAX_MEMBER_MECHANISMS];
         let n = match member.mechanism_list(None) {
-            Ok(n) if n <= MAX_MECHANISMS => n,
+            Ok(n) if n <= MAX_MEMBER_MECHANISMS => n,
             _ => return,
         };
         let n = match member.mechanism_list(Some(&mut all[..n])) {
@@ -165,7 +165,7 @@ impl Support {
             }
         }
         self.mechanisms[..n].sort_unstable();
-        // n <= MAX_MECHANISMS, which fits.
+        // n <= MAX_MEMBER_MECHANISMS, which fits.
         self.count = n as u16;
         self.listed = true;
     }

@@ -5,7 +5,7 @@
 use crate::Error;
 use crate::ck::{Rv, mech};
 use crate::config::Mode;
-use crate::engine::{Function, MAX_MECHANISMS};
+use crate::engine::{Function, MAX_MEMBER_MECHANISMS};
 use crate::port::{DualOp, Op};
 
 use super::{engine, logged_in, mechanism};
@@ -33,7 +33,7 @@ fn a_join_learns_the_functions_and_mechanisms_of_a_member() {
             "anchor"
         );
     }
-    assert!(MAX_MECHANISMS >= crate::testing::MECHANISMS.len());
+    assert!(MAX_MEMBER_MECHANISMS >= crate::testing::MECHANISMS.len());
 }
 
 #[test]
