@@ -417,6 +417,8 @@ pub struct Faulty<M, S = AtOnce> {
     inner: M,
     plan: FaultPlan,
     service: S,
+    /// A mechanism the member pretends not to have, plus one (0: none).
+    hidden: AtomicU32,
 }
 
 impl<M> Faulty<M> {
@@ -426,6 +428,7 @@ impl<M> Faulty<M> {
             inner,
             plan: FaultPlan::new(),
             service: AtOnce,
+            hidden: AtomicU32::new(0),
         }
     }
 }
@@ -438,6 +441,7 @@ impl<M, S> Faulty<M, S> {
             inner,
             plan: FaultPlan::new(),
             service,
+            hidden: AtomicU32::new(0),
         }
     }
 
@@ -454,6 +458,56 @@ impl<M, S> Faulty<M, S> {
     /// The wrapped member.
     pub fn inner(&self) -> &M {
         &self.inner
+    }
+
+    /// Makes the member pretend it lacks `mechanism` (`None`: lack
+    /// nothing): it leaves it out of its mechanism list, and answers
+    /// `CKR_MECHANISM_INVALID` to its `C_GetMechanismInfo` and to every
+    /// call that would use it. A mock, for tests of members that differ
+    /// (the members of one slot are usually the same HSM model). Set it
+    /// before the member joins: p11ha learns a member's mechanisms then.
+    /// Mechanisms of 32 bits or more cannot be hidden.
+    pub fn hide_mechanism(&self, mechanism: Option<u32>) {
+        let v = mechanism.and_then(|m| m.checked_add(1)).unwrap_or(0);
+        self.hidden.store(v, Ordering::SeqCst);
+    }
+
+    fn hidden(&self) -> Option<u64> {
+        match self.hidden.load(Ordering::Relaxed) {
+            0 => None,
+            v => Some(u64::from(v - 1)),
+        }
+    }
+
+    /// `CKR_MECHANISM_INVALID` for the hidden mechanism.
+    fn refuse_hidden(&self, mechanism: u64) -> Result<()> {
+        if self.hidden() == Some(mechanism) {
+            return Err(Error::Rv(Rv::MECHANISM_INVALID));
+        }
+        Ok(())
+    }
+}
+
+impl<M: Member, S> Faulty<M, S> {
+    /// The member's mechanism list without the hidden one. A length query
+    /// answers the member's own count, one more than the list then holds,
+    /// which PKCS#11 allows of a length query.
+    fn listed(&self, out: Option<&mut [u64]>) -> Result<usize> {
+        let Some(hidden) = self.hidden() else {
+            return self.inner.mechanism_list(out);
+        };
+        let Some(out) = out else {
+            return self.inner.mechanism_list(None);
+        };
+        let n = self.inner.mechanism_list(Some(&mut *out))?;
+        let mut kept = 0;
+        for i in 0..n {
+            if out[i] != hidden {
+                out[kept] = out[i];
+                kept += 1;
+            }
+        }
+        Ok(kept)
     }
 }
 
@@ -485,6 +539,38 @@ macro_rules! faulty {
     (@call $s:ident, verify_final, $($arg:ident),*) => {
         $s.service.serve(|| $s.inner.verify_final($($arg),*))
     };
+    // A hidden mechanism (see `Faulty::hide_mechanism`).
+    (@call $s:ident, mechanism_list, $out:ident) => {
+        $s.listed($out)
+    };
+    (@call $s:ident, mechanism_info, $mechanism:ident) => {{
+        $s.refuse_hidden($mechanism)?;
+        $s.inner.mechanism_info($mechanism)
+    }};
+    (@call $s:ident, op_init, $session:ident, $op:ident, $mechanism:ident, $key:ident) => {{
+        $s.refuse_hidden($mechanism.ty)?;
+        $s.inner.op_init($session, $op, $mechanism, $key)
+    }};
+    (@call $s:ident, generate_key, $session:ident, $mechanism:ident, $($arg:ident),*) => {{
+        $s.refuse_hidden($mechanism.ty)?;
+        $s.inner.generate_key($session, $mechanism, $($arg),*)
+    }};
+    (@call $s:ident, generate_key_pair, $session:ident, $mechanism:ident, $($arg:ident),*) => {{
+        $s.refuse_hidden($mechanism.ty)?;
+        $s.inner.generate_key_pair($session, $mechanism, $($arg),*)
+    }};
+    (@call $s:ident, wrap_key, $session:ident, $mechanism:ident, $($arg:ident),*) => {{
+        $s.refuse_hidden($mechanism.ty)?;
+        $s.inner.wrap_key($session, $mechanism, $($arg),*)
+    }};
+    (@call $s:ident, unwrap_key, $session:ident, $mechanism:ident, $($arg:ident),*) => {{
+        $s.refuse_hidden($mechanism.ty)?;
+        $s.inner.unwrap_key($session, $mechanism, $($arg),*)
+    }};
+    (@call $s:ident, derive_key, $session:ident, $mechanism:ident, $($arg:ident),*) => {{
+        $s.refuse_hidden($mechanism.ty)?;
+        $s.inner.derive_key($session, $mechanism, $($arg),*)
+    }};
     (@call $s:ident, $name:ident, $($arg:ident),*) => {
         $s.inner.$name($($arg),*)
     };

@@ -14,6 +14,7 @@ use p11ha_adapters::sys::{
     to_ulong,
 };
 use p11ha_core::ck::{Rv, flags};
+use p11ha_core::engine::Function;
 use p11ha_core::port::{DualOp, Op};
 use p11ha_core::{Error, Result};
 
@@ -224,6 +225,8 @@ pub(crate) fn get_operation_state(
     len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
+        r.engine
+            .function_supported(from_ulong(s), Function::GetOperationState)?;
         let mut o = c.out_buf(state, len)?;
         let n = r.engine.operation_state(from_ulong(s), o.buf());
         o.finish(n)
@@ -239,6 +242,8 @@ pub(crate) fn set_operation_state(
     auth: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
+        r.engine
+            .function_supported(from_ulong(s), Function::SetOperationState)?;
         let state = c.bytes(state, len)?;
         r.engine
             .set_operation_state(from_ulong(s), state, from_ulong(enc), from_ulong(auth))
@@ -397,6 +402,16 @@ pub(crate) fn find_objects_final(_: Contract<'_>, s: CK_SESSION_HANDLE) -> Resul
 /// query): where they are refused, the member's operation is ended too
 /// (`single`: a single-part call), so that p11ha's refusal leaves the
 /// session as the member's own would.
+/// `CKR_FUNCTION_NOT_SUPPORTED` for a call of `op` where no member of the
+/// session's slot has it, before the call's pointers are looked at, as a
+/// module that lacks the function answers (after the session handle).
+fn supported(r: &Runtime, s: CK_SESSION_HANDLE, op: Op) -> Result<()> {
+    match Function::of_op(op) {
+        Some(f) => r.engine.function_supported(from_ulong(s), f),
+        None => Ok(()),
+    }
+}
+
 fn or_abandon<T>(
     r: &Runtime,
     s: CK_SESSION_HANDLE,
@@ -418,6 +433,7 @@ pub(crate) fn op_init(
     key: CK_OBJECT_HANDLE,
 ) -> Result<()> {
     with(|r| {
+        supported(r, s, op)?;
         let m = c.mechanism(m)?;
         r.engine.op_init(from_ulong(s), op, &m, from_ulong(key))
     })
@@ -433,6 +449,7 @@ pub(crate) fn op_single(
     o_len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
+        supported(r, s, op)?;
         let a = c.in_out(data, len, o, o_len);
         let (input, mut o) = or_abandon(r, s, op, true, a)?;
         let n = r.engine.op_single(from_ulong(s), op, input.get(), o.buf());
@@ -533,6 +550,8 @@ pub(crate) fn dual_update(
     o_len: *mut CK_ULONG,
 ) -> Result<()> {
     with(|r| {
+        r.engine
+            .function_supported(from_ulong(s), Function::of_dual(op))?;
         let (input, mut o) = c.in_out(data, len, o, o_len)?;
         let n = r
             .engine

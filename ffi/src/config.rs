@@ -38,6 +38,7 @@ const CONNECT_TIMEOUT: &str = "P11HA_CONNECT_TIMEOUT_MS";
 const CALL_TIMEOUT: &str = "P11HA_CALL_TIMEOUT_MS";
 const FAULT_INJECTION: &str = "P11HA_FAULT_INJECTION";
 const FAULT_SERVICE: &str = "P11HA_FAULT_SERVICE_US";
+const FAULT_HIDE: &str = "P11HA_FAULT_HIDE_MECHANISM";
 /// The longest `P11HA_FAULT_SERVICE_US` accepted (one second).
 pub const MAX_SERVICE_US: u32 = 1_000_000;
 const STATE_DIR: &str = "P11HA_STATE_DIR";
@@ -88,6 +89,10 @@ pub struct HostConfig {
     /// benchmarks. The test build only, like `fault_injection`; empty by
     /// default (members serve at once).
     pub fault_service_us: Vec<u32>,
+    /// `P11HA_FAULT_HIDE_MECHANISM=<member index>:<CKM_* value>`: that
+    /// member pretends it lacks that mechanism (a mock of members that
+    /// differ; see `Faulty::hide_mechanism`). The test build only.
+    pub fault_hide_mechanism: Option<(usize, u32)>,
     /// `P11HA_STATE_DIR`: where the members that missed token writes are
     /// kept across processes (see `syncstate`); none by default.
     pub state_dir: Option<String>,
@@ -107,6 +112,7 @@ impl Default for HostConfig {
             status_socket: None,
             fault_injection: false,
             fault_service_us: Vec::new(),
+            fault_hide_mechanism: None,
             state_dir: None,
         }
     }
@@ -146,7 +152,7 @@ impl HostConfig {
                     fallback: default,
                 }),
             }
-        } else if (key == FAULT_INJECTION || key == FAULT_SERVICE)
+        } else if (key == FAULT_INJECTION || key == FAULT_SERVICE || key == FAULT_HIDE)
             && !cfg!(feature = "fault-injection")
         {
             report(&Event::BadConfig {
@@ -158,6 +164,24 @@ impl HostConfig {
             self.fault_injection = flag(key, value, report);
         } else if key == FAULT_SERVICE {
             self.apply_service(key, value, report);
+        } else if key == FAULT_HIDE {
+            let parsed = value.split_once(':').and_then(|(i, m)| {
+                let i = usize::try_from(parse_decimal(i.trim())?).ok()?;
+                let m = m.trim();
+                let m = match m.strip_prefix("0x") {
+                    Some(hex) => u32::from_str_radix(hex, 16).ok()?,
+                    None => u32::try_from(parse_decimal(m)?).ok()?,
+                };
+                Some((i, m))
+            });
+            if parsed.is_none() {
+                report(&Event::BadConfig {
+                    key,
+                    problem: "not <member index>:<mechanism number>",
+                    fallback: "no mechanism is hidden",
+                });
+            }
+            self.fault_hide_mechanism = parsed;
         } else if key == STATE_DIR {
             self.state_dir = (!value.is_empty()).then(|| value.into());
         } else if key == LOG_FILE {

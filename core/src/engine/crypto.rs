@@ -11,7 +11,7 @@ use crate::port::{DualOp, Mechanism, Member, Op, Param, Platform};
 
 use super::objects::At;
 use super::sessions::{Session, op_bit};
-use super::{Engine, Uses};
+use super::{Engine, Function, Uses};
 
 impl<P: Platform> Engine<P> {
     /// `mechanism` with a key handle in its parameter made the member's.
@@ -60,9 +60,18 @@ impl<P: Platform> Engine<P> {
     /// `C_EncryptInit`, `C_DecryptInit`, `C_SignInit`, `C_VerifyInit`,
     /// `C_SignRecoverInit`, `C_VerifyRecoverInit` and `C_DigestInit` (whose
     /// `key` is ignored).
+    ///
+    /// SignRecover and VerifyRecover are answered `CKR_FUNCTION_NOT_SUPPORTED`
+    /// first where no member in service has them (see
+    /// [`Engine::function_supported`]). A session whose member cannot run
+    /// `op` with `mechanism` (it lacks either) moves, with its state, to the
+    /// member in service with the fewest sessions that can (WLD and HA
+    /// mode), before the member's Init; where none can, or the session
+    /// cannot move, its own member answers.
     pub fn op_init(&self, handle: u64, op: Op, mechanism: &Mechanism<'_>, key: u64) -> Result<()> {
-        self.call(
+        self.call_needing(
             handle,
+            Function::of_op(op),
             Uses::Nothing,
             |m, s, _| {
                 let real_mech = self.real_mechanism(s, mechanism)?;
@@ -71,6 +80,9 @@ impl<P: Platform> Engine<P> {
                 } else {
                     self.real_object(s, key, Rv::KEY_HANDLE_INVALID)?
                 };
+                let pinned = (op != Op::Digest && self.objects.is_session_object(key))
+                    || matches!(mechanism.param, Param::Handle(h) if self.objects.is_session_object(h));
+                self.route_op(s, op, mechanism.ty, pinned)?;
                 m.op_init(s.real, op, &real_mech, real_key)?;
                 s.ops |= op_bit(op);
                 if self.ha {
@@ -91,6 +103,29 @@ impl<P: Platform> Engine<P> {
         )
     }
 
+    /// Where session `s` runs operation `op` with `mechanism`: on its
+    /// member if that can run it; else [`Error::Elsewhere`] names the member
+    /// in service with the fewest sessions that can, if the session can
+    /// move (`pinned`: the operation uses a session object, which lives
+    /// where the session is). Where no member can, or the session cannot
+    /// move, its own member is asked and answers for itself.
+    fn route_op(
+        &self,
+        s: &Session<P::Journal>,
+        op: Op,
+        mechanism: u64,
+        pinned: bool,
+    ) -> Result<()> {
+        let can = |m: usize| self.pool.entry(m).support.can_run(op, mechanism);
+        if !self.is_virtual() || pinned || can(s.member) || !self.movable(s) {
+            return Ok(());
+        }
+        match self.pool.pick_where(s.slot, can) {
+            Ok(member) => Err(Error::Elsewhere { member }),
+            Err(_) => Ok(()),
+        }
+    }
+
     /// The single-part calls (see [`Member::op_single`]).
     pub fn op_single(
         &self,
@@ -100,8 +135,9 @@ impl<P: Platform> Engine<P> {
         mut out: Option<&mut [u8]>,
     ) -> Result<usize> {
         let had_buffer = out.is_some();
-        self.call(
+        self.call_needing(
             handle,
+            Function::of_op(op),
             Uses::Op,
             |m, s, _| m.op_single(s.real, op, input, out.as_deref_mut()),
             |s, r| self.op_outcome(s, op_bit(op), r, had_buffer),
@@ -224,8 +260,9 @@ impl<P: Platform> Engine<P> {
         input: &[u8],
         mut out: Option<&mut [u8]>,
     ) -> Result<usize> {
-        self.call(
+        self.call_needing(
             handle,
+            Some(Function::of_dual(op)),
             Uses::Op,
             |m, s, _| {
                 let n = m.dual_update(s.real, op, input, out.as_deref_mut())?;

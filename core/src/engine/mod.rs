@@ -65,6 +65,7 @@ mod session;
 mod sessions;
 mod slot;
 mod storage;
+mod support;
 #[cfg(test)]
 mod tests;
 
@@ -72,6 +73,7 @@ pub use logins::LoginCell;
 pub use pool::{MemberCell, SlotCell, is_member_failure};
 pub use sessions::SessionCell;
 pub use storage::{Capacity, Storage, Tables};
+pub use support::{Function, MAX_MEMBER_MECHANISMS, Support};
 
 use logins::Logins;
 use objects::{At, Objects};
@@ -215,7 +217,10 @@ impl<P: Platform> Engine<P> {
             self.pool.push_slot(next as u64, [b' '; 32])?
         };
         let hsm_slot_id = member.slot_id();
-        let index = self.pool.push_member(member, slot)?;
+        // Before it serves anything, so that the probe's session is the
+        // only one p11ha has there.
+        let support = Support::probe(&member);
+        let index = self.pool.push_member(member, slot, support)?;
         if self.is_virtual() {
             let mut login = self.logins.lock(slot);
             // Best effort: a member that refuses now gets one when needed.
@@ -275,6 +280,33 @@ impl<P: Platform> Engine<P> {
         })
     }
 
+    /// What member `index` supports, as learnt when it joined.
+    pub fn member_support(&self, index: usize) -> Option<Support> {
+        (index < self.member_count()).then(|| self.pool.entry(index).support)
+    }
+
+    /// `CKR_FUNCTION_NOT_SUPPORTED` if no member in service of session
+    /// `handle`'s slot implements `function`; the session handle is checked
+    /// first, as modules do. Every call of such a function checks this
+    /// before it resolves any other handle or argument (the C ABI calls it
+    /// before it reads the call's pointers), so that an application that
+    /// probes for the function is answered as the member would answer it.
+    pub fn function_supported(&self, handle: u64, function: Function) -> Result<()> {
+        let (_, s) = self.sessions.lock(handle)?;
+        self.slot_supports(s.slot, function)
+    }
+
+    /// See [`Engine::function_supported`]. With no member in service the
+    /// call goes on, to fail (or fail over) as any call does.
+    fn slot_supports(&self, slot: usize, function: Function) -> Result<()> {
+        let mut live = self.pool.live(slot).peekable();
+        if live.peek().is_none() || live.any(|m| self.pool.entry(m).support.has_function(function))
+        {
+            return Ok(());
+        }
+        Err(Error::Rv(Rv::FUNCTION_NOT_SUPPORTED))
+    }
+
     /// The member index that serves session `handle`.
     pub fn session_member(&self, handle: u64) -> Result<usize> {
         let (_, s) = self.sessions.lock(handle)?;
@@ -297,10 +329,27 @@ impl<P: Platform> Engine<P> {
         &self,
         handle: u64,
         uses: Uses,
+        f: impl FnMut(&P::Member, &mut Session<P::Journal>, usize) -> Result<T>,
+        done: impl FnOnce(&mut Session<P::Journal>, &Result<T>),
+    ) -> Result<T> {
+        self.call_needing(handle, None, uses, f, done)
+    }
+
+    /// As [`Engine::call`], for a call of an optional function (`needs`),
+    /// which is answered `CKR_FUNCTION_NOT_SUPPORTED` before anything else
+    /// but the session handle where no member in service has it.
+    fn call_needing<T>(
+        &self,
+        handle: u64,
+        needs: Option<Function>,
+        uses: Uses,
         mut f: impl FnMut(&P::Member, &mut Session<P::Journal>, usize) -> Result<T>,
         done: impl FnOnce(&mut Session<P::Journal>, &Result<T>),
     ) -> Result<T> {
         let (index, mut s) = self.sessions.lock(handle)?;
+        if let Some(function) = needs {
+            self.slot_supports(s.slot, function)?;
+        }
         let r = self.call_locked(index, &mut s, uses, &mut f);
         done(&mut s, &r);
         r

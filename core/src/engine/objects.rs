@@ -216,17 +216,24 @@ impl<P: Platform> Objects<P> {
 
     /// Where a session that owns session objects of `slot` goes in a
     /// failover: their home if it is in service, else the member in service
-    /// with the fewest sessions, which becomes their home.
-    pub(super) fn home_for_failover(&self, pool: &Pool<P>, slot: usize) -> Result<usize> {
+    /// with the fewest sessions among those that `fit` (any, if none
+    /// does), which becomes their home.
+    pub(super) fn home_for_failover(
+        &self,
+        pool: &Pool<P>,
+        slot: usize,
+        fits: impl Fn(usize) -> bool,
+    ) -> Result<usize> {
         let mut objects = self.write();
+        let pick = || pool.pick_where(slot, fits).or_else(|_| pool.pick(slot));
         match objects.home(slot) {
             Some(h) if pool.up(h) => Ok(h),
             Some(_) => {
-                let m = pool.pick(slot)?;
+                let m = pick()?;
                 objects.set_home(slot, m);
                 Ok(m)
             }
-            None => pool.pick(slot),
+            None => pick(),
         }
     }
 

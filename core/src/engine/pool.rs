@@ -32,6 +32,7 @@ use crate::event::Event;
 use crate::port::{Events, Member, Platform};
 
 use super::MAX_MEMBERS;
+use super::support::Support;
 
 /// Storage for one member.
 pub struct MemberCell<M> {
@@ -65,6 +66,8 @@ pub(super) struct MemberEntry<M> {
     epoch: AtomicU32,
     /// Calls inside the member now.
     in_flight: AtomicU32,
+    /// What it supports, learnt when it joined.
+    pub(super) support: Support,
 }
 
 impl<M> MemberEntry<M> {
@@ -268,9 +271,15 @@ impl<P: Platform> Pool<P> {
     }
 
     /// Writes member `member` into the table, serving slot `slot`, in
-    /// service; its index. It serves the slot once [`Pool::enlist`]
-    /// says so. `CKR_HOST_MEMORY` when the table is full.
-    pub(super) fn push_member(&self, member: P::Member, slot: usize) -> Result<usize> {
+    /// service, supporting what `support` says; its index. It serves the
+    /// slot once [`Pool::enlist`] says so. `CKR_HOST_MEMORY` when the table
+    /// is full.
+    pub(super) fn push_member(
+        &self,
+        member: P::Member,
+        slot: usize,
+        support: Support,
+    ) -> Result<usize> {
         let index = self.member_count();
         if index >= MAX_MEMBERS.min(self.members.len()) {
             return Err(Error::Rv(Rv::HOST_MEMORY));
@@ -282,6 +291,7 @@ impl<P: Platform> Pool<P> {
             sessions: AtomicU32::new(0),
             epoch: AtomicU32::new(0),
             in_flight: AtomicU32::new(0),
+            support,
         });
         self.member_count.store(index + 1, Ordering::Release);
         Ok(index)
@@ -339,9 +349,14 @@ impl<P: Platform> Pool<P> {
     /// The member in service of `slot` with the fewest sessions, ties
     /// broken at random; `CKR_TOKEN_NOT_PRESENT` if none is.
     pub(super) fn pick(&self, slot: usize) -> Result<usize> {
+        self.pick_where(slot, |_| true)
+    }
+
+    /// As [`Pool::pick`], among the members for which `fits` holds.
+    pub(super) fn pick_where(&self, slot: usize, fits: impl Fn(usize) -> bool) -> Result<usize> {
         let mut best: Option<(u32, usize)> = None;
         let mut ties = 0u32;
-        for m in self.live(slot) {
+        for m in self.live(slot).filter(|&m| fits(m)) {
             let load = self.entry(m).sessions.load(Ordering::Acquire);
             match best {
                 Some((b, _)) if load > b => {}

@@ -56,10 +56,15 @@ impl<P: Platform> Engine<P> {
                 .op
                 .is_some_and(|o| o.key != 0 && self.objects.is_session_object(o.key));
         loop {
+            // A member that cannot run the journalled operation is taken
+            // only where none can (the operation is then lost, and said).
+            let fits = |m: usize| self.can_take(s, m);
             let picked = if to_home {
-                self.objects.home_for_failover(&self.pool, s.slot)
+                self.objects.home_for_failover(&self.pool, s.slot, fits)
             } else {
-                self.pool.pick(s.slot)
+                self.pool
+                    .pick_where(s.slot, fits)
+                    .or_else(|_| self.pool.pick(s.slot))
             };
             let Ok(m) = picked else {
                 return Err(Error::Rv(Rv::DEVICE_ERROR));
@@ -120,6 +125,15 @@ impl<P: Platform> Engine<P> {
             });
             return Err(Error::Rv(rv));
         }
+        if !self.can_take(s, target) {
+            // Its operation's mechanism (or function) is not there.
+            let rv = Rv::OPERATION_ACTIVE;
+            self.events.event(&Event::SessionNotMoved {
+                hsm_idx: target,
+                rv,
+            });
+            return Err(Error::Rv(rv));
+        }
         let entry = self.pool.entry(target);
         let _busy = entry.busy();
         if !entry.up() {
@@ -172,11 +186,20 @@ impl<P: Platform> Engine<P> {
         Ok(())
     }
 
+    /// Whether member `m` can run session `s`'s journalled operation (HA
+    /// mode): it has the operation's mechanism and function. True when
+    /// there is none to replay.
+    pub(super) fn can_take(&self, s: &Session<P::Journal>, m: usize) -> bool {
+        s.journal.op.is_none_or(|o| {
+            o.lost.is_some() || self.pool.entry(m).support.can_run(o.op, o.mechanism)
+        })
+    }
+
     /// Whether session `s` can move to another member with all its state:
     /// it owns no session object (those live where it is), and what it has
     /// in progress the journal can rebuild (HA mode) or it has nothing in
     /// progress (WLD mode).
-    fn movable(&self, s: &Session<P::Journal>) -> bool {
+    pub(super) fn movable(&self, s: &Session<P::Journal>) -> bool {
         if s.owns_objects && self.objects.owns_any(s.index) {
             return false;
         }
@@ -259,6 +282,10 @@ impl<P: Platform> Engine<P> {
             let replayed = match op.lost {
                 Some(_) => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
                 None if s.state_restored => Err(Error::Rv(Rv::OPERATION_NOT_INITIALIZED)),
+                // Never sent to a member that lacks its mechanism.
+                None if !self.pool.entry(m).support.can_run(op.op, op.mechanism) => {
+                    Err(Error::Rv(Rv::MECHANISM_INVALID))
+                }
                 None => self.replay_op(here, s.index, &s.journal, op),
             };
             match replayed {

@@ -13,7 +13,7 @@ use crate::port::{Member, Platform, SessionInfo};
 
 use super::logins::Login;
 use super::sessions::{Session, SessionGuard};
-use super::{Engine, MAX_MEMBERS, Uses};
+use super::{Engine, Function, MAX_MEMBERS, Uses};
 
 impl<P: Platform> Engine<P> {
     /// `C_OpenSession`. In WLD and HA mode the session goes to the member in
@@ -164,8 +164,9 @@ impl<P: Platform> Engine<P> {
 
     /// `C_GetOperationState`.
     pub fn operation_state(&self, handle: u64, mut out: Option<&mut [u8]>) -> Result<usize> {
-        self.call(
+        self.call_needing(
             handle,
+            Some(Function::GetOperationState),
             Uses::Nothing,
             |m, s, _| m.operation_state(s.real, out.as_deref_mut()),
             |_, _| {},
@@ -181,8 +182,9 @@ impl<P: Platform> Engine<P> {
         encryption_key: u64,
         authentication_key: u64,
     ) -> Result<()> {
-        self.call(
+        self.call_needing(
             handle,
+            Some(Function::SetOperationState),
             Uses::Nothing,
             |m, s, _| {
                 let enc = self.optional_key(s, encryption_key)?;

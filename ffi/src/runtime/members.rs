@@ -20,6 +20,7 @@ use p11ha_core::{Error, Result};
 
 use crate::config::HostConfig;
 use crate::host::{self, Locking, Remote};
+use p11ha_adapters::module::ModuleMember;
 
 use super::{Runtime, capacity};
 
@@ -131,7 +132,7 @@ impl Runtime {
                 let Ok(member) = module.member(slot) else {
                     continue;
                 };
-                match self.engine.add_member(host::member(Either::A(member))) {
+                match self.engine.add_member(self.member(Either::A(member))) {
                     Ok(Some(index)) => {
                         self.joined(index);
                         taken.modules.insert((mi, slot));
@@ -226,6 +227,20 @@ impl Runtime {
         true
     }
 
+    /// `m` as the member that would join next (joins are serialised by
+    /// the caller's lock on what is taken), with the mechanism the test
+    /// build was told to hide from that member hidden.
+    fn member(&self, m: Either<ModuleMember, Remote>) -> host::Member {
+        let m = host::member(m);
+        #[cfg(feature = "fault-injection")]
+        if let Some((index, mechanism)) = self.config.fault_hide_mechanism
+            && index == self.engine.member_count()
+        {
+            m.hide_mechanism(Some(mechanism));
+        }
+        m
+    }
+
     /// Member `index` joined: if a process before this one saw it miss
     /// token writes, it is held out until it is synced.
     fn joined(&self, index: usize) {
@@ -242,7 +257,7 @@ impl Runtime {
     }
 
     fn add_remote(&self, member: Remote) {
-        let added = self.engine.add_member(host::member(Either::B(member)));
+        let added = self.engine.add_member(self.member(Either::B(member)));
         if let Ok(Some(index)) = added {
             self.joined(index);
         }

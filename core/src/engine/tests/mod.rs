@@ -23,6 +23,7 @@ mod replay;
 mod replicate;
 mod secrets;
 mod sessions;
+mod support;
 
 type E = Engine<Testbed<Arc<Token>>>;
 
