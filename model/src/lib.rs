@@ -102,6 +102,10 @@
 //!   where replay loses state (`state_lost`) are not modelled, nor are
 //!   session objects, searches, token writes, `move_session` and
 //!   `fail_over_owner`, or the login itself (its lock is).
+//! - HA mode only, with the recovery thread (`Recovery::Thread`): inline
+//!   recovery (`ET_PTKC_HA_RECOVER_WAIT=YES`), WLD and NORMAL mode, the
+//!   status thread, and the anchors closed with a slot's last session
+//!   (`release_anchors`) are not modelled.
 //! - One attempt of the recovery thread tries one due member (the real one
 //!   tries each due member in turn); its polls while no member is down
 //!   (one atomic load, `recovery_due`) are left out.
