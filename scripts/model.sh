@@ -7,9 +7,9 @@
 # (`cases`) is explored breadth first, all reachable states, and checked for no lost operation,
 # no session closed under a call in flight and no deadlock. Prints a Markdown table
 # (configuration, unique states, wall time, verdict) and each counterexample, step by step.
-# Exits non-zero when a verdict is not the one the configuration expects (the known problems
-# of p11ha as it is are expected violations; README, "Model of failover"), or when the run
-# takes longer than MODEL_TIMEOUT seconds (default 600; about 40 s on 2 cores).
+# Exits non-zero when a property is violated in any configuration (or a sanity property is never
+# reached), or when the run takes longer than MODEL_TIMEOUT seconds (default 600; about 40 s on
+# 2 cores).
 # The deliberate breaks that the checker must catch are `cargo test -p p11ha-model`.
 set -euo pipefail
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)

@@ -67,23 +67,24 @@
 //!   one numbers its handles from 1 again (a new `p11-kit remote` process),
 //!   and a call in flight on the old connection answers a transport error.
 //!
-//! # What it found in p11ha as it is (see [`cases`])
-//! - The member's epoch is read *after* its session was opened (`place` in
-//!   `open_on`, `s.epoch = entry.epoch()` in `failover`). A failure taken
-//!   out in between is missed: the session is recorded as current at the
-//!   member's new epoch though its real session died with the failure.
-//!   Once recovery brings the member back (a new RPC connection numbers
-//!   its handles from 1 again), the session's next call runs on whatever
-//!   real session now has that handle: another application session's
-//!   (`Wrong::OtherSession`), or none (the healthy member is taken out
-//!   again). Reading the epoch before the open (`epoch_before_open`) makes
-//!   the property hold.
-//! - `close_locked` sends the member's `C_CloseSession` without counting
-//!   the member busy: if the member is taken out meanwhile, recovery
-//!   (which waits only for busy calls) closes all its sessions while that
-//!   call is inside the module (with a loaded module; over RPC the
-//!   reconnect cuts the old connection first). Counting it busy
-//!   (`close_counted_busy`) makes the property hold.
+//! # What it found in p11ha (fixed; the breaks keep the old code)
+//! - The member's epoch was read *after* its session was opened (`place` in
+//!   `open_on`, `s.epoch = entry.epoch()` in `failover` and
+//!   `move_session`). A failure taken out in between was missed: the
+//!   session was recorded as current at the member's new epoch though its
+//!   real session died with the failure. Once recovery brought the member
+//!   back (a new RPC connection numbers its handles from 1 again), the
+//!   session's next call ran on whatever real session then had that
+//!   handle: another application session's (`Wrong::OtherSession`), or
+//!   none (the healthy member was taken out again). The epoch is now read
+//!   before the open; [`Breaks::epoch_after_open`] is the old code.
+//! - `close_locked` sent the member's `C_CloseSession` without counting
+//!   the member busy: if the member was taken out meanwhile, recovery
+//!   (which waits only for busy calls) could close all its sessions while
+//!   that call was inside the module (with a loaded module; over RPC the
+//!   reconnect cuts the old connection first). It is counted now (and so
+//!   is the old member's close in `move_session`);
+//!   [`Breaks::close_not_busy`] is the old code.
 //!
 //! # What is assumed (abstracted)
 //! - Time is abstract: a failed member's recovery is due at any moment
@@ -155,6 +156,12 @@ pub struct Breaks {
     pub child_keeps_runtime: bool,
     /// `after_fork_in_child` does not reset the `LIFECYCLE` lock.
     pub child_keeps_lifecycle: bool,
+    /// `open_on` and `failover` read the member's epoch after its session
+    /// was opened, not before (p11ha before the model found it).
+    pub epoch_after_open: bool,
+    /// `close_locked` sends `C_CloseSession` without counting the member
+    /// busy (p11ha before the model found it).
+    pub close_not_busy: bool,
 }
 
 /// One configuration of the model.
@@ -173,12 +180,6 @@ pub struct Config {
     pub finalize: bool,
     /// A thread forks once, at any moment; the child runs.
     pub fork: bool,
-    /// The member's epoch is read before its session is opened (in
-    /// `place` and `failover`), not after: p11ha's code reads it after.
-    pub epoch_before_open: bool,
-    /// `C_CloseSession` counts the member busy around its member call:
-    /// p11ha's code does not.
-    pub close_counted_busy: bool,
     /// Deliberate breaks.
     pub breaks: Breaks,
 }
@@ -782,12 +783,12 @@ impl FailoverModel {
                 }
                 {
                     let e = &s.members[m as usize];
-                    // place(): the epoch read now, after the open (or, with
-                    // epoch_before_open, as it was when the open was sent).
-                    let epoch = if self.cfg.epoch_before_open {
-                        epoch
-                    } else {
+                    // place(): the epoch as it was when the open was sent
+                    // (with the break epoch_after_open, read now).
+                    let epoch = if self.cfg.breaks.epoch_after_open {
                         e.epoch
+                    } else {
+                        epoch
                     };
                     s.sessions[iu] = Sess {
                         open: true,
@@ -816,14 +817,15 @@ impl FailoverModel {
                     sess.locked_by = Some(me);
                     if c == Call::Close {
                         // close_locked: the member's C_CloseSession if the
-                        // session is not stale, not counted busy.
+                        // session is not stale, counted busy (not with the
+                        // break close_not_busy).
                         let sess = s.sessions[iu];
                         if sess.orphan || s.stale(iu) {
                             s.sessions[iu].open = false;
                             s.sessions[iu].locked_by = None;
                             App::CloseLogin
                         } else {
-                            if self.cfg.close_counted_busy {
+                            if !self.cfg.breaks.close_not_busy {
                                 s.members[sess.member as usize].in_flight += 1;
                             }
                             App::CloseIn {
@@ -1006,10 +1008,10 @@ impl FailoverModel {
                 {
                     let e = &mut s.members[m as usize];
                     e.in_flight -= 1;
-                    let epoch = if self.cfg.epoch_before_open {
-                        epoch
-                    } else {
+                    let epoch = if self.cfg.breaks.epoch_after_open {
                         e.epoch
+                    } else {
+                        epoch
                     };
                     let sess = &mut s.sessions[iu];
                     sess.member = m;
@@ -1025,7 +1027,7 @@ impl FailoverModel {
                     return false;
                 }
                 let e = &mut s.members[m as usize];
-                if self.cfg.close_counted_busy {
+                if !self.cfg.breaks.close_not_busy {
                     e.in_flight -= 1;
                 }
                 if e.conn == conn_at && e.alive {
@@ -1663,15 +1665,6 @@ pub fn explain(cfg: &Config, actions: &[(Actor, u8)]) -> Vec<String> {
     lines
 }
 
-/// A configuration the binary checks, and what the checker is expected
-/// to find there.
-pub struct Case {
-    pub cfg: Config,
-    /// The safety properties expected to be violated (known problems of
-    /// p11ha as it is; see the README's Reliability section).
-    pub expect_violated: &'static [&'static str],
-}
-
 /// What every configuration starts from: p11ha as it is, RPC members,
 /// two application threads, one member kill.
 pub fn base(name: &'static str) -> Config {
@@ -1682,89 +1675,43 @@ pub fn base(name: &'static str) -> Config {
         rpc: true,
         finalize: false,
         fork: false,
-        epoch_before_open: false,
-        close_counted_busy: false,
         breaks: Breaks::default(),
     }
 }
 
-/// The configurations CI checks.
-pub fn cases() -> Vec<Case> {
-    let fixed = |c: Config| Config {
-        epoch_before_open: true,
-        close_counted_busy: true,
-        ..c
-    };
+/// The configurations CI checks: every property must hold in each.
+pub fn cases() -> Vec<Config> {
     vec![
-        Case {
-            cfg: base("RPC members, 2 threads, 1 kill"),
-            expect_violated: &[NO_LOST_OPERATION],
+        base("RPC members, 2 threads, 1 kill"),
+        Config {
+            rpc: false,
+            ..base("module members, 2 threads, 1 kill")
         },
-        Case {
-            cfg: fixed(base("RPC members, 2 threads, 1 kill, with both fixes")),
-            expect_violated: &[],
+        Config {
+            finalize: true,
+            ..base("C_Finalize racing, RPC, 2 threads, 1 kill")
         },
-        Case {
-            cfg: Config {
-                rpc: false,
-                ..base("module members, 2 threads, 1 kill")
-            },
-            expect_violated: &[NO_CLOSE_UNDER_CALL],
+        Config {
+            fork: true,
+            apps: 1,
+            ..base("fork, RPC, 1 thread, 1 kill")
         },
-        Case {
-            cfg: fixed(Config {
-                rpc: false,
-                ..base("module members, 2 threads, 1 kill, with both fixes")
-            }),
-            expect_violated: &[],
+        Config {
+            fork: true,
+            kills: 0,
+            ..base("fork, RPC, 2 threads, no kill")
         },
-        Case {
-            cfg: Config {
-                finalize: true,
-                ..base("C_Finalize racing, RPC, 2 threads, 1 kill")
-            },
-            expect_violated: &[NO_LOST_OPERATION],
+        Config {
+            fork: true,
+            finalize: true,
+            kills: 0,
+            ..base("fork and C_Finalize, RPC, 2 threads, no kill")
         },
-        Case {
-            cfg: fixed(Config {
-                finalize: true,
-                ..base("C_Finalize racing, RPC, 2 threads, 1 kill, with both fixes")
-            }),
-            expect_violated: &[],
-        },
-        Case {
-            cfg: Config {
-                fork: true,
-                apps: 1,
-                ..base("fork, RPC, 1 thread, 1 kill")
-            },
-            expect_violated: &[],
-        },
-        Case {
-            cfg: Config {
-                fork: true,
-                kills: 0,
-                ..base("fork, RPC, 2 threads, no kill")
-            },
-            expect_violated: &[],
-        },
-        Case {
-            cfg: Config {
-                fork: true,
-                finalize: true,
-                kills: 0,
-                ..base("fork and C_Finalize, RPC, 2 threads, no kill")
-            },
-            expect_violated: &[],
-        },
-        Case {
-            cfg: Config {
-                fork: true,
-                finalize: true,
-                apps: 1,
-                ..base("fork and C_Finalize, RPC, 1 thread, 1 kill")
-            },
-            expect_violated: &[],
+        Config {
+            fork: true,
+            finalize: true,
+            apps: 1,
+            ..base("fork and C_Finalize, RPC, 1 thread, 1 kill")
         },
     ]
 }
@@ -1781,21 +1728,13 @@ pub fn wrong_at_end(cfg: &Config, actions: &[(Actor, u8)]) -> Option<Wrong> {
 
 #[cfg(test)]
 mod tests {
-    //! Each deliberate break must be caught (the checker looks), the
-    //! known problems of p11ha as it is must show, and the model with
-    //! nothing broken must hold.
+    //! Each deliberate break must be caught (the checker looks), the old
+    //! code of the two races the model found among them, and the model
+    //! with nothing broken must hold.
     use super::*;
 
-    fn fixed(c: Config) -> Config {
-        Config {
-            epoch_before_open: true,
-            close_counted_busy: true,
-            ..c
-        }
-    }
-
     fn broken(c: Config, breaks: Breaks) -> Config {
-        Config { breaks, ..fixed(c) }
+        Config { breaks, ..c }
     }
 
     /// The checker finds a counterexample to `property` in `cfg`; what
@@ -1822,12 +1761,14 @@ mod tests {
 
     #[test]
     fn one_thread_with_fork_and_finalize_holds() {
-        holds(fixed(Config {
-            apps: 1,
-            fork: true,
-            finalize: true,
-            ..base("one thread")
-        }));
+        holds(
+            (Config {
+                apps: 1,
+                fork: true,
+                finalize: true,
+                ..base("one thread")
+            }),
+        );
     }
 
     #[test]
@@ -1840,18 +1781,31 @@ mod tests {
     }
 
     #[test]
-    fn known_problem_epoch_read_after_the_open_runs_a_call_on_another_session() {
-        let w = finds(base("as it is"), NO_LOST_OPERATION);
-        assert_eq!(w, Some(Wrong::OtherSession));
+    fn epoch_read_after_the_open_runs_a_call_on_another_session() {
+        // What p11ha did before the model found it.
+        let cfg = broken(
+            base("epoch after open"),
+            Breaks {
+                epoch_after_open: true,
+                ..Breaks::default()
+            },
+        );
+        assert_eq!(finds(cfg, NO_LOST_OPERATION), Some(Wrong::OtherSession));
     }
 
     #[test]
-    fn known_problem_close_session_not_counted_busy_is_closed_under_recovery() {
-        let cfg = Config {
-            rpc: false,
-            epoch_before_open: true,
-            ..base("module members, epoch fixed")
-        };
+    fn close_session_not_counted_busy_is_closed_under_recovery() {
+        // What p11ha did before the model found it.
+        let cfg = broken(
+            Config {
+                rpc: false,
+                ..base("close not busy")
+            },
+            Breaks {
+                close_not_busy: true,
+                ..Breaks::default()
+            },
+        );
         assert_eq!(
             finds(cfg, NO_CLOSE_UNDER_CALL),
             Some(Wrong::ClosedUnderCall)

@@ -71,6 +71,8 @@ impl<P: Platform> Engine<P> {
             };
             let entry = self.pool.entry(m);
             let _busy = entry.busy();
+            // Before the open, as `open_on` reads it.
+            let epoch = entry.epoch();
             let real = match entry.member.open_session(s.flags) {
                 Ok(real) => real,
                 Err(e) if self.pool.failed(m, None, &e) => {
@@ -90,7 +92,7 @@ impl<P: Platform> Engine<P> {
                         .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
                     s.member = m;
                     s.real = real;
-                    s.epoch = entry.epoch();
+                    s.epoch = epoch;
                     s.orphan = false;
                     self.failovers
                         .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
@@ -136,6 +138,8 @@ impl<P: Platform> Engine<P> {
         }
         let entry = self.pool.entry(target);
         let _busy = entry.busy();
+        // Before the open, as `open_on` reads it.
+        let epoch = entry.epoch();
         if !entry.up() {
             return Ok(());
         }
@@ -169,10 +173,13 @@ impl<P: Platform> Engine<P> {
             return Err(e);
         }
         let old = self.pool.entry(s.member);
+        // Counted busy across the close, as `close_locked` does.
+        let old_busy = old.busy();
         if !self.stale(s) {
             let r = old.member.close_session(s.real);
             let _ = self.check(s.member, None, r);
         }
+        drop(old_busy);
         old.sessions
             .fetch_sub(1, core::sync::atomic::Ordering::AcqRel);
         entry
@@ -180,7 +187,7 @@ impl<P: Platform> Engine<P> {
             .fetch_add(1, core::sync::atomic::Ordering::AcqRel);
         s.member = target;
         s.real = real;
-        s.epoch = entry.epoch();
+        s.epoch = epoch;
         self.moves
             .fetch_add(1, core::sync::atomic::Ordering::Relaxed);
         Ok(())

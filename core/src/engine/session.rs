@@ -32,13 +32,21 @@ impl<P: Platform> Engine<P> {
         let mut state = self.sessions.lock_index(index);
         if !self.is_virtual() {
             let m = self.pool.only_member(slot);
+            let epoch = self.pool.entry(m).epoch();
             let real = self.pool.member(m).open_session(session_flags)?;
-            return Ok(self.place(&mut state, index, slot, m, real, session_flags));
+            return Ok(self.place(&mut state, index, slot, (m, epoch), real, session_flags));
         }
         let mut login = self.logins.lock(slot);
         loop {
             let m = self.pool.pick(slot)?;
             let member = self.pool.member(m);
+            // Read before the open: a member that fails while it opens the
+            // session (and is taken out by another call) leaves this session
+            // stale, to fail over, instead of current on a real session the
+            // member may no longer have, or may give to another session
+            // after it reconnects (the model of failover found this:
+            // model/src/lib.rs, `epoch_before_open`).
+            let epoch = self.pool.entry(m).epoch();
             let opened = member.open_session(session_flags);
             match self.check(m, None, opened) {
                 Ok(real) => {
@@ -54,7 +62,14 @@ impl<P: Platform> Engine<P> {
                     if session_flags & flags::RW_SESSION != 0 {
                         vslot.rw_sessions.fetch_add(1, Ordering::AcqRel);
                     }
-                    return Ok(self.place(&mut state, index, slot, m, real, session_flags));
+                    return Ok(self.place(
+                        &mut state,
+                        index,
+                        slot,
+                        (m, epoch),
+                        real,
+                        session_flags,
+                    ));
                 }
                 Err(_) if !self.member_up(m) => continue,
                 Err(e) => return Err(e),
@@ -62,18 +77,19 @@ impl<P: Platform> Engine<P> {
         }
     }
 
-    /// Opens session `index` on member `member`'s session `real`.
+    /// Opens session `index` on member `member`'s session `real`, which was
+    /// opened at the member's epoch `epoch` (read before the open).
     fn place(
         &self,
         state: &mut Session<P::Journal>,
         index: usize,
         slot: usize,
-        member: usize,
+        (member, epoch): (usize, u32),
         real: u64,
         session_flags: u64,
     ) -> u64 {
         let entry = self.pool.entry(member);
-        let handle = state.open(index, slot, member, real, session_flags, entry.epoch());
+        let handle = state.open(index, slot, member, real, session_flags, epoch);
         entry.sessions.fetch_add(1, Ordering::AcqRel);
         handle
     }
@@ -89,10 +105,15 @@ impl<P: Platform> Engine<P> {
     fn close_locked(&self, index: usize, mut s: SessionGuard<'_, P>) {
         if !s.orphan {
             let entry = self.pool.entry(s.member);
+            // Counted before the staleness check, as every call is: recovery
+            // must not close the member's sessions under this close (the
+            // model of failover found it uncounted: `close_counted_busy`).
+            let busy = entry.busy();
             if !self.stale(&s) {
                 let r = entry.member.close_session(s.real);
                 let _ = self.check(s.member, None, r);
             }
+            drop(busy);
             entry.sessions.fetch_sub(1, Ordering::AcqRel);
         }
         s.close();
