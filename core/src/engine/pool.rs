@@ -21,7 +21,8 @@
 //! [`Engine::add_member`](super::Engine::add_member) (a platform's join,
 //! never an application call).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{const_unless_loom, spin};
 
 use heapless::Vec;
 
@@ -39,10 +40,12 @@ pub struct MemberCell<M> {
 }
 
 impl<M> MemberCell<M> {
-    /// An empty cell.
-    pub const fn new() -> Self {
-        MemberCell {
-            entry: spin::Once::new(),
+    const_unless_loom! {
+        /// An empty cell.
+        pub fn new() -> Self {
+            MemberCell {
+                entry: spin::Once::new(),
+            }
         }
     }
 }
@@ -100,10 +103,12 @@ pub struct SlotCell {
 }
 
 impl SlotCell {
-    /// An empty cell.
-    pub const fn new() -> Self {
-        SlotCell {
-            slot: spin::Once::new(),
+    const_unless_loom! {
+        /// An empty cell.
+        pub fn new() -> Self {
+            SlotCell {
+                slot: spin::Once::new(),
+            }
         }
     }
 }
