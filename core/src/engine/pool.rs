@@ -445,7 +445,11 @@ impl<P: Platform> Pool<P> {
                 hsm_slot_id,
             });
             if self.recover_delay.is_some() {
-                self.schedule.lock().failed_at[index] = now();
+                let mut schedule = self.schedule.lock();
+                schedule.failed_at[index] = now();
+                // Under the lock, as in settle(): else a round of recovery
+                // that read the schedule before this failure could store
+                // its `false` after this `true`, and lose this member.
                 self.any_failed.store(true, Ordering::Release);
             }
         } else {
@@ -546,12 +550,9 @@ impl<P: Platform> Pool<P> {
 
     /// Brings `any_failed` up to date after a round of recovery.
     pub(super) fn settle(&self) {
-        let any = self
-            .schedule
-            .lock()
-            .failed_at
-            .iter()
-            .any(|&t| t != u64::MAX);
+        // Stored under the lock: see take_out.
+        let schedule = self.schedule.lock();
+        let any = schedule.failed_at.iter().any(|&t| t != u64::MAX);
         self.any_failed.store(any, Ordering::Release);
     }
 }
