@@ -23,10 +23,14 @@
 #    QEMU against two p11-kit servers, one killed midway (scripts/firmware.sh);
 # 8. runs the core's unit tests under miri, the integration tests against an
 #    AddressSanitizer build, and pkcs11-tool on the library under valgrind (scripts/sanitize.sh);
-# 9. runs the chaos soak from each of a fixed list of seeds (25 s each), so that a failure's
-#    schedule of kills and freezes repeats; a failing run prints its seed (scripts/soak.sh;
-#    long runs by hand take a random one);
-# 10. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
+# 9. runs the loom models of the core's shared tables (handles, session cells, the members'
+#    health and epochs, the recovery schedule, the object table): every interleaving of two
+#    threads within each model's fixed preemption bound, no random seed; prints each model's
+#    explored executions and time (scripts/loom.sh, --cfg loom, in target/loom);
+# 10. runs the chaos soak from each of a fixed list of seeds (25 s each), so that a failure's
+#     schedule of kills and freezes repeats; a failing run prints its seed (scripts/soak.sh;
+#     long runs by hand take a random one);
+# 11. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
 #     handling and the configuration parser for 100,000 executions each from a fixed seed
 #     (scripts/fuzz.sh --ci: deterministic; installs cargo-fuzz on first use).
 set -euo pipefail
@@ -72,6 +76,9 @@ step "the firmware: the core and RPC client on a Cortex-M4 under QEMU, failing o
 
 step "sanitizers: the core under miri, the library under ASan, the C ABI under valgrind"
 "$ROOT/scripts/sanitize.sh"
+
+step "loom: the core's shared tables under every interleaving of two threads (bounded models)"
+"$ROOT/scripts/loom.sh"
 
 step "chaos: HA over three p11-kit servers killed, frozen and restarted at random (3 seeds, 25 s each)"
 # A fixed list, so that a failure's schedule of kills and freezes repeats: each run prints its
