@@ -166,9 +166,12 @@ stale=$(LC_ALL=C comm -23 <(pins "$PROBE/Cargo.lock" | grep -v '^"p11ha-nostd-pr
     <(pins "$ROOT/Cargo.lock"))
 [[ -z $stale ]] || fail "$PROBE/Cargo.lock pins versions the workspace's Cargo.lock does not: \
 ${stale//$'\n'/, }; $REFRESH"
-# A dependency added or dropped since: the --locked build below would refuse the lock.
-(cd "$PROBE" && "$CARGO_BIN" metadata --locked --offline --format-version 1 >/dev/null) ||
-    fail "$PROBE/Cargo.lock does not match what the probe depends on now; $REFRESH"
+# A dependency added or dropped since: the --locked build below would refuse the lock. Not
+# --offline: cargo metadata reads every package the lock names, loom's too (the core's
+# dependency under --cfg loom, which no build before this one downloads on a fresh machine).
+(cd "$PROBE" && "$CARGO_BIN" metadata --locked --format-version 1 >/dev/null) ||
+    fail "$PROBE/Cargo.lock does not match what the probe depends on now (or a package it pins \
+could not be downloaded); $REFRESH"
 
 STEP="link probe: cargo fmt --check"
 WHAT="targets/nostd-probe is not formatted (run cargo fmt in targets/nostd-probe)"

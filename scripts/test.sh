@@ -23,13 +23,17 @@
 #    QEMU against two p11-kit servers, one killed midway (scripts/firmware.sh);
 # 8. runs the core's unit tests under miri, the integration tests against an
 #    AddressSanitizer build, and pkcs11-tool on the library under valgrind (scripts/sanitize.sh);
-# 9. checks the model of failover and recovery (model/, stateright): every reachable state of
-#    each configuration, for no lost operation, no session closed under a call in flight and no
-#    deadlock; prints states and wall times (scripts/model.sh);
-# 10. runs the chaos soak from each of a fixed list of seeds (25 s each), so that a failure's
+# 9. runs the loom models of the core's shared tables (handles, session cells, the members'
+#    health and epochs, the recovery schedule, the object table): every interleaving of two
+#    threads within each model's fixed preemption bound, no random seed; prints each model's
+#    explored executions and time (scripts/loom.sh, --cfg loom, in target/loom);
+# 10. checks the model of failover and recovery (model/, stateright): every reachable state of
+#     each configuration, for no lost operation, no session closed under a call in flight and
+#     no deadlock; prints states and wall times (scripts/model.sh);
+# 11. runs the chaos soak from each of a fixed list of seeds (25 s each), so that a failure's
 #     schedule of kills and freezes repeats; a failing run prints its seed (scripts/soak.sh;
 #     long runs by hand take a random one);
-# 11. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
+# 12. replays the fuzz corpora and the regression inputs, then fuzzes the RPC client's reply
 #     handling and the configuration parser for 100,000 executions each from a fixed seed
 #     (scripts/fuzz.sh --ci: deterministic; installs cargo-fuzz on first use).
 set -euo pipefail
@@ -75,6 +79,9 @@ step "the firmware: the core and RPC client on a Cortex-M4 under QEMU, failing o
 
 step "sanitizers: the core under miri, the library under ASan, the C ABI under valgrind"
 "$ROOT/scripts/sanitize.sh"
+
+step "loom: the core's shared tables under every interleaving of two threads (bounded models)"
+"$ROOT/scripts/loom.sh"
 
 step "model: failover and recovery, every state of each configuration (stateright)"
 "$ROOT/scripts/model.sh"

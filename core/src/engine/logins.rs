@@ -24,7 +24,7 @@ use crate::error::{Error, Result};
 use crate::journal::Lost;
 use crate::port::{Member, Platform, RawLock};
 use crate::secret::Pin;
-use crate::sync::{Guard, Mutex};
+use crate::sync::{Guard, Mutex, const_unless_loom};
 
 use super::MAX_MEMBERS;
 use super::pool::Pool;
@@ -35,10 +35,12 @@ pub struct LoginCell<L> {
 }
 
 impl<L: RawLock> LoginCell<L> {
-    /// The state of a slot no one is logged in on, guarded by `lock`.
-    pub const fn new(lock: L) -> Self {
-        LoginCell {
-            login: Mutex::new(lock, Login::new()),
+    const_unless_loom! {
+        /// The state of a slot no one is logged in on, guarded by `lock`.
+        pub fn new(lock: L) -> Self {
+            LoginCell {
+                login: Mutex::new(lock, Login::new()),
+            }
         }
     }
 }

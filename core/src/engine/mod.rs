@@ -42,14 +42,13 @@
 //! not keep ends in a clear error for the call that needs it, with a log
 //! line, never in a different result.
 
-use core::sync::atomic::{AtomicBool, AtomicU32, Ordering};
-
 use crate::ck::Rv;
 use crate::config::{Config, Mode};
 use crate::error::{Error, Result};
 use crate::event::Event;
 use crate::journal::Lost;
 use crate::port::{Clock, Events, Member, Platform, Version};
+use crate::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 
 mod crypto;
 mod health;

@@ -32,6 +32,7 @@ use crate::handles::{
     Identity, IndexCell, MAX_IDENTITY_BYTES, ObjectEntry, ObjectKind, ObjectTable,
 };
 use crate::port::{Attr, AttrOut, Member, Platform};
+use crate::sync::spin;
 
 use super::pool::Pool;
 

@@ -21,7 +21,8 @@
 //! [`Engine::add_member`](super::Engine::add_member) (a platform's join,
 //! never an application call).
 
-use core::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
+use crate::sync::{const_unless_loom, spin};
 
 use heapless::Vec;
 
@@ -40,10 +41,12 @@ pub struct MemberCell<M> {
 }
 
 impl<M> MemberCell<M> {
-    /// An empty cell.
-    pub const fn new() -> Self {
-        MemberCell {
-            entry: spin::Once::new(),
+    const_unless_loom! {
+        /// An empty cell.
+        pub fn new() -> Self {
+            MemberCell {
+                entry: spin::Once::new(),
+            }
         }
     }
 }
@@ -103,10 +106,12 @@ pub struct SlotCell {
 }
 
 impl SlotCell {
-    /// An empty cell.
-    pub const fn new() -> Self {
-        SlotCell {
-            slot: spin::Once::new(),
+    const_unless_loom! {
+        /// An empty cell.
+        pub fn new() -> Self {
+            SlotCell {
+                slot: spin::Once::new(),
+            }
         }
     }
 }
@@ -455,7 +460,11 @@ impl<P: Platform> Pool<P> {
                 hsm_slot_id,
             });
             if self.recover_delay.is_some() {
-                self.schedule.lock().failed_at[index] = now();
+                let mut schedule = self.schedule.lock();
+                schedule.failed_at[index] = now();
+                // Under the lock, as in settle(): else a round of recovery
+                // that read the schedule before this failure could store
+                // its `false` after this `true`, and lose this member.
                 self.any_failed.store(true, Ordering::Release);
             }
         } else {
@@ -556,12 +565,9 @@ impl<P: Platform> Pool<P> {
 
     /// Brings `any_failed` up to date after a round of recovery.
     pub(super) fn settle(&self) {
-        let any = self
-            .schedule
-            .lock()
-            .failed_at
-            .iter()
-            .any(|&t| t != u64::MAX);
+        // Stored under the lock: see take_out.
+        let schedule = self.schedule.lock();
+        let any = schedule.failed_at.iter().any(|&t| t != u64::MAX);
         self.any_failed.store(any, Ordering::Release);
     }
 }

@@ -15,13 +15,12 @@
 //!
 //! Lock order: a session's lock is the outermost lock of the engine.
 
-use core::sync::atomic::{AtomicBool, Ordering};
-
 use crate::ck::Rv;
 use crate::error::{Error, Result};
 use crate::handles;
 use crate::journal::Journal;
 use crate::port::{Platform, RawLock};
+use crate::sync::atomic::{AtomicBool, Ordering};
 use crate::sync::{Guard, Mutex};
 
 /// Storage for one session.
