@@ -76,17 +76,27 @@ pub(super) struct MemberEntry<M> {
 impl<M> MemberEntry<M> {
     /// Whether it is in service.
     pub(super) fn up(&self) -> bool {
-        self.up.load(Ordering::Acquire)
+        self.up.load(Ordering::SeqCst)
     }
 
     /// Its failures so far.
     pub(super) fn epoch(&self) -> u32 {
-        self.epoch.load(Ordering::Acquire)
+        self.epoch.load(Ordering::SeqCst)
     }
 
     /// Counts a call in flight on it while the guard lives.
+    ///
+    /// `SeqCst`, as are the reads of `up` and `epoch`, their writes in
+    /// `Pool::take_out` and recovery's read of the count
+    /// (`Pool::in_flight`): a call writes the count and then reads the
+    /// health, recovery (after the take-out) the other way round. With
+    /// acquire and release alone both could read the value from before the
+    /// other's write (the store-buffer pattern), and recovery could close
+    /// the member's sessions under a call that saw it in service. In one
+    /// total order one of the two sees the other. (On x86-64 these are the
+    /// same instructions as before.)
     pub(super) fn busy(&self) -> Busy<'_> {
-        self.in_flight.fetch_add(1, Ordering::AcqRel);
+        self.in_flight.fetch_add(1, Ordering::SeqCst);
         Busy(&self.in_flight)
     }
 }
@@ -503,10 +513,11 @@ impl<P: Platform> Pool<P> {
     /// out already (another thread took it out first).
     fn down(&self, index: usize) -> Option<&MemberEntry<P::Member>> {
         let m = self.entry(index);
-        if !m.up.swap(false, Ordering::AcqRel) {
+        // SeqCst: see MemberEntry::busy.
+        if !m.up.swap(false, Ordering::SeqCst) {
             return None;
         }
-        m.epoch.fetch_add(1, Ordering::AcqRel);
+        m.epoch.fetch_add(1, Ordering::SeqCst);
         Some(m)
     }
 
@@ -552,9 +563,10 @@ impl<P: Platform> Pool<P> {
         self.entry(m).in_flight.load(Ordering::Relaxed)
     }
 
-    /// Whether a call is inside member `m` now.
+    /// Whether a call is inside member `m` now (SeqCst: see
+    /// `MemberEntry::busy`).
     pub(super) fn in_flight(&self, m: usize) -> bool {
-        self.entry(m).in_flight.load(Ordering::Acquire) != 0
+        self.entry(m).in_flight.load(Ordering::SeqCst) != 0
     }
 
     /// Member `m` is back in service.
