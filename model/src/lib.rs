@@ -1761,14 +1761,12 @@ mod tests {
 
     #[test]
     fn one_thread_with_fork_and_finalize_holds() {
-        holds(
-            (Config {
-                apps: 1,
-                fork: true,
-                finalize: true,
-                ..base("one thread")
-            }),
-        );
+        holds(Config {
+            apps: 1,
+            fork: true,
+            finalize: true,
+            ..base("one thread")
+        });
     }
 
     #[test]
