@@ -19,8 +19,9 @@
 #      object of every crate, --whole-archive, no gc) into an ELF with ld.lld-22. Undefined
 #      symbols are errors, so this fails if anything in the graph expects an OS, a libc
 #      (malloc, write, ...), an allocator (__rust_alloc ...) or some other runtime symbol.
-#      Before that, the probe must be built as the workspace is: its [profile.*] sections are
-#      those of the root Cargo.toml, and its Cargo.lock (it is built --locked) pins no version
+#      Before that, the probe must be built as the workspace is: its [profile.release*] sections
+#      are those of the root Cargo.toml (the dev profile's per-package overrides, for the model
+#      checker's tests, do not reach a release build), and its Cargo.lock (it is built --locked) pins no version
 #      the root Cargo.lock does not; and `cargo fmt --check` must pass on it. After the link,
 #      clippy -D warnings must pass on it too, run as the build is (for thumbv7em-none-eabihf,
 #      -Zbuild-std=core). Both are Debian's (rustfmt-web, rust-web-clippy): rustup's clippy
@@ -147,12 +148,13 @@ fi
 # ---------------------------------------------------------------------------------------------
 STEP="link probe: the workspace's profiles and versions"
 WHAT="targets/nostd-probe is not built as the workspace is"
-# The [profile.*] sections, without comments and blank lines.
+# The [profile.release*] sections (the probe is built in release), without comments and blank
+# lines.
 profiles() {
-    awk '/^[[]/ { inprof = ($0 ~ /^[[]profile[.]/) } inprof && !/^[[:space:]]*(#|$)/' "$1"
+    awk '/^[[]/ { inprof = ($0 ~ /^[[]profile[.]release([.]|[]])/) } inprof && !/^[[:space:]]*(#|$)/' "$1"
 }
 [[ $(profiles "$PROBE/Cargo.toml") == "$(profiles "$ROOT/Cargo.toml")" ]] ||
-    fail "the [profile.*] sections of $PROBE/Cargo.toml are not those of $ROOT/Cargo.toml: copy them"
+    fail "the [profile.release*] sections of $PROBE/Cargo.toml are not those of $ROOT/Cargo.toml: copy them"
 REFRESH="refresh it (this keeps the workspace's versions and drops the rest):
     cp Cargo.lock targets/nostd-probe/ &&
         cargo metadata --manifest-path targets/nostd-probe/Cargo.toml --format-version 1 >/dev/null"
