@@ -326,6 +326,127 @@ fn recovery_never_closes_under_a_call() {
     );
 }
 
+/// A session opens on a member, and another fails over to it, while
+/// another thread's call finds the member dead and takes it out (its epoch
+/// moves on). Their real sessions died with the member, so both sessions
+/// are stale: once the member is back (restarted, its sessions closed by
+/// recovery), the next call of each fails over and succeeds, and the
+/// healthy member stays in service. Were the member's epoch read after the
+/// open (`open_on` before d6505ab), a take-out between the member's answer
+/// and that read would leave the session current on the lost real
+/// session: its next call would reach a handle the member no longer has
+/// (or, after a reconnect that numbers handles from 1 again, another
+/// session's), and take the member out again. (The same read in
+/// `failover` shows only if the member is recovered before the failing-
+/// over call looks at it again, which needs recovery to run in the
+/// killing thread; recovery runs after both threads here.)
+#[test]
+fn sessions_opened_across_a_failure_are_stale() {
+    explore(
+        "an open and a failover while a call takes their member out",
+        Some(4),
+        || {
+            let e = engine(Mode::Ha, 1);
+            // `x` and `z` on member 0; then `y` on member 1, which has
+            // fewer sessions; then member 0 fails under `z`, which fails
+            // over to member 1, and `x` is left stale on member 0.
+            let x = e.open_session(0, RW).unwrap();
+            let z = e.open_session(0, RW).unwrap();
+            e.add_member(Watched::new(2)).unwrap().unwrap();
+            let y = e.open_session(0, RW).unwrap();
+            assert_eq!(e.session_member(y), Ok(1));
+            token(&e, 0, Token::kill);
+            assert!(e.session_info(z).is_ok());
+            assert_eq!(e.session_member(z), Ok(1));
+            let opener = {
+                let e = e.clone();
+                thread::spawn(move || {
+                    let a = e.open_session(0, RW);
+                    // Fails over to member 1 (or finds no member).
+                    let _ = e.session_info(x);
+                    a
+                })
+            };
+            let killer = {
+                let e = e.clone();
+                thread::spawn(move || {
+                    token(&e, 1, Token::kill);
+                    // No other member to fail over to.
+                    assert_eq!(e.session_info(y), Err(Error::Rv(Rv::DEVICE_ERROR)));
+                })
+            };
+            let opened = opener.join().unwrap();
+            killer.join().unwrap();
+            assert!(!e.member_up(1));
+            // It restarts (its sessions gone) and recovery brings it back
+            // (member 0 stays dead).
+            token(&e, 1, Token::restart);
+            assert_eq!(e.recover(1_000), 1);
+            assert!(e.member_up(1));
+            let failovers = e.counts().failovers;
+            let mut stale = vec![x];
+            // An open that found member 1 dead, or out, made no session.
+            stale.extend(opened.ok());
+            for &h in &stale {
+                assert!(
+                    e.session_info(h).is_ok(),
+                    "a session opened across the failure is lost after recovery"
+                );
+            }
+            assert!(e.member_up(1), "a recovered member taken out again");
+            assert_eq!(e.events().count("HSM Failure detected"), 2);
+            assert_eq!(
+                e.counts().failovers as usize,
+                failovers as usize + stale.len(),
+                "a session ran on a real session its member lost"
+            );
+        },
+    );
+}
+
+/// A session is closed while its member fails under another thread's
+/// call and that thread runs the member's recovery: the close counts
+/// itself in flight before it reads the member's health, so recovery
+/// never closes the member's sessions while the close is inside the
+/// member (`Watched` asserts it). Uncounted (the code before d6505ab),
+/// recovery saw no call in flight and ran `C_CloseAllSessions` under it.
+#[test]
+fn recovery_never_closes_under_a_close() {
+    explore(
+        "a failure and its recovery vs a close on the member",
+        Some(4),
+        || {
+            let e = engine(Mode::Ha, 1);
+            let s = [
+                e.open_session(0, RW).unwrap(),
+                e.open_session(0, RW).unwrap(),
+            ];
+            e.add_member(Watched::new(2)).unwrap().unwrap();
+            let recovery = {
+                let e = e.clone();
+                thread::spawn(move || {
+                    token(&e, 0, Token::kill);
+                    assert!(e.session_info(s[0]).is_ok());
+                    token(&e, 0, Token::restart);
+                    e.recover(1_000)
+                })
+            };
+            let closer = {
+                let e = e.clone();
+                thread::spawn(move || e.close_session(s[1]))
+            };
+            let back = recovery.join().unwrap();
+            assert_eq!(closer.join().unwrap(), Ok(()));
+            assert_eq!(back == 1, e.member_up(0));
+            assert_eq!(
+                e.session_info(s[1]),
+                Err(Error::Rv(Rv::SESSION_HANDLE_INVALID))
+            );
+            counts_match(&e, &s[..1]);
+        },
+    );
+}
+
 /// A member joins (its entry written, then the count raised, then its bit
 /// in the slot's mask) while another thread reads the tables without a
 /// lock: every member it counts, and every member it picks for a session,
