@@ -71,8 +71,12 @@ impl<P: Platform> Engine<P> {
             };
             let entry = self.pool.entry(m);
             let _busy = entry.busy();
-            // Before the open, as `open_on` reads it.
+            // Before the open, and the member still in service after it, as
+            // in `open_on`.
             let epoch = entry.epoch();
+            if !entry.up() {
+                continue;
+            }
             let real = match entry.member.open_session(s.flags) {
                 Ok(real) => real,
                 Err(e) if self.pool.failed(m, None, &e) => {

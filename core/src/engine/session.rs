@@ -44,9 +44,15 @@ impl<P: Platform> Engine<P> {
             // session (and is taken out by another call) leaves this session
             // stale, to fail over, instead of current on a real session the
             // member may no longer have, or may give to another session
-            // after it reconnects (the model of failover found this:
-            // model/src/lib.rs, `epoch_before_open`).
+            // after it reconnects (the model of failover found this). And
+            // the member must still be in service after the read: taken out
+            // between the pick and the read, its new epoch would be read,
+            // and recovery could close the session once opened, then put
+            // the member back at that epoch (loom found this).
             let epoch = self.pool.entry(m).epoch();
+            if !self.member_up(m) {
+                continue;
+            }
             let opened = member.open_session(session_flags);
             match self.check(m, None, opened) {
                 Ok(real) => {
