@@ -339,7 +339,8 @@ fn recovery_never_closes_under_a_call() {
 /// session's), and take the member out again. (The same read in
 /// `failover` shows only if the member is recovered before the failing-
 /// over call looks at it again, which needs recovery to run in the
-/// killing thread; recovery runs after both threads here.)
+/// killing thread; recovery runs after both threads here. The next model
+/// runs it in the killing thread, and catches it.)
 #[test]
 fn sessions_opened_across_a_failure_are_stale() {
     explore(
@@ -400,6 +401,86 @@ fn sessions_opened_across_a_failure_are_stale() {
                 failovers as usize + stale.len(),
                 "a session ran on a real session its member lost"
             );
+        },
+    );
+}
+
+/// As [`sessions_opened_across_a_failure_are_stale`], but the thread that
+/// takes member 1 out also restarts it and runs its recovery, so that the
+/// member can be back (at its new epoch, its sessions closed) while the
+/// open and the failover still run. A member picked in service and taken
+/// out before its epoch is read gives the new epoch: unless the member is
+/// checked to be up after the read (`open_on` and `failover` before
+/// 686a51c), recovery, which reconnects before it takes the slot's login
+/// lock, lets the open (or the failover's open) succeed, closes all the
+/// member's sessions and puts the member back at that epoch, and the
+/// session looks current on a real session that is gone: its next call
+/// is lost, or takes the member out again. The same goes for the
+/// failover's epoch read after its open (before d6505ab): a failure
+/// between the open and the read gives the new epoch, and recovery puts
+/// the member back at it. Recovery runs again after both threads only if
+/// the thread's round did not bring the member back (a call was in flight
+/// on it).
+#[test]
+fn sessions_opened_across_a_failure_and_its_recovery_are_stale() {
+    explore(
+        "an open and a failover while a call takes their member out and recovers it",
+        Some(4),
+        || {
+            let e = engine(Mode::Ha, 1);
+            // As in `sessions_opened_across_a_failure_are_stale`: `x` stale
+            // on dead member 0, `y` on member 1, `z` moved to member 1.
+            let x = e.open_session(0, RW).unwrap();
+            let z = e.open_session(0, RW).unwrap();
+            e.add_member(Watched::new(2)).unwrap().unwrap();
+            let y = e.open_session(0, RW).unwrap();
+            assert_eq!(e.session_member(y), Ok(1));
+            token(&e, 0, Token::kill);
+            assert!(e.session_info(z).is_ok());
+            assert_eq!(e.session_member(z), Ok(1));
+            let opener = {
+                let e = e.clone();
+                thread::spawn(move || {
+                    let a = e.open_session(0, RW);
+                    // Fails over to member 1 (or finds no member).
+                    let _ = e.session_info(x);
+                    a
+                })
+            };
+            let killer = {
+                let e = e.clone();
+                thread::spawn(move || {
+                    token(&e, 1, Token::kill);
+                    // No other member to fail over to.
+                    assert_eq!(e.session_info(y), Err(Error::Rv(Rv::DEVICE_ERROR)));
+                    token(&e, 1, Token::restart);
+                    e.recover(1_000)
+                })
+            };
+            let opened = opener.join().unwrap();
+            let back = killer.join().unwrap();
+            // Only recovery puts it back: back and out means taken out again.
+            assert_eq!(
+                back == 1,
+                e.member_up(1),
+                "a member recovered by the thread taken out again"
+            );
+            if !e.member_up(1) {
+                // Its round made it due again 100 ms later.
+                assert_eq!(e.recover(2_000), 1);
+            }
+            assert!(e.member_up(1));
+            let mut sessions = vec![x];
+            // An open that found member 1 dead, or out, made no session.
+            sessions.extend(opened.ok());
+            for &h in &sessions {
+                assert!(
+                    e.session_info(h).is_ok(),
+                    "a session opened across the failure is lost after recovery"
+                );
+            }
+            assert!(e.member_up(1), "a recovered member taken out again");
+            assert_eq!(e.events().count("HSM Failure detected"), 2);
         },
     );
 }
