@@ -17,9 +17,10 @@
 //!   loaded (null: `CKR_CRYPTOKI_NOT_INITIALIZED`), `IN_FLIGHT` lowered when
 //!   the call returns.
 //! - `C_OpenSession` (`core/src/engine/session.rs`: `open_on`, `place`):
-//!   the slot's login lock held across the pick and the member's
-//!   `C_OpenSession` (which is *not* counted busy), the member's epoch read
-//!   by `place` after the member answered.
+//!   the slot's login lock held across the pick, the member's epoch read,
+//!   the check that the member is still up (or the pick again) and the
+//!   member's `C_OpenSession` (which is *not* counted busy), each a step of
+//!   its own; `place` records the epoch read before the open.
 //! - A call on a session (`core/src/engine/mod.rs`: `call`, `call_locked`):
 //!   the session's lock held across everything; the member counted busy
 //!   (`pool.rs`: `MemberEntry::busy`) *before* the staleness check
@@ -28,11 +29,12 @@
 //!   `Pool::take_out`/`down`: up cleared, epoch raised) and the call runs
 //!   again (HA mode).
 //! - Failover (`core/src/engine/replay.rs`: `failover`): the session made an
-//!   orphan, a member in service picked (`pool.rs`: `pick`), counted busy,
-//!   a session opened there, the login made sure of under the slot's login
-//!   lock, the journal replayed (the operation re-initialised with its
-//!   Update data), and the session placed with the member's epoch read
-//!   *after* the replay; no member in service: `CKR_DEVICE_ERROR`.
+//!   orphan, a member in service picked (`pool.rs`: `pick`) and counted
+//!   busy, its epoch read, the check that it is still up (or busy dropped
+//!   and the pick again), a session opened there, the login made sure of
+//!   under the slot's login lock, the journal replayed (the operation
+//!   re-initialised with its Update data), and the session placed with the
+//!   epoch read before the open; no member in service: `CKR_DEVICE_ERROR`.
 //! - `C_CloseSession` (`session.rs`: `close_locked`): under the session's
 //!   lock, the member's `C_CloseSession` if the session is not stale (*not*
 //!   counted busy), then the slot's counters under the login lock.
@@ -67,7 +69,7 @@
 //!   one numbers its handles from 1 again (a new `p11-kit remote` process),
 //!   and a call in flight on the old connection answers a transport error.
 //!
-//! # What it found in p11ha (fixed; the breaks keep the old code)
+//! # What it and loom found in p11ha (fixed; the breaks keep the old code)
 //! - The member's epoch was read *after* its session was opened (`place` in
 //!   `open_on`, `s.epoch = entry.epoch()` in `failover` and
 //!   `move_session`). A failure taken out in between was missed: the
@@ -85,6 +87,20 @@
 //!   reconnect cuts the old connection first). It is counted now (and so
 //!   is the old member's close in `move_session`);
 //!   [`Breaks::close_not_busy`] is the old code.
+//! - loom found a third (`core/tests/loom.rs`,
+//!   `sessions_opened_across_a_failure_and_its_recovery_are_stale`), which
+//!   this model could not see while it picked the member and read its
+//!   epoch in one step: `open_on` and `failover` did not check that the
+//!   member picked was still up after its epoch was read. Taken out
+//!   between the pick and the read, the member gave its new epoch; recovery
+//!   (which reconnects before it takes the slot's login lock) let the open
+//!   succeed, then closed all the member's sessions and put it back at
+//!   that epoch, so the session was current on a real session that was
+//!   gone. Its next call took the healthy member out again, and after more
+//!   reconnects (numbering handles from 1 again) a call ran on another
+//!   session's real session (`Wrong::OtherSession`). Both now pick again
+//!   when the member is down after the read (686a51c);
+//!   [`Breaks::no_up_check_after_epoch`] is the old code.
 //!
 //! # What is assumed (abstracted)
 //! - Time is abstract: a failed member's recovery is due at any moment
@@ -98,7 +114,10 @@
 //!   itself: sequentially consistent, so no interleaving is lost that
 //!   could let a call in after the fork's check saw none.
 //! - `pick` chooses any member in service (the real one prefers the fewest
-//!   sessions, ties at random): a superset of its choices.
+//!   sessions, ties at random): a superset of its choices. In `failover`
+//!   the pick and the busy count are one step; in both opens the up check
+//!   and the request sent are one step (a take-out after the check leaves
+//!   the session at the old epoch: stale, as in the code).
 //! - The journal always holds the operation (its data fits): the paths
 //!   where replay loses state (`state_lost`) are not modelled, nor are
 //!   session objects, searches, token writes, `move_session` and
@@ -162,6 +181,10 @@ pub struct Breaks {
     /// `close_locked` sends `C_CloseSession` without counting the member
     /// busy (p11ha before the model found it).
     pub close_not_busy: bool,
+    /// `open_on` and `failover` open the session on the member they picked
+    /// without checking, after its epoch is read, that it is still in
+    /// service (p11ha before 686a51c, which loom found).
+    pub no_up_check_after_epoch: bool,
 }
 
 /// One configuration of the model.
@@ -334,8 +357,18 @@ enum App {
     Load(Call),
     /// session.rs open_on: the login lock.
     OpenLogin,
-    /// pool.rs pick, then the member's C_OpenSession sent (not busy).
+    /// pool.rs pick: a member in service.
     OpenPick,
+    /// open_on: the picked member's epoch read.
+    OpenEpoch {
+        m: u8,
+    },
+    /// open_on: the member still up after the read (or pick again), then
+    /// its C_OpenSession sent (not busy).
+    OpenUp {
+        m: u8,
+        epoch: u8,
+    },
     OpenIn {
         m: u8,
         conn_at: u8,
@@ -358,8 +391,20 @@ enum App {
         conn_at: u8,
         real: u8,
     },
-    /// replay.rs failover.
+    /// replay.rs failover: a member in service picked, counted busy.
     FoPick(Call),
+    /// failover: the picked member's epoch read.
+    FoEpoch {
+        c: Call,
+        m: u8,
+    },
+    /// failover: the member still up after the read (or busy dropped and
+    /// pick again), then its C_OpenSession sent.
+    FoUp {
+        c: Call,
+        m: u8,
+        epoch: u8,
+    },
     FoOpen {
         c: Call,
         m: u8,
@@ -739,8 +784,8 @@ impl FailoverModel {
                 App::OpenPick
             }
             App::OpenPick => {
-                // pool.rs pick: a member in service; session.rs open_on
-                // sends C_OpenSession, not counted busy.
+                // session.rs open_on: `self.pool.pick(slot)?`, a member in
+                // service.
                 let live: Vec<u8> = (0..MEMBERS as u8)
                     .filter(|&m| s.members[m as usize].up)
                     .collect();
@@ -754,11 +799,41 @@ impl FailoverModel {
                     let Some(&m) = live.get(ch as usize) else {
                         return false;
                     };
-                    let e = &s.members[m as usize];
+                    App::OpenEpoch { m }
+                }
+            }
+            App::OpenEpoch { m } => {
+                if !single(ch) {
+                    return false;
+                }
+                // open_on: `let epoch = self.pool.entry(m).epoch();`, which
+                // may be read after the member was taken out.
+                let e = &s.members[m as usize];
+                if self.cfg.breaks.no_up_check_after_epoch {
+                    // The code before 686a51c: the open sent at once.
                     App::OpenIn {
                         m,
                         conn_at: e.conn,
                         epoch: e.epoch,
+                    }
+                } else {
+                    App::OpenUp { m, epoch: e.epoch }
+                }
+            }
+            App::OpenUp { m, epoch } => {
+                if !single(ch) {
+                    return false;
+                }
+                // open_on: `if !self.member_up(m) { continue; }`, then
+                // `member.open_session(..)`, not counted busy.
+                let e = &s.members[m as usize];
+                if !e.up {
+                    App::OpenPick
+                } else {
+                    App::OpenIn {
+                        m,
+                        conn_at: e.conn,
+                        epoch,
                     }
                 }
             }
@@ -925,13 +1000,51 @@ impl FailoverModel {
                     let Some(&m) = live.get(ch as usize) else {
                         return false;
                     };
-                    let e = &mut s.members[m as usize];
-                    e.in_flight += 1;
+                    // replay.rs failover: `pick_where`/`pick`, then
+                    // `let _busy = entry.busy();`.
+                    s.members[m as usize].in_flight += 1;
+                    App::FoEpoch { c, m }
+                }
+            }
+            App::FoEpoch { c, m } => {
+                if !single(ch) {
+                    return false;
+                }
+                // failover: `let epoch = entry.epoch();`, which may be read
+                // after the member was taken out.
+                let e = &s.members[m as usize];
+                if self.cfg.breaks.no_up_check_after_epoch {
+                    // The code before 686a51c: the open sent at once.
                     App::FoOpen {
                         c,
                         m,
                         conn_at: e.conn,
                         epoch: e.epoch,
+                    }
+                } else {
+                    App::FoUp {
+                        c,
+                        m,
+                        epoch: e.epoch,
+                    }
+                }
+            }
+            App::FoUp { c, m, epoch } => {
+                if !single(ch) {
+                    return false;
+                }
+                // failover: `if !entry.up() { continue; }` (busy dropped
+                // with `_busy`), then `entry.member.open_session(..)`.
+                let e = &mut s.members[m as usize];
+                if !e.up {
+                    e.in_flight -= 1;
+                    App::FoPick(c)
+                } else {
+                    App::FoOpen {
+                        c,
+                        m,
+                        conn_at: e.conn,
+                        epoch,
                     }
                 }
             }
@@ -1785,6 +1898,21 @@ mod tests {
             base("epoch after open"),
             Breaks {
                 epoch_after_open: true,
+                ..Breaks::default()
+            },
+        );
+        assert_eq!(finds(cfg, NO_LOST_OPERATION), Some(Wrong::OtherSession));
+    }
+
+    #[test]
+    fn no_up_check_after_the_epoch_read_runs_a_call_on_another_session() {
+        // What p11ha did before 686a51c (loom found it): the open goes to a
+        // member taken out between the pick and the epoch read, and
+        // recovery puts the member back at the epoch the session holds.
+        let cfg = broken(
+            base("no up check after the epoch read"),
+            Breaks {
+                no_up_check_after_epoch: true,
                 ..Breaks::default()
             },
         );
