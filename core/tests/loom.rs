@@ -326,6 +326,49 @@ fn recovery_never_closes_under_a_call() {
     );
 }
 
+/// The start of the two models of sessions opened across a failure: `x`
+/// and `z` open on member 0; member 1 joins and `y` opens on it (it has
+/// fewer sessions); member 0 fails under `z`, which fails over to member
+/// 1, and `x` is left stale on dead member 0. Returns the engine, `x`, `y`.
+fn member_0_dead() -> (Arc<E>, u64, u64) {
+    let e = engine(Mode::Ha, 1);
+    let x = e.open_session(0, RW).unwrap();
+    let z = e.open_session(0, RW).unwrap();
+    e.add_member(Watched::new(2)).unwrap().unwrap();
+    let y = e.open_session(0, RW).unwrap();
+    assert_eq!(e.session_member(y), Ok(1));
+    token(&e, 0, Token::kill);
+    assert!(e.session_info(z).is_ok());
+    assert_eq!(e.session_member(z), Ok(1));
+    (e, x, y)
+}
+
+/// A thread that opens a session, then calls on `x`, which fails over to
+/// member 1 (or finds no member); it returns the open's answer.
+fn open_and_fail_over(e: &Arc<E>, x: u64) -> thread::JoinHandle<Result<u64>> {
+    let e = e.clone();
+    thread::spawn(move || {
+        let a = e.open_session(0, RW);
+        let _ = e.session_info(x);
+        a
+    })
+}
+
+/// After member 1's recovery: `x` and the session `opened` (if the open
+/// made one) work, failing over on their next call; the sessions that did.
+fn stale_sessions_work(e: &E, x: u64, opened: Result<u64>) -> Vec<u64> {
+    let mut sessions = vec![x];
+    // An open that found member 1 dead, or out, made no session.
+    sessions.extend(opened.ok());
+    for &h in &sessions {
+        assert!(
+            e.session_info(h).is_ok(),
+            "a session opened across the failure is lost after recovery"
+        );
+    }
+    sessions
+}
+
 /// A session opens on a member, and another fails over to it, while
 /// another thread's call finds the member dead and takes it out (its epoch
 /// moves on). Their real sessions died with the member, so both sessions
@@ -347,27 +390,8 @@ fn sessions_opened_across_a_failure_are_stale() {
         "an open and a failover while a call takes their member out",
         Some(4),
         || {
-            let e = engine(Mode::Ha, 1);
-            // `x` and `z` on member 0; then `y` on member 1, which has
-            // fewer sessions; then member 0 fails under `z`, which fails
-            // over to member 1, and `x` is left stale on member 0.
-            let x = e.open_session(0, RW).unwrap();
-            let z = e.open_session(0, RW).unwrap();
-            e.add_member(Watched::new(2)).unwrap().unwrap();
-            let y = e.open_session(0, RW).unwrap();
-            assert_eq!(e.session_member(y), Ok(1));
-            token(&e, 0, Token::kill);
-            assert!(e.session_info(z).is_ok());
-            assert_eq!(e.session_member(z), Ok(1));
-            let opener = {
-                let e = e.clone();
-                thread::spawn(move || {
-                    let a = e.open_session(0, RW);
-                    // Fails over to member 1 (or finds no member).
-                    let _ = e.session_info(x);
-                    a
-                })
-            };
+            let (e, x, y) = member_0_dead();
+            let opener = open_and_fail_over(&e, x);
             let killer = {
                 let e = e.clone();
                 thread::spawn(move || {
@@ -385,15 +409,7 @@ fn sessions_opened_across_a_failure_are_stale() {
             assert_eq!(e.recover(1_000), 1);
             assert!(e.member_up(1));
             let failovers = e.counts().failovers;
-            let mut stale = vec![x];
-            // An open that found member 1 dead, or out, made no session.
-            stale.extend(opened.ok());
-            for &h in &stale {
-                assert!(
-                    e.session_info(h).is_ok(),
-                    "a session opened across the failure is lost after recovery"
-                );
-            }
+            let stale = stale_sessions_work(&e, x, opened);
             assert!(e.member_up(1), "a recovered member taken out again");
             assert_eq!(e.events().count("HSM Failure detected"), 2);
             assert_eq!(
@@ -427,26 +443,8 @@ fn sessions_opened_across_a_failure_and_its_recovery_are_stale() {
         "an open and a failover while a call takes their member out and recovers it",
         Some(4),
         || {
-            let e = engine(Mode::Ha, 1);
-            // As in `sessions_opened_across_a_failure_are_stale`: `x` stale
-            // on dead member 0, `y` on member 1, `z` moved to member 1.
-            let x = e.open_session(0, RW).unwrap();
-            let z = e.open_session(0, RW).unwrap();
-            e.add_member(Watched::new(2)).unwrap().unwrap();
-            let y = e.open_session(0, RW).unwrap();
-            assert_eq!(e.session_member(y), Ok(1));
-            token(&e, 0, Token::kill);
-            assert!(e.session_info(z).is_ok());
-            assert_eq!(e.session_member(z), Ok(1));
-            let opener = {
-                let e = e.clone();
-                thread::spawn(move || {
-                    let a = e.open_session(0, RW);
-                    // Fails over to member 1 (or finds no member).
-                    let _ = e.session_info(x);
-                    a
-                })
-            };
+            let (e, x, y) = member_0_dead();
+            let opener = open_and_fail_over(&e, x);
             let killer = {
                 let e = e.clone();
                 thread::spawn(move || {
@@ -470,15 +468,7 @@ fn sessions_opened_across_a_failure_and_its_recovery_are_stale() {
                 assert_eq!(e.recover(2_000), 1);
             }
             assert!(e.member_up(1));
-            let mut sessions = vec![x];
-            // An open that found member 1 dead, or out, made no session.
-            sessions.extend(opened.ok());
-            for &h in &sessions {
-                assert!(
-                    e.session_info(h).is_ok(),
-                    "a session opened across the failure is lost after recovery"
-                );
-            }
+            stale_sessions_work(&e, x, opened);
             assert!(e.member_up(1), "a recovered member taken out again");
             assert_eq!(e.events().count("HSM Failure detected"), 2);
         },
