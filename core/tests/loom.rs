@@ -257,13 +257,8 @@ fn member_fails_under_two_calls() {
         "a member fails under calls on two sessions",
         Some(4),
         || {
-            let e = engine(Mode::Ha, 1);
-            let s = [
-                e.open_session(0, RW).unwrap(),
-                e.open_session(0, RW).unwrap(),
-            ];
             // The second member joins after both sessions went to the first.
-            e.add_member(Watched::new(2)).unwrap().unwrap();
+            let (e, s) = two_sessions_on_member_0();
             let killer = {
                 let e = e.clone();
                 thread::spawn(move || {
@@ -287,6 +282,31 @@ fn member_fails_under_two_calls() {
     );
 }
 
+/// Two sessions on member 0, then member 1 joins: the start of the models
+/// of a failure (and its recovery) racing another call on member 0.
+fn two_sessions_on_member_0() -> (Arc<E>, [u64; 2]) {
+    let e = engine(Mode::Ha, 1);
+    let s = [
+        e.open_session(0, RW).unwrap(),
+        e.open_session(0, RW).unwrap(),
+    ];
+    e.add_member(Watched::new(2)).unwrap().unwrap();
+    (e, s)
+}
+
+/// A thread in which member 0 fails under a call on `s` (which fails over
+/// to member 1), comes back, and is recovered; it returns how many members
+/// the recovery brought back.
+fn fail_and_recover_member_0(e: &Arc<E>, s: u64) -> thread::JoinHandle<usize> {
+    let e = e.clone();
+    thread::spawn(move || {
+        token(&e, 0, Token::kill);
+        assert!(e.session_info(s).is_ok());
+        token(&e, 0, Token::restart);
+        e.recover(1_000)
+    })
+}
+
 /// A member fails under a call, and is recovered by the same thread, while
 /// another thread calls on another of its sessions: recovery (which waits
 /// until no call is in flight on the member) never closes the member's
@@ -298,22 +318,8 @@ fn recovery_never_closes_under_a_call() {
         "a failure and its recovery vs a call on the member",
         Some(4),
         || {
-            let e = engine(Mode::Ha, 1);
-            let s = [
-                e.open_session(0, RW).unwrap(),
-                e.open_session(0, RW).unwrap(),
-            ];
-            e.add_member(Watched::new(2)).unwrap().unwrap();
-            let recovery = {
-                let e = e.clone();
-                thread::spawn(move || {
-                    // It fails under a call, and is back before its recovery.
-                    token(&e, 0, Token::kill);
-                    assert!(e.session_info(s[0]).is_ok());
-                    token(&e, 0, Token::restart);
-                    e.recover(1_000)
-                })
-            };
+            let (e, s) = two_sessions_on_member_0();
+            let recovery = fail_and_recover_member_0(&e, s[0]);
             let caller = {
                 let e = e.clone();
                 thread::spawn(move || e.session_info(s[1]))
@@ -487,21 +493,8 @@ fn recovery_never_closes_under_a_close() {
         "a failure and its recovery vs a close on the member",
         Some(4),
         || {
-            let e = engine(Mode::Ha, 1);
-            let s = [
-                e.open_session(0, RW).unwrap(),
-                e.open_session(0, RW).unwrap(),
-            ];
-            e.add_member(Watched::new(2)).unwrap().unwrap();
-            let recovery = {
-                let e = e.clone();
-                thread::spawn(move || {
-                    token(&e, 0, Token::kill);
-                    assert!(e.session_info(s[0]).is_ok());
-                    token(&e, 0, Token::restart);
-                    e.recover(1_000)
-                })
-            };
+            let (e, s) = two_sessions_on_member_0();
+            let recovery = fail_and_recover_member_0(&e, s[0]);
             let closer = {
                 let e = e.clone();
                 thread::spawn(move || e.close_session(s[1]))
